@@ -1,0 +1,5 @@
+import sys
+
+from triggerd.cli import main
+
+sys.exit(main())

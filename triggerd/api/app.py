@@ -1,0 +1,30 @@
+"""Builds the aiohttp application of one process: operations routes always, the
+`/api/v1` routes and the docs only when the process runs the `api` role."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from triggerd.api import middleware, ops
+from triggerd.api.ops import SERVICES
+from triggerd.services import Services
+
+
+def build_app(services: Services, *, with_api: bool) -> web.Application:
+    settings = services.settings
+    app = web.Application(
+        client_max_size=settings.max_body,
+        middlewares=[
+            middleware.request_id_middleware,
+            middleware.metrics_middleware(services.metrics),
+            middleware.error_middleware,
+            middleware.auth_middleware(settings.all_api_keys()),
+        ],
+    )
+    app[SERVICES] = services
+    ops.add_routes(app)
+    if with_api:
+        from triggerd.api import routes  # the API role's modules load only where used
+
+        routes.setup(app, services)
+    return app

@@ -1,0 +1,82 @@
+"""Request helpers shared by the routes: JSON bodies, query parameters, JSON responses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from triggerd.errors import ApiError, ValidationError
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(data, default=str),
+        status=status,
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def _is_json_type(content_type: str) -> bool:
+    return content_type == "application/json" or (
+        content_type.startswith("application/") and content_type.endswith("+json")
+    )
+
+
+async def read_raw_json(request: web.Request, *, optional: bool = False) -> tuple[bytes, Any]:
+    """The raw body (for HMAC checks) and its parsed JSON.
+
+    415 for a non-JSON content type, 413 past the body limit (raised by aiohttp while
+    reading, turned into the envelope by the error middleware), 400 for malformed JSON.
+    With `optional`, an empty body (of any declared type) parses to None.
+    """
+    raw = await request.read()
+    if optional and not raw.strip():
+        return raw, None
+    if not _is_json_type(request.content_type):
+        raise ApiError(
+            f"expected Content-Type application/json, got {request.content_type or 'none'}",
+            status=415,
+            code="unsupported_media_type",
+        )
+    try:
+        return raw, orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(f"malformed JSON body: {exc}", code="malformed_json") from None
+
+
+async def read_json(request: web.Request, *, optional: bool = False) -> Any:
+    return (await read_raw_json(request, optional=optional))[1]
+
+
+def query_int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValidationError(name, f"must be an integer, got {raw!r}") from None
+    if not lo <= value <= hi:
+        raise ValidationError(name, f"must be between {lo} and {hi}")
+    return value
+
+
+def query_choice(request: web.Request, name: str, options: tuple[str, ...]) -> str | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return None
+    if raw not in options:
+        raise ValidationError(name, f"must be one of {', '.join(options)}")
+    return raw
+
+
+def pagination(page: int, limit: int, total: int) -> dict[str, int]:
+    return {
+        "current_page": page,
+        "page_size": limit,
+        "total_pages": (total + limit - 1) // limit,
+        "total_records": total,
+    }

@@ -1,0 +1,52 @@
+"""`/health` and `/metrics`: served by every process, whatever its roles."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from triggerd.api.http import json_response
+from triggerd.services import Services
+
+SERVICES: web.AppKey[Services] = web.AppKey("services", Services)
+
+_DB_PING_TIMEOUT = 2.0
+
+
+async def check_database(services: Services) -> str:
+    try:
+        async with asyncio.timeout(_DB_PING_TIMEOUT):
+            await services.db.ping()
+        return "ok"
+    except Exception as exc:  # any failure is "down"; the message says why
+        return f"down: {type(exc).__name__}"
+
+
+async def health(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    checks: dict[str, object] = {"database": await check_database(services)}
+    if services.uses_kafka:
+        bus = services.bus
+        checks["kafka"] = "ok" if bus.healthy else f"down: {bus.last_error or 'unreachable'}"
+    roles = services.role_states()
+    checks["roles"] = roles
+    failing = [name for name, value in checks.items() if isinstance(value, str) and value != "ok"]
+    failing += [f"roles.{name}" for name, state in roles.items() if state != "ok"]
+    body: dict[str, object] = {"status": "healthy" if not failing else "unhealthy", "checks": checks}
+    if failing:
+        body["failing"] = failing
+    return json_response(body, status=200 if not failing else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    return web.Response(
+        body=services.metrics.render(),
+        headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/health", health, allow_head=True)
+    app.router.add_get("/metrics", metrics)

@@ -1,0 +1,20 @@
+"""The `api` role: its routes are mounted on the process's HTTP server by the daemon;
+this task is what the supervisor watches for it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from triggerd.services import Services
+
+
+class ApiRole:
+    name = "api"
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    async def run(self, ready: Callable[[], None]) -> None:
+        ready()
+        await asyncio.Event().wait()  # serve until cancelled

@@ -1,0 +1,68 @@
+"""The Kafka job contract (SPEC §4): one JSON message per delivery attempt."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from triggerd.timeutil import parse_iso_utc, to_iso
+
+
+@dataclass(frozen=True)
+class Job:
+    event_id: str
+    trigger_id: str | None
+    type: str
+    source: str
+    is_test_run: bool
+    payload: Any
+    scheduled_for: datetime | None
+    fired_at: datetime
+    attempt: int = 1
+
+    @property
+    def key(self) -> bytes:
+        """Partition key: the trigger, so one trigger's jobs stay ordered. An ephemeral
+        test run has no trigger and is keyed by its event."""
+        return (self.trigger_id or self.event_id).encode()
+
+    def encode(self) -> bytes:
+        return orjson.dumps(
+            {
+                "event_id": self.event_id,
+                "trigger_id": self.trigger_id,
+                "type": self.type,
+                "source": self.source,
+                "is_test_run": self.is_test_run,
+                "payload": self.payload,
+                "scheduled_for": to_iso(self.scheduled_for),
+                "fired_at": to_iso(self.fired_at),
+                "attempt": self.attempt,
+            }
+        )
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Job:
+        """Raises ValueError for a message that does not follow the contract."""
+        try:
+            data = orjson.loads(raw)
+            scheduled = data.get("scheduled_for")
+            attempt = data.get("attempt", 1)
+            if not isinstance(attempt, int) or attempt < 1:
+                raise ValueError("attempt must be a positive integer")
+            return cls(
+                event_id=str(data["event_id"]),
+                trigger_id=data.get("trigger_id"),
+                type=str(data["type"]),
+                source=str(data["source"]),
+                is_test_run=bool(data.get("is_test_run", False)),
+                payload=data.get("payload"),
+                scheduled_for=parse_iso_utc(scheduled) if scheduled else None,
+                fired_at=parse_iso_utc(data["fired_at"]),
+                attempt=attempt,
+            )
+        except (KeyError, TypeError, orjson.JSONDecodeError) as exc:
+            raise ValueError(f"malformed job: {exc}") from exc

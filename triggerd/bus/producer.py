@@ -1,0 +1,171 @@
+"""The Kafka producer, kept connected by its own task.
+
+The broker may be down when the daemon starts or at any time later; `run()` keeps
+(re)starting the producer with backoff and probes the cluster so `/health` can say
+"kafka: down". Publishing while disconnected raises BusUnavailable at once, so callers
+(the scheduler, the outbox relay) can back off instead of hanging.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
+from aiokafka.structs import RecordMetadata
+
+from triggerd.backoff import Backoff
+from triggerd.bus.jobs import Job
+from triggerd.config import Settings
+from triggerd.errors import TriggerdError
+
+log = logging.getLogger(__name__)
+
+_TOPIC_EXISTS = 36
+_PROBE_INTERVAL = 2.0
+
+
+class BusUnavailable(TriggerdError):
+    """Kafka is not reachable right now; try again later."""
+
+
+class Bus:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.topic = settings.kafka_topic
+        self._producer: AIOKafkaProducer | None = None
+        self._connected = asyncio.Event()
+        self.healthy = False
+        self.last_error: str | None = "not connected yet"
+
+    async def wait_connected(self, timeout: float | None = None) -> bool:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._connected.wait()
+        return self._connected.is_set()
+
+    async def run(self) -> None:
+        """Connect, create the topic, then probe until cancelled; reconnect on failure."""
+        backoff = Backoff(base=0.2, cap=5.0)
+        try:
+            while True:
+                try:
+                    await self._start()
+                    backoff.reset()
+                    await self._probe_forever()
+                except (KafkaError, OSError, TimeoutError) as exc:
+                    self._mark_down(exc)
+                    await self._stop_producer()
+                    await asyncio.sleep(backoff.next())
+        finally:
+            self._mark_down(None)
+            await self._stop_producer()
+
+    async def _start(self) -> None:
+        await self._ensure_topic()
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            client_id=f"triggerd-{self.settings.instance_id}",
+            acks="all",
+            enable_idempotence=self.settings.kafka_idempotent,
+            linger_ms=1,
+            request_timeout_ms=5000,
+            retry_backoff_ms=100,
+            max_batch_size=256 * 1024,
+        )
+        try:
+            await producer.start()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await producer.stop()
+            raise
+        self._producer = producer
+        self.healthy = True
+        self.last_error = None
+        self._connected.set()
+        log.info("kafka connected", extra={"bootstrap": self.settings.kafka_bootstrap})
+
+    async def _ensure_topic(self) -> None:
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=self.settings.kafka_bootstrap, request_timeout_ms=5000
+        )
+        await admin.start()
+        try:
+            topic = NewTopic(self.topic, self.settings.kafka_partitions, 1)
+            response = await admin.create_topics([topic])
+            for _name, code, *_ in response.topic_errors:
+                if code not in (0, _TOPIC_EXISTS):
+                    raise KafkaError(f"cannot create topic {self.topic}: error {code}")
+        finally:
+            await admin.close()
+
+    async def _probe_forever(self) -> None:
+        assert self._producer is not None
+        failures = 0
+        while True:
+            await asyncio.sleep(_PROBE_INTERVAL)
+            try:
+                async with asyncio.timeout(3):
+                    ok = await self._producer.client.fetch_all_metadata()
+                failures = 0 if ok else failures + 1
+            except (KafkaError, OSError, TimeoutError):
+                failures += 1
+            # The producer reconnects by itself; health reports the outage meanwhile.
+            self.healthy = failures == 0
+            self.last_error = None if self.healthy else "broker unreachable"
+            if failures:
+                log.warning("kafka probe failed (%d in a row)", failures)
+
+    def _mark_down(self, exc: BaseException | None) -> None:
+        self._connected.clear()
+        self.healthy = False
+        if exc is not None:
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            log.warning("kafka unavailable: %s", self.last_error)
+
+    async def _stop_producer(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(5):
+                    await producer.stop()  # flushes what is buffered
+
+    async def publish(self, job: Job) -> RecordMetadata:
+        """Send one job and wait for the broker's ack."""
+        producer = self._producer
+        if producer is None:
+            raise BusUnavailable(self.last_error or "kafka not connected")
+        try:
+            return await producer.send_and_wait(self.topic, job.encode(), key=job.key)
+        except KafkaError as exc:
+            raise BusUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+    async def publish_many(self, jobs: Sequence[Job]) -> list[RecordMetadata | BaseException]:
+        """Send a batch; the result lines up with `jobs`: metadata, or the error for that job.
+
+        All sends are queued before any is awaited, so the producer batches them.
+        """
+        producer = self._producer
+        if producer is None:
+            error = BusUnavailable(self.last_error or "kafka not connected")
+            return [error for _ in jobs]
+        futures: list[asyncio.Future[RecordMetadata] | BaseException] = []
+        for job in jobs:
+            try:
+                futures.append(await producer.send(self.topic, job.encode(), key=job.key))
+            except KafkaError as exc:
+                futures.append(BusUnavailable(str(exc)))
+        results: list[RecordMetadata | BaseException] = []
+        for fut in futures:
+            if isinstance(fut, BaseException):
+                results.append(fut)
+                continue
+            try:
+                results.append(await fut)
+            except KafkaError as exc:
+                results.append(BusUnavailable(f"{type(exc).__name__}: {exc}"))
+        return results

@@ -1,0 +1,305 @@
+"""Settings: environment variables, optionally overlaid on a TOML file (SPEC §2).
+
+The only module that reads the environment. Every value is parsed and validated here,
+once; a bad or unknown key fails start-up with a one-line ConfigError naming it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from triggerd.errors import ConfigError
+from triggerd.timeutil import parse_duration
+
+PREFIX = "TRIGGERD_"
+ALL_ROLES = ("api", "scheduler", "worker", "retention")
+# Environment names that are not settings but are allowed next to them.
+_ENV_NOT_SETTINGS = {"TRIGGERD_CONFIG", "TRIGGERD_SQL_DIR"}
+_ENV_IGNORED_PREFIXES = ("TRIGGERD_TEST_", "TRIGGERD_BENCH_", "TRIGGERD_DEV_")
+
+
+@dataclass(frozen=True)
+class DatabaseUrl:
+    host: str
+    port: int
+    user: str
+    password: str
+    database: str
+
+    @classmethod
+    def parse(cls, url: str) -> DatabaseUrl:
+        parts = urlsplit(url)
+        if parts.scheme not in ("mysql", "mariadb", "mysql+aiomysql"):
+            raise ValueError("must look like mysql://user:password@host:port/database")
+        database = parts.path.lstrip("/")
+        if not parts.hostname or not database:
+            raise ValueError("needs a host and a database: mysql://user:password@host:port/database")
+        try:
+            port = parts.port or 3306
+        except ValueError as exc:
+            raise ValueError(f"bad port: {exc}") from None
+        return cls(
+            host=parts.hostname,
+            port=port,
+            user=unquote(parts.username or "root"),
+            password=unquote(parts.password or ""),
+            database=unquote(database),
+        )
+
+    def redacted(self) -> str:
+        return f"mysql://{self.user}:***@{self.host}:{self.port}/{self.database}"
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("must be a non-empty string")
+    return value.strip()
+
+
+def _int_range(lo: int, hi: int) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        if isinstance(value, bool):
+            raise ValueError("must be an integer")
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{value!r} is not an integer") from None
+        if not lo <= number <= hi:
+            raise ValueError(f"must be between {lo} and {hi}")
+        return number
+
+    return parse
+
+
+def _duration(min_seconds: float = 0.0) -> Callable[[Any], float]:
+    def parse(value: Any) -> float:
+        seconds = parse_duration(value)
+        if seconds < min_seconds:
+            raise ValueError(f"must be at least {min_seconds:g}s")
+        return seconds
+
+    return parse
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"{value!r} is not a boolean (true/false)")
+
+
+def _choice(*options: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        text = str(value).strip().lower()
+        if text not in options:
+            raise ValueError(f"{value!r} is not one of {', '.join(options)}")
+        return text
+
+    return parse
+
+
+def parse_roles(value: Any) -> tuple[str, ...]:
+    items = value if isinstance(value, list) else str(value).split(",")
+    roles = [str(item).strip().lower() for item in items if str(item).strip()]
+    if not roles:
+        raise ValueError(f"name at least one of {','.join(ALL_ROLES)}")
+    for role in roles:
+        if role not in ALL_ROLES:
+            raise ValueError(f"unknown role {role!r} (roles: {','.join(ALL_ROLES)})")
+    return tuple(r for r in ALL_ROLES if r in roles)  # canonical order, no duplicates
+
+
+def _bootstrap(value: Any) -> str:
+    text = _str(value)
+    for server in text.split(","):
+        host, _, port = server.strip().rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"{server!r} is not host:port")
+    return text
+
+
+def _url(value: Any) -> str:
+    text = _str(value).rstrip("/")
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("must be an absolute http(s) URL")
+    return text
+
+
+def _key_list(value: Any) -> tuple[str, ...]:
+    items = value if isinstance(value, list) else str(value).split(",")
+    return tuple(str(k).strip() for k in items if str(k).strip())
+
+
+def _optional_str(value: Any) -> str | None:
+    text = str(value).strip()
+    return text or None
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str | None = None
+    kafka_bootstrap: str = "localhost:9092"
+    kafka_topic: str = "trigger-events"
+    kafka_partitions: int = 6
+    kafka_idempotent: bool = False
+    kafka_group: str = "triggerd-worker"
+    kafka_session_timeout: float = 10.0
+    kafka_heartbeat_interval: float = 3.0
+    http_host: str = "0.0.0.0"
+    http_port: int = 8080
+    roles: tuple[str, ...] = ALL_ROLES
+    public_url: str = "http://localhost:8080"
+    retention_archive_after: float = 2 * 3600.0
+    retention_delete_after: float = 48 * 3600.0
+    retention_interval: float = 60.0
+    retention_batch_size: int = 5000
+    log_level: str = "info"
+    log_format: str = "json"
+    api_keys: tuple[str, ...] = ()
+    api_keys_file: str | None = None
+    max_body: int = 1024 * 1024
+    shutdown_timeout: float = 10.0
+    worker_concurrency: int = 100
+    scheduler_lookahead: float = 60.0
+    scheduler_lease: float = 30.0
+    scheduler_reconcile_interval: float = 5.0
+    scheduler_batch_size: int = 1000
+    db_pool_size: int = 10
+    instance_id: str = ""
+
+    @property
+    def database(self) -> DatabaseUrl:
+        if not self.database_url:
+            raise ConfigError("TRIGGERD_DATABASE_URL: required (mysql://user:password@host:port/db)")
+        return DatabaseUrl.parse(self.database_url)
+
+    def all_api_keys(self) -> tuple[str, ...]:
+        """Keys from TRIGGERD_API_KEYS plus the keys file (one per line, # comments)."""
+        keys = list(self.api_keys)
+        if self.api_keys_file:
+            text = Path(self.api_keys_file).read_text(encoding="utf-8")
+            for line in text.splitlines():
+                line = line.split("#", 1)[0].strip()
+                if line:
+                    keys.append(line)
+        return tuple(keys)
+
+
+_PARSERS: dict[str, Callable[[Any], Any]] = {
+    "database_url": _str,
+    "kafka_bootstrap": _bootstrap,
+    "kafka_topic": _str,
+    "kafka_partitions": _int_range(1, 1024),
+    "kafka_idempotent": _bool,
+    "kafka_group": _str,
+    "kafka_session_timeout": _duration(1.0),
+    "kafka_heartbeat_interval": _duration(0.1),
+    "http_host": _str,
+    "http_port": _int_range(0, 65535),
+    "roles": parse_roles,
+    "public_url": _url,
+    "retention_archive_after": _duration(0.001),
+    "retention_delete_after": _duration(0.001),
+    "retention_interval": _duration(0.05),
+    "retention_batch_size": _int_range(1, 100_000),
+    "log_level": _choice("debug", "info", "warning", "error", "critical"),
+    "log_format": _choice("json", "text"),
+    "api_keys": _key_list,
+    "api_keys_file": _optional_str,
+    "max_body": _int_range(1024, 1024 * 1024 * 1024),
+    "shutdown_timeout": _duration(0.0),
+    "worker_concurrency": _int_range(1, 10_000),
+    "scheduler_lookahead": _duration(1.0),
+    "scheduler_lease": _duration(1.0),
+    "scheduler_reconcile_interval": _duration(0.05),
+    "scheduler_batch_size": _int_range(1, 100_000),
+    "db_pool_size": _int_range(1, 1000),
+    "instance_id": _str,
+}
+assert set(_PARSERS) == {f.name for f in fields(Settings)}
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None,
+    config_file: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Settings from a TOML file (optional), then the environment, then explicit overrides
+    (CLI flags). Raises ConfigError with a one-line message naming the key."""
+    env = os.environ if environ is None else environ
+    raw: dict[str, tuple[str, Any]] = {}  # name -> (where it came from, value)
+
+    path = config_file or env.get("TRIGGERD_CONFIG")
+    if path:
+        for key, value in _read_toml(path).items():
+            if key not in _PARSERS:
+                raise ConfigError(f"{key}: unknown setting in {path}")
+            raw[key] = (key, value)
+
+    for name, value in env.items():
+        if not name.startswith(PREFIX) or name in _ENV_NOT_SETTINGS:
+            continue
+        if name.startswith(_ENV_IGNORED_PREFIXES):
+            continue
+        key = name[len(PREFIX) :].lower()
+        if key not in _PARSERS:
+            raise ConfigError(f"{name}: unknown setting")
+        raw[key] = (name, value)
+
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            raw[key] = (f"--{key.replace('_', '-')}", value)
+
+    values: dict[str, Any] = {}
+    for key, (where, value) in raw.items():
+        try:
+            values[key] = _PARSERS[key](value)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+
+    settings = Settings(**values)
+    if settings.database_url:
+        try:
+            DatabaseUrl.parse(settings.database_url)
+        except ValueError as exc:
+            where = raw["database_url"][0]
+            raise ConfigError(f"{where}: {exc}") from None
+    if settings.retention_delete_after < settings.retention_archive_after:
+        raise ConfigError("TRIGGERD_RETENTION_DELETE_AFTER: must not be shorter than ARCHIVE_AFTER")
+    if settings.kafka_heartbeat_interval >= settings.kafka_session_timeout:
+        raise ConfigError("TRIGGERD_KAFKA_HEARTBEAT_INTERVAL: must be below the session timeout")
+    if settings.api_keys_file:
+        try:
+            settings.all_api_keys()
+        except OSError as exc:
+            raise ConfigError(f"TRIGGERD_API_KEYS_FILE: cannot read: {exc.strerror}") from None
+    if not settings.instance_id:
+        instance = f"{socket.gethostname()}-{os.getpid()}"[:64]
+        settings = Settings(**{**values, "instance_id": instance})
+    return settings
+
+
+def _read_toml(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except OSError as exc:
+        raise ConfigError(f"TRIGGERD_CONFIG: cannot read {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"TRIGGERD_CONFIG: {path} is not valid TOML: {exc}") from None
+    for key, value in data.items():
+        if isinstance(value, dict):
+            raise ConfigError(f"{key}: the config file takes flat keys, not tables")
+    return data

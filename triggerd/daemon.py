@@ -1,0 +1,177 @@
+"""The composition root of `triggerd run`: builds the pool, the producer, the HTTP
+server and the roles once, passes them explicitly, and owns the shutdown order.
+
+Shutdown (SIGTERM/SIGINT), as uvicorn does it: stop accepting HTTP and let in-flight
+requests finish, then cancel the roles (each stops intake and drains up to
+`shutdown_timeout`), then flush the producer and close the pool. A second signal
+exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+
+from aiohttp import web
+
+from triggerd.api.app import build_app
+from triggerd.backoff import Backoff
+from triggerd.bus.producer import Bus
+from triggerd.config import Settings
+from triggerd.errors import SchemaVersionError
+from triggerd.metrics import Metrics
+from triggerd.services import Services
+from triggerd.store.db import Database
+from triggerd.store.migrations import check_schema
+from triggerd.supervisor import Role, RoleCrashLoop, Supervisor
+from triggerd.systemd import Notifier
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_CRASH = 1
+EXIT_CONFIG = 2
+
+_KAFKA_ROLES = {"api", "scheduler", "worker"}
+
+
+def build_roles(services: Services) -> list[Role]:
+    """One object per configured role; modules load only for the roles this process runs."""
+    roles: list[Role] = []
+    for name in services.settings.roles:
+        if name == "api":
+            from triggerd.api.role import ApiRole
+
+            roles.append(ApiRole(services))
+        elif name == "scheduler":
+            from triggerd.scheduler.loop import SchedulerRole
+
+            roles.append(SchedulerRole(services))
+        elif name == "worker":
+            from triggerd.worker.role import WorkerRole
+
+            roles.append(WorkerRole(services))
+        elif name == "retention":
+            from triggerd.retention import RetentionRole
+
+            roles.append(RetentionRole(services))
+    return roles
+
+
+async def _wait_for_database(db: Database, stop: asyncio.Event) -> bool:
+    """Connect and check the schema, retrying while the server is unreachable.
+    Returns False if asked to stop first. A wrong schema is fatal (SchemaVersionError)."""
+    backoff = Backoff(base=0.5, cap=10.0)
+    while not stop.is_set():
+        try:
+            await db.ping()
+            await check_schema(db)
+            return True
+        except SchemaVersionError:
+            raise
+        except Exception as exc:
+            delay = backoff.next()
+            log.warning("database unavailable (%s); retrying in %.1fs", exc, delay)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await stop.wait()
+    return False
+
+
+async def serve(settings: Settings, notifier: Notifier | None = None) -> int:
+    notifier = notifier or Notifier()
+    metrics = Metrics()
+    db = Database(settings.database, pool_size=settings.db_pool_size)
+    bus = Bus(settings)
+    services = Services(
+        settings=settings,
+        db=db,
+        bus=bus,
+        metrics=metrics,
+        uses_kafka=bool(_KAFKA_ROLES & set(settings.roles)),
+    )
+    supervisor = Supervisor(build_roles(services), on_all_ready=notifier.ready)
+    services.role_states = lambda: dict(supervisor.states)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals_seen = 0
+
+    def on_signal(signum: int) -> None:
+        nonlocal signals_seen
+        signals_seen += 1
+        if signals_seen > 1:
+            log.warning("second %s: exiting now", signal.Signals(signum).name)
+            os._exit(EXIT_CRASH)
+        log.info("%s received; shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+
+    if not settings.all_api_keys():
+        log.warning("TRIGGERD_API_KEYS is not set: the API is open to anyone who can reach it")
+
+    app = build_app(services, with_api="api" in settings.roles)
+    runner = web.AppRunner(
+        app, handle_signals=False, access_log=None, shutdown_timeout=settings.shutdown_timeout
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, settings.http_host, settings.http_port, reuse_address=True)
+    await site.start()
+    log.info(
+        "triggerd listening on %s:%d with roles %s",
+        settings.http_host,
+        settings.http_port,
+        ",".join(settings.roles),
+    )
+
+    exit_code = EXIT_OK
+    await db.connect()
+    try:
+        if not await _wait_for_database(db, stop):
+            return EXIT_OK
+        async with asyncio.TaskGroup() as group:
+            bus_task = group.create_task(bus.run(), name="kafka") if services.uses_kafka else None
+            roles_task = group.create_task(supervisor.run(), name="supervisor")
+            watchdog = (
+                group.create_task(_watchdog(notifier), name="watchdog")
+                if notifier.watchdog_interval
+                else None
+            )
+            stop_task = group.create_task(stop.wait(), name="stop-signal")
+            await asyncio.wait({roles_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+            notifier.stopping()
+            if roles_task.done() and not roles_task.cancelled():
+                exc = roles_task.exception()
+                if isinstance(exc, RoleCrashLoop):
+                    exit_code = EXIT_CRASH
+            stop_task.cancel()
+            await runner.cleanup()  # stop listening, let in-flight requests finish
+            roles_task.cancel()
+            with contextlib.suppress(BaseException):
+                await asyncio.wait({roles_task}, timeout=settings.shutdown_timeout + 2)
+            for task in (watchdog, bus_task):
+                if task is not None:
+                    task.cancel()
+    except* RoleCrashLoop:
+        exit_code = EXIT_CRASH
+    finally:
+        await runner.cleanup()
+        await db.close()
+        notifier.close()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+    log.info("triggerd stopped (exit %d)", exit_code)
+    return exit_code
+
+
+async def _watchdog(notifier: Notifier) -> None:
+    """WATCHDOG=1 at half the systemd deadline for as long as the loop is responsive."""
+    assert notifier.watchdog_interval is not None
+    while True:
+        notifier.watchdog()
+        await asyncio.sleep(notifier.watchdog_interval)

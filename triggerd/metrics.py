@@ -1,0 +1,71 @@
+"""Prometheus metrics of SPEC §6, on a registry owned by the daemon (not a global),
+so every role in the process writes to the one `/metrics` serves.
+
+Gauges that count rows in big tables (`triggerd_triggers`, `triggerd_schedules`,
+`triggerd_events`) are refreshed by `GaugeRefresher` on an interval from grouped
+COUNTs served by indexes — never a scan per scrape.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import generate_latest
+
+_DELAY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60)
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.triggers = Gauge(
+            "triggerd_triggers", "Triggers by type and status", ["type", "status"], registry=r
+        )
+        self.schedules = Gauge(
+            "triggerd_schedules", "Schedule rows by status", ["status"], registry=r
+        )
+        self.events = Gauge(
+            "triggerd_events", "Event log rows by retention status", ["retention_status"],
+            registry=r,
+        )
+        self.fires = Counter(
+            "triggerd_fires_total", "Firings published", ["type", "source"], registry=r
+        )
+        self.fire_delay = Histogram(
+            "triggerd_fire_delay_seconds", "Publish time minus due time of scheduled firings",
+            buckets=_DELAY_BUCKETS, registry=r,
+        )
+        self.missed = Counter(
+            "triggerd_missed_occurrences_total",
+            "Occurrences skipped after downtime (only the latest missed one fires)",
+            registry=r,
+        )
+        self.publish_failures = Counter(
+            "triggerd_publish_failures_total", "Jobs that failed to publish to Kafka", registry=r
+        )
+        self.deliveries = Counter(
+            "triggerd_deliveries_total", "Finished deliveries by outcome", ["outcome"], registry=r
+        )
+        self.delivery_attempts = Counter(
+            "triggerd_delivery_attempts_total", "HTTP delivery attempts", registry=r
+        )
+        self.delivery_latency = Histogram(
+            "triggerd_delivery_latency_seconds", "HTTP delivery attempt latency",
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.webhook_requests = Counter(
+            "triggerd_webhook_requests_total", "Webhook ingestion requests by status code",
+            ["code"], registry=r,
+        )
+        self.http_duration = Histogram(
+            "triggerd_http_request_duration_seconds", "HTTP request duration",
+            ["route", "method"], buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.retention_moved = Counter(
+            "triggerd_retention_rows_total", "Rows archived or deleted by retention",
+            ["action"], registry=r,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,1 @@
+"""The store: every SQL statement the daemon runs lives in this package."""

@@ -1,0 +1,138 @@
+"""The MySQL/MariaDB pool behind one object.
+
+autocommit=True everywhere; `transaction()` opens one only where several statements
+must commit together. A lost connection is dropped by the pool and the next acquire
+opens a fresh one, so callers retry transient errors instead of reconnecting by hand.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import aiomysql
+import pymysql
+
+from triggerd.config import DatabaseUrl
+
+log = logging.getLogger(__name__)
+
+Row = dict[str, Any]
+
+# Errors that mean "the server is not reachable right now", not "the query is wrong".
+_TRANSIENT_CODES = {
+    1040,  # too many connections
+    1205,  # lock wait timeout
+    1213,  # deadlock
+    2003,  # can't connect
+    2006,  # server has gone away
+    2013,  # lost connection during query
+    2014,
+    2055,  # lost connection (network)
+}
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for connection-level failures worth retrying with backoff."""
+    if isinstance(exc, (ConnectionError, TimeoutError, OSError)):
+        return True
+    if isinstance(exc, pymysql.err.OperationalError | pymysql.err.InterfaceError):
+        code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
+        return code is None or code in _TRANSIENT_CODES or code >= 2000
+    return False
+
+
+def is_duplicate_key(exc: BaseException) -> bool:
+    return isinstance(exc, pymysql.err.IntegrityError) and bool(exc.args) and exc.args[0] == 1062
+
+
+class Database:
+    """An aiomysql pool. `connect()` does the I/O; `__init__` does none."""
+
+    def __init__(self, url: DatabaseUrl, *, pool_size: int = 10) -> None:
+        self.url = url
+        self.pool_size = pool_size
+        self._pool: aiomysql.Pool | None = None
+
+    async def connect(self) -> None:
+        self._pool = await aiomysql.create_pool(
+            host=self.url.host,
+            port=self.url.port,
+            user=self.url.user,
+            password=self.url.password,
+            db=self.url.database,
+            minsize=1,
+            maxsize=self.pool_size,
+            autocommit=True,
+            charset="utf8mb4",
+            # Ping-on-acquire is done by aiomysql only when a connection errored; a
+            # recycle bounds how long an idle connection can sit behind a dead server.
+            pool_recycle=300,
+            connect_timeout=5,
+            init_command="SET time_zone = '+00:00'",
+        )
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            await self._pool.wait_closed()
+            self._pool = None
+
+    @property
+    def pool(self) -> aiomysql.Pool:
+        if self._pool is None:
+            raise RuntimeError("Database.connect() has not been called")
+        return self._pool
+
+    @contextlib.asynccontextmanager
+    async def acquire(self) -> AsyncIterator[aiomysql.Connection]:
+        async with self.pool.acquire() as conn:
+            try:
+                yield conn
+            except BaseException as exc:
+                # A connection that saw a connection-level error (or a cancellation
+                # mid-query, which leaves unread packets) must not go back to the pool.
+                if is_transient(exc) or not isinstance(exc, Exception):
+                    conn.close()
+                raise
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[aiomysql.Cursor]:
+        """A cursor inside BEGIN … COMMIT; rolls back on any error."""
+        async with self.acquire() as conn:
+            await conn.begin()
+            try:
+                async with conn.cursor(aiomysql.DictCursor) as cur:
+                    yield cur
+                await conn.commit()
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await conn.rollback()
+                raise
+
+    async def fetchall(self, sql: str, params: Any = None) -> list[Row]:
+        async with self.acquire() as conn, conn.cursor(aiomysql.DictCursor) as cur:
+            await cur.execute(sql, params)
+            return list(await cur.fetchall())
+
+    async def fetchone(self, sql: str, params: Any = None) -> Row | None:
+        async with self.acquire() as conn, conn.cursor(aiomysql.DictCursor) as cur:
+            await cur.execute(sql, params)
+            row: Row | None = await cur.fetchone()
+            return row
+
+    async def execute(self, sql: str, params: Any = None) -> int:
+        """Run one statement; returns the affected row count."""
+        async with self.acquire() as conn, conn.cursor() as cur:
+            return int(await cur.execute(sql, params))
+
+    async def executemany(self, sql: str, params: Sequence[Any]) -> int:
+        if not params:
+            return 0
+        async with self.acquire() as conn, conn.cursor() as cur:
+            return int(await cur.executemany(sql, params))
+
+    async def ping(self) -> None:
+        await self.fetchone("SELECT 1 AS ok")

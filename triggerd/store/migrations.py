@@ -1,0 +1,142 @@
+"""`triggerd migrate`: apply sql/NNN_name.sql in order, once each.
+
+Applied versions are recorded in schema_migrations. MySQL DDL is not transactional, so a
+file that failed half-way is re-run from the top on the next attempt: "already exists"
+errors of a statement that did land are skipped rather than fatal. A named lock keeps two
+containers migrating at once from racing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pymysql
+
+from triggerd.errors import SchemaVersionError
+from triggerd.store.db import Database
+
+log = logging.getLogger(__name__)
+
+_COMMENT = re.compile(r"(^|\s)--(\s.*)?$")
+_FILE = re.compile(r"^(\d{3,})_([A-Za-z0-9_]+)\.sql$")
+# table exists, duplicate column, duplicate key name, duplicate foreign key
+_ALREADY_DONE = {1050, 1060, 1061, 1826}
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    path: Path
+
+    def statements(self) -> list[str]:
+        """Split on `;` after dropping `-- ` comments (our migrations keep string
+        literals free of both, which this simple splitter relies on)."""
+        text = self.path.read_text(encoding="utf-8")
+        lines = [_COMMENT.sub("", line) for line in text.splitlines()]
+        return [stmt.strip() for stmt in "\n".join(lines).split(";") if stmt.strip()]
+
+
+def sql_dir() -> Path:
+    """TRIGGERD_SQL_DIR, else the source tree's sql/, else the installed data files."""
+    override = os.environ.get("TRIGGERD_SQL_DIR")
+    candidates = [Path(override)] if override else []
+    candidates += [
+        Path(__file__).resolve().parents[2] / "sql",
+        Path(sys.prefix) / "share" / "triggerd" / "sql",
+    ]
+    for candidate in candidates:
+        if candidate.is_dir() and any(candidate.glob("*.sql")):
+            return candidate
+    raise SchemaVersionError(f"no migrations found (looked in {', '.join(map(str, candidates))})")
+
+
+def discover(directory: Path | None = None) -> list[Migration]:
+    found = []
+    for path in sorted((directory or sql_dir()).iterdir()):
+        match = _FILE.match(path.name)
+        if match:
+            found.append(Migration(int(match.group(1)), match.group(2), path))
+    versions = [m.version for m in found]
+    if len(set(versions)) != len(versions):
+        raise SchemaVersionError(f"two migrations share a version in {directory}")
+    return found
+
+
+async def _ensure_table(db: Database) -> None:
+    await db.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations ("
+        " version INT NOT NULL PRIMARY KEY,"
+        " name VARCHAR(255) NOT NULL,"
+        " applied_at DATETIME(3) NOT NULL"
+        ") ENGINE=InnoDB"
+    )
+
+
+async def applied_versions(db: Database) -> set[int]:
+    row = await db.fetchone(
+        "SELECT COUNT(*) AS n FROM information_schema.tables"
+        " WHERE table_schema = DATABASE() AND table_name = 'schema_migrations'"
+    )
+    if not row or not row["n"]:
+        return set()
+    rows = await db.fetchall("SELECT version FROM schema_migrations")
+    return {int(r["version"]) for r in rows}
+
+
+async def migrate(db: Database, directory: Path | None = None) -> list[Migration]:
+    """Apply pending migrations; returns the ones applied (empty when up to date)."""
+    migrations = discover(directory)
+    applied: list[Migration] = []
+    async with db.acquire() as conn, conn.cursor() as cur:
+        await cur.execute("SELECT GET_LOCK('triggerd_migrate', 60)")
+        (got,) = await cur.fetchone()
+        if got != 1:
+            raise SchemaVersionError("another process holds the migration lock")
+        try:
+            await _ensure_table(db)
+            done = await applied_versions(db)
+            for migration in migrations:
+                if migration.version in done:
+                    continue
+                log.info("applying migration %03d_%s", migration.version, migration.name)
+                for statement in migration.statements():
+                    try:
+                        await cur.execute(statement)
+                    except pymysql.err.OperationalError as exc:
+                        if exc.args and exc.args[0] in _ALREADY_DONE:
+                            continue
+                        raise
+                await cur.execute(
+                    "INSERT INTO schema_migrations (version, name, applied_at)"
+                    " VALUES (%s, %s, UTC_TIMESTAMP(3))",
+                    (migration.version, migration.name),
+                )
+                applied.append(migration)
+        finally:
+            await cur.execute("SELECT RELEASE_LOCK('triggerd_migrate')")
+            await cur.fetchall()
+    return applied
+
+
+async def check_schema(db: Database, directory: Path | None = None) -> None:
+    """`run` refuses a database that is not exactly at this build's schema."""
+    expected = {m.version for m in discover(directory)}
+    have = await applied_versions(db)
+    missing = sorted(expected - have)
+    if missing:
+        raise SchemaVersionError(
+            f"database schema is not migrated (missing {', '.join(map(str, missing))});"
+            " run `triggerd migrate` first"
+        )
+    newer = sorted(have - expected)
+    if newer:
+        raise SchemaVersionError(
+            f"database schema is newer than this build (unknown versions {newer});"
+            " upgrade triggerd"
+        )
