@@ -22,6 +22,7 @@ from triggerd.backoff import Backoff
 from triggerd.bus.producer import Bus
 from triggerd.config import Settings
 from triggerd.errors import SchemaVersionError
+from triggerd.gauges import refresh_forever as refresh_gauges
 from triggerd.metrics import Metrics
 from triggerd.services import Services
 from triggerd.store.db import Database
@@ -142,6 +143,7 @@ async def serve(settings: Settings, notifier: Notifier | None = None) -> int:
                 if notifier.watchdog_interval
                 else None
             )
+            gauges = group.create_task(refresh_gauges(services), name="gauges")
             stop_task = group.create_task(stop.wait(), name="stop-signal")
             await asyncio.wait({roles_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
             notifier.stopping()
@@ -154,7 +156,7 @@ async def serve(settings: Settings, notifier: Notifier | None = None) -> int:
             roles_task.cancel()
             with contextlib.suppress(BaseException):
                 await asyncio.wait({roles_task}, timeout=settings.shutdown_timeout + 2)
-            for task in (watchdog, bus_task):
+            for task in (watchdog, bus_task, gauges):
                 if task is not None:
                     task.cancel()
     except* RoleCrashLoop:

@@ -1,11 +1,16 @@
-"""Registers the `/api/v1` routes and the OpenAPI docs."""
+"""Registers the `/api/v1` routes and the OpenAPI docs: one module per resource."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
+from triggerd.api import docs, events, testruns, triggers, webhook
 from triggerd.services import Services
 
 
 def setup(app: web.Application, services: Services) -> None:
-    del app, services
+    triggers.add_routes(app, services)
+    testruns.add_routes(app, services)
+    webhook.add_routes(app, services)
+    events.add_routes(app, services)
+    docs.setup(app)  # last: it documents every route registered above

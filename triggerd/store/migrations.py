@@ -69,6 +69,8 @@ def discover(directory: Path | None = None) -> list[Migration]:
 
 
 async def _ensure_table(db: Database) -> None:
+    if await _has_table(db):
+        return  # CREATE … IF NOT EXISTS would still raise a "table exists" warning
     await db.execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations ("
         " version INT NOT NULL PRIMARY KEY,"
@@ -78,12 +80,16 @@ async def _ensure_table(db: Database) -> None:
     )
 
 
-async def applied_versions(db: Database) -> set[int]:
+async def _has_table(db: Database) -> bool:
     row = await db.fetchone(
         "SELECT COUNT(*) AS n FROM information_schema.tables"
         " WHERE table_schema = DATABASE() AND table_name = 'schema_migrations'"
     )
-    if not row or not row["n"]:
+    return bool(row and row["n"])
+
+
+async def applied_versions(db: Database) -> set[int]:
+    if not await _has_table(db):
         return set()
     rows = await db.fetchall("SELECT version FROM schema_migrations")
     return {int(r["version"]) for r in rows}

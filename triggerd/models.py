@@ -1,0 +1,66 @@
+"""Rows mapped to frozen dataclasses at the store boundary."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from triggerd.timeutil import from_db, to_iso
+
+SCHEDULED_TYPES = ("time_scheduled", "cron_scheduled", "interval_scheduled")
+
+# Event IDs of scheduled occurrences are derived from the occurrence, so a re-claimed
+# occurrence can never produce a second event.
+_OCCURRENCE_NS = uuid.UUID("6f1c1b0e-5f8e-4d7e-9a51-4a1f1f0b7c3d")
+
+
+def occurrence_event_id(trigger_id: str, fire_at: datetime) -> str:
+    return str(uuid.uuid5(_OCCURRENCE_NS, f"{trigger_id}@{to_iso(fire_at)}"))
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def parse_uuid(value: str) -> str | None:
+    """The canonical form of a UUID path parameter, or None when malformed (→ 404)."""
+    try:
+        return str(uuid.UUID(value))
+    except (ValueError, AttributeError, TypeError):
+        return None
+
+
+@dataclass(frozen=True)
+class Trigger:
+    id: str
+    name: str
+    type: str
+    status: str
+    config: dict[str, Any]
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Trigger:
+        created = from_db(row["created_at"])
+        updated = from_db(row["updated_at"])
+        assert created is not None and updated is not None
+        return cls(
+            id=row["id"],
+            name=row["name"],
+            type=row["type"],
+            status=row["status"],
+            config=orjson.loads(row["config"]),
+            version=int(row["version"]),
+            created_at=created,
+            updated_at=updated,
+        )
+
+    @property
+    def is_scheduled(self) -> bool:
+        return self.type in SCHEDULED_TYPES
