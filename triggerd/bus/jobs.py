@@ -49,6 +49,8 @@ class Job:
         """Raises ValueError for a message that does not follow the contract."""
         try:
             data = orjson.loads(raw)
+            if not isinstance(data, dict):
+                raise ValueError("a job is a JSON object")
             scheduled = data.get("scheduled_for")
             attempt = data.get("attempt", 1)
             if not isinstance(attempt, int) or attempt < 1:
@@ -64,5 +66,5 @@ class Job:
                 fired_at=parse_iso_utc(data["fired_at"]),
                 attempt=attempt,
             )
-        except (KeyError, TypeError, orjson.JSONDecodeError) as exc:
+        except (KeyError, TypeError, AttributeError, orjson.JSONDecodeError) as exc:
             raise ValueError(f"malformed job: {exc}") from exc

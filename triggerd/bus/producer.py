@@ -26,7 +26,7 @@ from triggerd.errors import TriggerdError
 log = logging.getLogger(__name__)
 
 _TOPIC_EXISTS = 36
-_PROBE_INTERVAL = 2.0
+_PROBE_INTERVAL = 1.0
 
 
 class BusUnavailable(TriggerdError):
@@ -137,7 +137,9 @@ class Bus:
     async def publish(self, job: Job) -> RecordMetadata:
         """Send one job and wait for the broker's ack."""
         producer = self._producer
-        if producer is None:
+        if producer is None or not self.healthy:
+            # Fail fast while the probe says the broker is down, rather than have every
+            # caller wait out the request timeout.
             raise BusUnavailable(self.last_error or "kafka not connected")
         try:
             return await producer.send_and_wait(self.topic, job.encode(), key=job.key)
@@ -150,7 +152,7 @@ class Bus:
         All sends are queued before any is awaited, so the producer batches them.
         """
         producer = self._producer
-        if producer is None:
+        if producer is None or not self.healthy:
             error = BusUnavailable(self.last_error or "kafka not connected")
             return [error for _ in jobs]
         futures: list[asyncio.Future[RecordMetadata] | BaseException] = []

@@ -1,0 +1,40 @@
+# The two set-up commands of the README are `make dev` and `make test`; each installs
+# what it needs (Debian packages when absent, a virtualenv in .venv) first.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: install system-deps dev test lint unit bench clean
+
+system-deps:
+	bash .ci/install-system-deps.sh
+
+$(BIN)/.installed: setup.cfg pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev,test]'
+	@touch $@
+
+install: system-deps $(BIN)/.installed
+
+dev: install
+	$(BIN)/triggerd dev
+
+lint: install
+	$(BIN)/ruff check triggerd tests bench
+	$(BIN)/mypy
+
+unit: install
+	$(BIN)/pytest tests/unit -q $(PYTEST_ARGS)
+
+test: lint
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+bench: install
+	$(BIN)/python bench/scheduler_drift.py
+	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/retention.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info

@@ -1,0 +1,114 @@
+"""Settings: env over TOML, durations parsed once, one-line errors naming the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from triggerd.config import ALL_ROLES, DatabaseUrl, load_settings
+from triggerd.errors import ConfigError
+from triggerd.timeutil import parse_duration
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("500ms", 0.5), ("90s", 90), ("15m", 900), ("2h", 7200), ("1d", 86400), ("42", 42),
+     (7, 7.0), ("1.5s", 1.5)],
+)  # fmt: skip
+def test_durations(text: str | int, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "soon", "10 minutes", "-5s", "5w", "1h30m"])
+def test_bad_durations(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+def test_defaults_match_the_spec() -> None:
+    s = load_settings({})
+    assert s.kafka_bootstrap == "localhost:9092"
+    assert s.kafka_topic == "trigger-events"
+    assert (s.http_host, s.http_port) == ("0.0.0.0", 8080)
+    assert s.roles == ALL_ROLES
+    assert s.public_url == "http://localhost:8080"
+    assert s.retention_archive_after == 7200
+    assert s.retention_delete_after == 48 * 3600
+    assert s.retention_interval == 60
+    assert (s.log_level, s.log_format) == ("info", "json")
+    assert s.kafka_idempotent is False
+    assert s.max_body == 1024 * 1024
+
+
+def test_environment_wins_over_the_file(tmp_path: Path) -> None:
+    config = tmp_path / "t.toml"
+    config.write_text('http_port = 9000\nretention_archive_after = "15m"\nroles = "api"\n')
+    s = load_settings({"TRIGGERD_HTTP_PORT": "9100"}, config_file=str(config))
+    assert s.http_port == 9100
+    assert s.retention_archive_after == 900
+    assert s.roles == ("api",)
+
+
+def test_config_file_from_environment(tmp_path: Path) -> None:
+    config = tmp_path / "t.toml"
+    config.write_text('kafka_topic = "jobs"\n')
+    assert load_settings({"TRIGGERD_CONFIG": str(config)}).kafka_topic == "jobs"
+
+
+def test_roles_are_canonical_and_checked() -> None:
+    assert load_settings({"TRIGGERD_ROLES": "worker, api,worker"}).roles == ("api", "worker")
+    with pytest.raises(ConfigError, match="TRIGGERD_ROLES"):
+        load_settings({"TRIGGERD_ROLES": ""})
+
+
+@pytest.mark.parametrize(
+    ("env", "key"),
+    [
+        ({"TRIGGERD_HTTP_PORT": "70000"}, "TRIGGERD_HTTP_PORT"),
+        ({"TRIGGERD_LOG_FORMAT": "xml"}, "TRIGGERD_LOG_FORMAT"),
+        ({"TRIGGERD_KAFKA_BOOTSTRAP": "nohostport"}, "TRIGGERD_KAFKA_BOOTSTRAP"),
+        ({"TRIGGERD_PUBLIC_URL": "ftp://x"}, "TRIGGERD_PUBLIC_URL"),
+        ({"TRIGGERD_KAFKA_IDEMPOTENT": "maybe"}, "TRIGGERD_KAFKA_IDEMPOTENT"),
+        ({"TRIGGERD_UNKNOWN": "1"}, "TRIGGERD_UNKNOWN"),
+        ({"TRIGGERD_DATABASE_URL": "mysql://host-only"}, "TRIGGERD_DATABASE_URL"),
+        ({"TRIGGERD_RETENTION_DELETE_AFTER": "1h"}, "TRIGGERD_RETENTION_DELETE_AFTER"),
+        ({"TRIGGERD_API_KEYS_FILE": "/nonexistent/keys"}, "TRIGGERD_API_KEYS_FILE"),
+    ],
+)
+def test_bad_values_name_the_key(env: dict[str, str], key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(env)
+    message = str(info.value)
+    assert message.startswith(key)
+    assert "\n" not in message
+
+
+def test_unknown_and_nested_file_keys(tmp_path: Path) -> None:
+    config = tmp_path / "t.toml"
+    config.write_text("bogus = 1\n")
+    with pytest.raises(ConfigError, match="^bogus"):
+        load_settings({}, config_file=str(config))
+    config.write_text("[server]\nport = 1\n")
+    with pytest.raises(ConfigError, match="^server"):
+        load_settings({}, config_file=str(config))
+
+
+def test_database_url_parsing() -> None:
+    url = DatabaseUrl.parse("mysql://app:p%40ss@db.local:3307/triggerd")
+    assert (url.user, url.password, url.host, url.port, url.database) == (
+        "app", "p@ss", "db.local", 3307, "triggerd"
+    )
+    assert "p@ss" not in url.redacted()
+    assert DatabaseUrl.parse("mysql://root@127.0.0.1/x").port == 3306
+
+
+def test_api_keys_from_env_and_file(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text("# comment\nkey-b\n\nkey-c  # trailing\n")
+    s = load_settings({"TRIGGERD_API_KEYS": "key-a, ", "TRIGGERD_API_KEYS_FILE": str(keys)})
+    assert s.all_api_keys() == ("key-a", "key-b", "key-c")
+
+
+def test_test_variables_are_not_settings() -> None:
+    load_settings({"TRIGGERD_TEST_DATABASE_URL": "x", "TRIGGERD_SQL_DIR": "/tmp"})
