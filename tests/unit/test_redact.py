@@ -1,0 +1,113 @@
+"""Redaction of secrets and credential headers (triggerd.api.redact)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from triggerd.api.redact import REDACTED, is_sensitive_name, redact_config, restore_redacted
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Authorization",
+        "authorization",
+        "Proxy-Authorization",
+        "Cookie",
+        "Set-Cookie",
+        "X-Api-Key",
+        "X-API-KEY",
+        "apikey",
+        "X-Auth-Token",
+        "token",
+        "X-Client-Secret",
+        "Password",
+        "X-Db-Passwd",
+        "X-Credentials",
+    ],
+)
+def test_sensitive_names(name: str) -> None:
+    assert is_sensitive_name(name)
+
+
+@pytest.mark.parametrize(
+    "name", ["Content-Type", "Accept", "X-Request-ID", "User-Agent", "X-Trace", ""]
+)
+def test_ordinary_names(name: str) -> None:
+    assert not is_sensitive_name(name)
+
+
+def test_non_string_name_is_not_sensitive() -> None:
+    assert not is_sensitive_name(5)  # type: ignore[arg-type]
+
+
+def test_redacts_secrets_and_credential_headers() -> None:
+    config: dict[str, Any] = {
+        "endpoint": "https://example.com/hook",
+        "secret": "s3cr3t",
+        "signing_secret": "whsec_abc",
+        "headers": {
+            "Authorization": "Bearer abc",
+            "X-Api-Key": "k",
+            "Cookie": "session=1",
+            "Content-Type": "application/json",
+            "X-Trace": "on",
+        },
+        "payload": {"token": "stays", "nested": [1, {"a": 2}]},
+    }
+    out = redact_config(config)
+    assert out["secret"] == REDACTED
+    assert out["signing_secret"] == REDACTED
+    assert out["headers"] == {
+        "Authorization": REDACTED,
+        "X-Api-Key": REDACTED,
+        "Cookie": REDACTED,
+        "Content-Type": "application/json",
+        "X-Trace": "on",
+    }
+    assert out["endpoint"] == config["endpoint"]
+    assert out["payload"] == {"token": "stays", "nested": [1, {"a": 2}]}  # user data
+
+
+def test_input_is_not_modified_and_result_is_a_deep_copy() -> None:
+    config: dict[str, Any] = {
+        "secret": "s",
+        "headers": {"Authorization": "Bearer abc"},
+        "payload": {"list": [1, 2]},
+    }
+    before = copy.deepcopy(config)
+    out = redact_config(config)
+    assert config == before
+    out["payload"]["list"].append(3)
+    out["headers"]["X"] = "y"
+    assert config == before
+
+
+def test_absent_and_null_secrets_are_left_alone() -> None:
+    assert redact_config({}) == {}
+    assert redact_config({"secret": None}) == {"secret": None}
+    assert "signing_secret" not in redact_config({"secret": "x"})
+
+
+def test_malformed_headers_are_copied_as_they_are() -> None:
+    assert redact_config({"headers": ["Authorization"]}) == {"headers": ["Authorization"]}
+
+
+def test_restore_redacted_puts_stored_values_back() -> None:
+    stored = {"secret": "s", "signing_secret": "w",
+              "headers": {"Authorization": "Bearer real", "X-Api-Key": "k"}}
+    sent = {"secret": REDACTED, "signing_secret": "new",
+            "headers": {"authorization": REDACTED, "X-Api-Key": "k2", "X-New": REDACTED}}
+    out = restore_redacted(sent, stored)
+    assert out == {"secret": "s", "signing_secret": "new",
+                   "headers": {"authorization": "Bearer real", "X-Api-Key": "k2",
+                               "X-New": REDACTED}}
+    assert sent["secret"] == REDACTED  # input untouched
+
+
+def test_restore_redacted_without_stored_values() -> None:
+    assert restore_redacted({"secret": REDACTED}, {}) == {"secret": REDACTED}
+    assert restore_redacted({"headers": 5}, {"headers": {"a": "b"}}) == {"headers": 5}

@@ -1,0 +1,1 @@
+"""The HTTP API role: aiohttp routes under /api/v1, request validation, redaction."""
