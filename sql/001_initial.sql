@@ -67,6 +67,7 @@ CREATE TABLE event_logs (
     created_at       DATETIME(3)  NOT NULL,
     PRIMARY KEY (id),
     KEY ix_events_list (retention_status, fired_at),
+    KEY ix_events_retention_trigger (retention_status, trigger_id, fired_at),
     KEY ix_events_trigger (trigger_id, fired_at),
     KEY ix_events_outbox (publish_at),
     KEY ix_events_fired (fired_at)

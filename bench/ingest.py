@@ -1,0 +1,368 @@
+"""Webhook ingestion benchmark: throughput/latency of `POST /api/v1/webhook/{id}` and
+end-to-end latency (202 → request at the trigger's endpoint).
+
+    python bench/ingest.py [--seconds 10] [--connections 32] [--e2e-rate 1000]
+
+Starts its own private MariaDB and broker (triggerd.devstack), migrates, inserts a
+webhook trigger with a JSON Schema, then:
+1. runs `triggerd run --roles api` (pinned to CPU 0) and drives it with wrk (pinned to
+   CPU 1; `apt-get install wrk`): accepted req/s, p50/p99 — every request validated,
+   durably written (group commit) and published;
+2. the same wrk load against a minimal aiohttp handler that parses the JSON and
+   answers 202 (the ceiling of this machine), and the ratio;
+3. `triggerd run --roles api,worker` and an open-loop client at `--e2e-rate` webhooks/s
+   for `--e2e-seconds`; a sink process records when each delivery arrives: p50/p99 of
+   (arrival − 202 received) and (arrival − request sent), and, from the table, of
+   (published_at − fired_at), the fast-path publish alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from triggerd.devstack import KafkaBroker, MariaDBServer, free_port  # noqa: E402
+
+SCHEMA = {
+    "type": "object",
+    "required": ["order_id", "amount", "items"],
+    "properties": {
+        "order_id": {"type": "string", "minLength": 1},
+        "amount": {"type": "number", "minimum": 0},
+        "currency": {"enum": ["EUR", "USD"]},
+        "items": {"type": "array", "minItems": 1,
+                  "items": {"type": "object", "required": ["sku", "qty"],
+                            "properties": {"sku": {"type": "string"},
+                                           "qty": {"type": "integer", "minimum": 1}}}},
+    },
+}  # fmt: skip
+BODY = {"order_id": "o-1", "amount": 12.5, "currency": "EUR",
+        "items": [{"sku": "a-1", "qty": 2}, {"sku": "b-7", "qty": 1}]}  # fmt: skip
+WRK_LUA = """wrk.method = "POST"
+wrk.body = '%s'
+wrk.headers["Content-Type"] = "application/json"
+"""
+
+
+def pinned(cpu: int, argv: list[str]) -> list[str]:
+    if shutil.which("taskset") and (os.cpu_count() or 1) > cpu:
+        return ["taskset", "-c", str(cpu), *argv]
+    return argv
+
+
+def wait_http(url: str, timeout: float = 60.0) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{url} not healthy within {timeout:.0f}s")
+        time.sleep(0.2)
+
+
+def start_daemon(env: dict[str, str], roles: str, port: int, log: Path,
+                 cpu: int | None = 0) -> subprocess.Popen[bytes]:  # fmt: skip
+    full = {**os.environ, **env, "TRIGGERD_HTTP_PORT": str(port), "TRIGGERD_ROLES": roles,
+            "TRIGGERD_LOG_LEVEL": "warning"}  # fmt: skip
+    argv = [sys.executable, "-m", "triggerd", "run"]
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(argv if cpu is None else pinned(cpu, argv), env=full,
+                                stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+    wait_http(f"http://127.0.0.1:{port}/health")
+    return proc
+
+
+def stop(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is not None and proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def run_wrk(url: str, seconds: int, connections: int, lua: Path) -> dict[str, float]:
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk not found: apt-get install -y wrk")
+    base = ["wrk", "-t1", f"-c{connections}", "--latency", "-s", str(lua), url]
+    subprocess.run(pinned(1, [*base[:3], "-d2s", *base[3:]]), check=True,
+                   capture_output=True)  # warm-up  # fmt: skip
+    out = subprocess.run(pinned(1, [*base[:3], f"-d{seconds}s", *base[3:]]), check=True,
+                         capture_output=True, text=True).stdout  # fmt: skip
+    total = int(re.search(r"(\d+) requests in ([\d.]+)(\w+)", out).group(1))  # type: ignore[union-attr]
+    elapsed = _seconds(*re.search(r"requests in ([\d.]+)(\w+)", out).groups())  # type: ignore[union-attr]
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    accepted = total - (int(bad.group(1)) if bad else 0)
+    lat = dict(re.findall(r"^\s+(50|99)%\s+([\d.]+\w+)", out, re.MULTILINE))
+    return {
+        "accepted_per_s": accepted / elapsed, "requests": total, "non_2xx": total - accepted,
+        "p50_ms": _seconds(*_split(lat["50"])) * 1000,
+        "p99_ms": _seconds(*_split(lat["99"])) * 1000,
+        "socket_errors": errors.group(1) if errors else "none",  # type: ignore[dict-item]
+    }  # fmt: skip
+
+
+def _split(text: str) -> tuple[str, str]:
+    match = re.match(r"([\d.]+)(\w+)", text)
+    assert match is not None
+    return match.group(1), match.group(2)
+
+
+def _seconds(value: str, unit: str) -> float:
+    return float(value) * {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}[unit]
+
+
+# --- helper processes (this script re-run with a flag) -----------------------------------
+
+
+def ceiling_server(port: int) -> None:
+    """The minimal handler: parse the JSON body, answer 202."""
+    import orjson
+    from aiohttp import web
+
+    async def handle(request: web.Request) -> web.Response:
+        orjson.loads(await request.read())
+        return web.Response(status=202, body=b'{"status":"accepted"}',
+                            content_type="application/json")  # fmt: skip
+
+    app = web.Application()
+    app.router.add_post("/hook/{id}", handle)
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+
+
+def sink_server(port: int, out: str) -> None:
+    """Records the arrival time (time.time()) of every delivery by X-Event-Id."""
+    from aiohttp import web
+
+    arrivals: dict[str, float] = {}
+
+    async def handle(request: web.Request) -> web.Response:
+        arrivals.setdefault(request.headers.get("X-Event-Id", ""), time.time())
+        await request.read()
+        return web.Response(status=200, body=b"{}")
+
+    async def dump(_app: web.Application) -> None:
+        Path(out).write_text(json.dumps(arrivals))
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    app.on_shutdown.append(dump)
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+
+
+async def drive_open_loop(url: str, rate: int, seconds: float) -> dict[str, tuple[float, float]]:
+    """`rate` POSTs per second on a fixed schedule; {event_id: (sent, 202 received)}."""
+    import aiohttp
+
+    results: dict[str, tuple[float, float]] = {}
+    failures = 0
+    limit = asyncio.Semaphore(500)
+    connector = aiohttp.TCPConnector(limit=200)
+    async with aiohttp.ClientSession(connector=connector) as http:
+
+        async def one() -> None:
+            nonlocal failures
+            async with limit:
+                sent = time.time()
+                async with http.post(url, json=BODY) as resp:
+                    body = await resp.json()
+                    if resp.status == 202:
+                        results[body["event_id"]] = (sent, time.time())
+                    else:
+                        failures += 1
+
+        tasks: set[asyncio.Task[None]] = set()
+        start = time.monotonic()
+        total = int(rate * seconds)
+        for n in range(total):
+            delay = start + n / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            task = asyncio.create_task(one())
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        await asyncio.gather(*tasks)
+    if failures:
+        print(f"  e2e: {failures} requests not accepted")
+    return results
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, min(len(ordered) - 1, math.ceil(p / 100 * len(ordered)) - 1))]
+
+
+# --- the run ------------------------------------------------------------------------------
+
+
+def insert_trigger(db_port: int, database: str, endpoint: str | None) -> str:
+    import pymysql
+
+    trigger_id = str(uuid.uuid4())
+    config: dict[str, Any] = {"schema": SCHEMA}
+    if endpoint:
+        config["endpoint"] = endpoint
+    conn = pymysql.connect(host="127.0.0.1", port=db_port, user="root", database=database,
+                           autocommit=True)  # fmt: skip
+    with conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO triggers (id, name, type, status, config, version, created_at,"
+            " updated_at) VALUES (%s, 'bench', 'webhook', 'active', %s, 1, UTC_TIMESTAMP(3),"
+            " UTC_TIMESTAMP(3))", (trigger_id, json.dumps(config)),
+        )  # fmt: skip
+    conn.close()
+    return trigger_id
+
+
+def wait_delivered(db_port: int, database: str, trigger_id: str, count: int,
+                   timeout: float) -> None:  # fmt: skip
+    import pymysql
+
+    conn = pymysql.connect(host="127.0.0.1", port=db_port, user="root", database=database,
+                           autocommit=True)  # fmt: skip
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            with conn.cursor() as cur:
+                cur.execute("SELECT COUNT(*) FROM event_logs WHERE trigger_id = %s"
+                            " AND execution_status = 'success'", (trigger_id,))  # fmt: skip
+                row = cur.fetchone()
+            if row and row[0] >= count:
+                return
+            time.sleep(0.2)
+        print(f"  (not every delivery succeeded within {timeout:.0f}s)")
+    finally:
+        conn.close()
+
+
+def published_delays(db_port: int, database: str, trigger_id: str) -> list[float]:
+    import pymysql
+
+    conn = pymysql.connect(host="127.0.0.1", port=db_port, user="root", database=database)
+    with conn.cursor() as cur:
+        cur.execute("SELECT TIMESTAMPDIFF(MICROSECOND, fired_at, published_at) / 1000"
+                    " FROM event_logs WHERE trigger_id = %s AND published_at IS NOT NULL",
+                    (trigger_id,))  # fmt: skip
+        values = [float(row[0]) for row in cur.fetchall()]
+    conn.close()
+    return values
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--e2e-rate", type=int, default=1000)
+    parser.add_argument("--e2e-seconds", type=float, default=10.0)
+    parser.add_argument("--ceiling-server", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--sink", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.ceiling_server:
+        return ceiling_server(args.ceiling_server)
+    if args.sink:
+        return sink_server(int(args.sink[0]), args.sink[1])
+
+    work = Path(tempfile.mkdtemp(prefix="triggerd-bench-"))
+    lua = work / "post.lua"
+    lua.write_text(WRK_LUA % json.dumps(BODY))
+    mariadb, broker = MariaDBServer(), KafkaBroker()
+    procs: list[subprocess.Popen[bytes] | None] = []
+    try:
+        mariadb.start()
+        broker.start()
+        url = mariadb.create_database("bench")
+        env = {"TRIGGERD_DATABASE_URL": url, "TRIGGERD_KAFKA_BOOTSTRAP": broker.bootstrap,
+               "TRIGGERD_KAFKA_TOPIC": "bench-events",
+               "TRIGGERD_KAFKA_PARTITIONS": "3"}  # fmt: skip
+        subprocess.run([sys.executable, "-m", "triggerd", "migrate"], env={**os.environ, **env},
+                       check=True, capture_output=True)  # fmt: skip
+        print(f"machine: {os.cpu_count()} CPUs; load {os.getloadavg()[0]:.2f}; "
+              f"wrk -t1 -c{args.connections} -d{args.seconds}s (CPU 1), server on CPU 0")
+
+        port = free_port()
+        trigger_id = insert_trigger(mariadb.port, "bench", None)
+        daemon = start_daemon(env, "api", port, work / "daemon-api.log")
+        procs.append(daemon)
+        ours = run_wrk(f"http://127.0.0.1:{port}/api/v1/webhook/{trigger_id}", args.seconds,
+                       args.connections, lua)  # fmt: skip
+        stop(daemon)
+        print(f"triggerd webhook (validate + group commit + publish): "
+              f"{ours['accepted_per_s']:,.0f} accepted req/s, p50 {ours['p50_ms']:.2f} ms, "
+              f"p99 {ours['p99_ms']:.2f} ms, non-2xx {ours['non_2xx']}, "
+              f"socket errors {ours['socket_errors']}")
+
+        cport = free_port()
+        ceiling = subprocess.Popen(pinned(0, [sys.executable, __file__, "--ceiling-server",
+                                              str(cport)]))  # fmt: skip
+        procs.append(ceiling)
+        time.sleep(1.5)
+        top = run_wrk(f"http://127.0.0.1:{cport}/hook/x", args.seconds, args.connections, lua)
+        stop(ceiling)
+        print(f"ceiling (aiohttp: parse JSON, 202): {top['accepted_per_s']:,.0f} req/s, "
+              f"p50 {top['p50_ms']:.2f} ms, p99 {top['p99_ms']:.2f} ms")
+        print(f"ratio triggerd/ceiling: {ours['accepted_per_s'] / top['accepted_per_s']:.2f}")
+
+        sink_port, arrivals_file = free_port(), work / "arrivals.json"
+        sink = subprocess.Popen([sys.executable, __file__, "--sink", str(sink_port),
+                                 str(arrivals_file)])  # fmt: skip
+        procs.append(sink)
+        hook = insert_trigger(mariadb.port, "bench", f"http://127.0.0.1:{sink_port}/in")
+        port = free_port()
+        daemon = start_daemon(env, "api,worker", port, work / "daemon-e2e.log", cpu=None)
+        procs.append(daemon)
+        hook_url = f"http://127.0.0.1:{port}/api/v1/webhook/{hook}"
+        # Warm-up: the worker has joined its consumer group once one delivery succeeded.
+        asyncio.run(drive_open_loop(hook_url, 1, 1))
+        wait_delivered(mariadb.port, "bench", hook, 1, timeout=60)
+        sent = asyncio.run(drive_open_loop(hook_url, args.e2e_rate, args.e2e_seconds))
+        wait_delivered(mariadb.port, "bench", hook, len(sent) + 1, timeout=120)
+        stop(sink)
+        stop(daemon)
+        arrivals = json.loads(arrivals_file.read_text())
+        after_202 = [(arrivals[e] - t[1]) * 1000 for e, t in sent.items() if e in arrivals]
+        after_send = [(arrivals[e] - t[0]) * 1000 for e, t in sent.items() if e in arrivals]
+        print(f"end-to-end at {args.e2e_rate}/s for {args.e2e_seconds:.0f}s: "
+              f"{len(sent)} accepted, {len(after_202)} delivered to the sink")
+        publish = published_delays(mariadb.port, "bench", hook)
+        if publish:
+            print(f"  fired_at -> published (fast path, from the table): "
+                  f"p50 {percentile(publish, 50):.1f} ms, p99 {percentile(publish, 99):.1f} ms")
+        if after_202:
+            print(f"  202 -> sink: p50 {percentile(after_202, 50):.1f} ms, "
+                  f"p99 {percentile(after_202, 99):.1f} ms")
+            print(f"  request sent -> sink: p50 {percentile(after_send, 50):.1f} ms, "
+                  f"p99 {percentile(after_send, 99):.1f} ms")
+    finally:
+        for proc in procs:
+            stop(proc)
+        broker.close()
+        mariadb.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""Through the whole daemon (roles api,worker as a subprocess): a webhook is delivered to
+its endpoint, and a replay delivers it again with the attempts continuing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.integration.webhook_harness import make_trigger
+from tests.sink import Sink
+from tests.support import wait_until
+from triggerd.store.db import Database
+
+pytestmark = pytest.mark.e2e
+
+
+async def test_webhook_delivered_then_replayed(start_daemon: Any, db: Database) -> None:
+    async with Sink() as sink:
+        trigger_id = await make_trigger(
+            db, config={"endpoint": sink.url("/hook"), "schema": {"type": "object"}}
+        )
+        daemon = start_daemon(roles="api,worker")
+        await daemon.wait_healthy()
+        async with aiohttp.ClientSession() as http:
+            url = f"{daemon.url}/api/v1/webhook/{trigger_id}"
+            async with http.post(url, json={"order": 42}) as resp:
+                assert resp.status == 202, await resp.text()
+                event_id = (await resp.json())["event_id"]
+            first = await sink.wait_for(1, path="/hook")
+            assert first[0].json() == {"order": 42}
+            assert first[0].headers["X-Event-Id"] == event_id
+
+            async def event(status: str, attempts: int) -> dict[str, Any] | None:
+                async with http.get(f"{daemon.url}/api/v1/events/{event_id}") as resp:
+                    body: dict[str, Any] = await resp.json()
+                ok = body["execution_status"] == status and body["attempts"] == attempts
+                return body if ok else None
+
+            await wait_until(lambda: event("success", 1), timeout=15, what="first delivery")
+            async with http.post(f"{daemon.url}/api/v1/events/{event_id}/replay") as resp:
+                assert resp.status == 202, await resp.text()
+                assert (await resp.json())["attempt"] == 2
+            again = await sink.wait_for(2, path="/hook")
+            assert again[1].headers["X-Event-Id"] == event_id
+            assert again[1].json() == {"order": 42}
+            body = await wait_until(lambda: event("success", 2), timeout=15, what="replay")
+            assert body is not None
+            assert [a["attempt"] for a in body["delivery_attempts"]] == [1, 2]
+            assert all(a["response_status"] == 200 for a in body["delivery_attempts"])

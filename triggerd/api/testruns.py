@@ -1,0 +1,97 @@
+"""Test runs (SPEC §3 "Triggers"): fire exactly one event now, through the same
+outbox → Kafka → worker path as real firings, without touching any schedule.
+
+- `POST /api/v1/triggers/test`: an ephemeral run of a full trigger definition (the
+  create body, validated as on create). The event has `trigger_id` null; no trigger
+  is saved. Its payload is `config.payload`, or `{}`.
+- `POST /api/v1/triggers/{id}/test`: a run of a stored trigger, active or not. An
+  optional body `{"payload": …}` overrides the payload and is validated against the
+  schema of a webhook trigger; without it the payload is `config.payload`, or `{}`,
+  unvalidated.
+
+Both answer 202 `{"event_id", "status": "accepted", "trigger_id", "source",
+"is_test_run"}` once the event row is committed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from triggerd.api.http import json_response, read_json, read_raw_json
+from triggerd.api.validation import validate_create
+from triggerd.api.webhook import ValidatorCache, check_payload, ensure_pipeline, unavailable
+from triggerd.errors import NotFound, ValidationError
+from triggerd.models import new_id, parse_uuid
+from triggerd.services import Services
+from triggerd.store.event_rows import EventRecord, delivery_snapshot
+from triggerd.store.events import fetch_trigger
+from triggerd.store.ingest import PUBLISH_GRACE, IngestPipeline, IngestUnavailable, Overloaded
+from triggerd.timeutil import utcnow
+
+SOURCE = "manual-test"
+NOTE = "test run"
+
+
+def _record(trigger_id: str | None, name: str, kind: str, config: dict[str, Any],
+            payload: Any) -> EventRecord:  # fmt: skip
+    now = utcnow()
+    return EventRecord(
+        id=new_id(), trigger_id=trigger_id, trigger_name=name, trigger_type=kind,
+        source=SOURCE, is_test_run=True, payload=payload, delivery=delivery_snapshot(config),
+        fired_at=now, note=NOTE, publish_at=now + PUBLISH_GRACE,
+    )  # fmt: skip
+
+
+async def _fire(pipeline: IngestPipeline, record: EventRecord) -> web.Response:
+    try:
+        event_id = await pipeline.submit(record)
+    except (Overloaded, IngestUnavailable) as exc:
+        raise unavailable(exc) from None
+    body = {"event_id": event_id, "status": "accepted", "trigger_id": record.trigger_id,
+            "source": SOURCE, "is_test_run": True}  # fmt: skip
+    return json_response(body, status=202)
+
+
+class TestRuns:
+    __test__ = False  # not a pytest class
+
+    def __init__(self, services: Services, pipeline: IngestPipeline) -> None:
+        self.services = services
+        self.pipeline = pipeline
+        self.validators = ValidatorCache(max_size=64)
+
+    async def ephemeral(self, request: web.Request) -> web.Response:
+        definition = validate_create(await read_json(request), now=utcnow())
+        config = definition.config
+        payload = config.get("payload", {})
+        record = _record(None, definition.name, definition.type, config, payload)
+        return await _fire(self.pipeline, record)
+
+    async def stored(self, request: web.Request) -> web.Response:
+        trigger_id = parse_uuid(request.match_info["id"])
+        trigger = await fetch_trigger(self.services.db, trigger_id) if trigger_id else None
+        if trigger is None:
+            raise NotFound("no such trigger")
+        _, body = await read_raw_json(request, optional=True)
+        if body is not None and not isinstance(body, dict):
+            raise ValidationError("body", "must be an object like {\"payload\": …}")
+        body = body or {}
+        unknown = sorted(set(body) - {"payload"})
+        if unknown:
+            raise ValidationError(unknown[0], "unknown field (only payload is accepted)")
+        if "payload" in body:
+            payload = body["payload"]
+            if trigger.type == "webhook":
+                check_payload(self.validators, trigger, payload)
+        else:
+            payload = trigger.config.get("payload", {})
+        record = _record(trigger.id, trigger.name, trigger.type, trigger.config, payload)
+        return await _fire(self.pipeline, record)
+
+
+def add_routes(app: web.Application, services: Services) -> None:
+    runs = TestRuns(services, ensure_pipeline(app, services))
+    app.router.add_post("/api/v1/triggers/test", runs.ephemeral)
+    app.router.add_post("/api/v1/triggers/{id}/test", runs.stored)

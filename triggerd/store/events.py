@@ -1,0 +1,257 @@
+"""Reading the event log (SPEC §3 "Events"), starting a replay, and the trigger lookup
+used by webhook ingestion and test runs.
+
+List queries are served by indexes: `(retention_status, fired_at)`,
+`(retention_status, trigger_id, fired_at)`, `(trigger_id, fired_at)` and `(fired_at)`
+cover every combination of retention status, trigger and time range; the other
+filters (source, execution_status, is_test_run) narrow rows found through them.
+InnoDB appends the primary key to each secondary index, so `ORDER BY fired_at DESC,
+id DESC` is an index walk, not a sort.
+
+Stats bound their work: the window is at most MAX_STATS_WINDOW; counts are one grouped
+COUNT over the index range; percentiles are computed over the newest STATS_SAMPLE
+events (and delivery attempts) of the window, and say how many they used.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import orjson
+
+from triggerd.bus.jobs import Job
+from triggerd.models import Trigger
+from triggerd.store.db import Database, Row
+from triggerd.timeutil import from_db, to_db, to_iso
+
+MAX_STATS_WINDOW = timedelta(hours=48)
+STATS_SAMPLE = 10_000
+MAX_ATTEMPTS_LISTED = 1000
+
+EVENT_COLUMNS = (
+    "id, trigger_id, trigger_name, trigger_type, source, is_test_run, note, payload,"
+    " scheduled_for, fired_at, execution_status, attempts, response_status, error_message,"
+    " delivered_at, retention_status, created_at"
+)
+_TRIGGER_COLUMNS = "id, name, type, status, config, version, created_at, updated_at"
+
+
+async def fetch_trigger(db: Database, trigger_id: str) -> Trigger | None:
+    """A trigger by canonical id; None when unknown or deleted."""
+    row = await db.fetchone(f"SELECT {_TRIGGER_COLUMNS} FROM triggers WHERE id = %s",
+                            (trigger_id,))  # fmt: skip
+    return Trigger.from_row(row) if row else None
+
+
+def _iso(value: datetime | None) -> str | None:
+    return to_iso(from_db(value))
+
+
+def event_json(row: Row) -> dict[str, Any]:
+    """The API shape of an event row. The payload is stored JSON and goes out as is."""
+    return {
+        "id": row["id"],
+        "trigger_id": row["trigger_id"],
+        "trigger_name": row["trigger_name"],
+        "trigger_type": row["trigger_type"],
+        "source": row["source"],
+        "is_test_run": bool(row["is_test_run"]),
+        "note": row["note"],
+        "payload": orjson.Fragment(row["payload"]),
+        "scheduled_for": _iso(row["scheduled_for"]),
+        "fired_at": _iso(row["fired_at"]),
+        "execution_status": row["execution_status"],
+        "attempts": int(row["attempts"]),
+        "response_status": row["response_status"],
+        "error_message": row["error_message"],
+        "delivered_at": _iso(row["delivered_at"]),
+        "retention_status": row["retention_status"],
+        "created_at": _iso(row["created_at"]),
+    }
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    trigger_id: str | None = None
+    source: str | None = None
+    execution_status: str | None = None
+    retention_status: str = "active"  # active | archived | all
+    is_test_run: bool | None = None
+    since: datetime | None = None  # inclusive
+    until: datetime | None = None  # exclusive
+
+    def where(self) -> tuple[str, dict[str, Any]]:
+        clauses: list[str] = []
+        params: dict[str, Any] = {}
+        if self.retention_status != "all":
+            clauses.append("retention_status = %(retention_status)s")
+            params["retention_status"] = self.retention_status
+        for name in ("trigger_id", "source", "execution_status"):
+            value = getattr(self, name)
+            if value is not None:
+                clauses.append(f"{name} = %({name})s")
+                params[name] = value
+        if self.is_test_run is not None:
+            clauses.append("is_test_run = %(is_test_run)s")
+            params["is_test_run"] = int(self.is_test_run)
+        if self.since is not None:
+            clauses.append("fired_at >= %(since)s")
+            params["since"] = to_db(self.since)
+        if self.until is not None:
+            clauses.append("fired_at < %(until)s")
+            params["until"] = to_db(self.until)
+        return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+async def list_events(db: Database, flt: EventFilter, *, page: int, limit: int
+                      ) -> tuple[list[Row], int]:  # fmt: skip
+    where, params = flt.where()
+    total_row = await db.fetchone(f"SELECT COUNT(*) AS n FROM event_logs{where}", params)
+    total = int(total_row["n"]) if total_row else 0
+    if total <= (page - 1) * limit:
+        return [], total
+    rows = await db.fetchall(
+        f"SELECT {EVENT_COLUMNS} FROM event_logs{where}"
+        " ORDER BY fired_at DESC, id DESC LIMIT %(limit)s OFFSET %(offset)s",
+        {**params, "limit": limit, "offset": (page - 1) * limit},
+    )
+    return rows, total
+
+
+async def get_event(db: Database, event_id: str) -> Row | None:
+    return await db.fetchone(f"SELECT {EVENT_COLUMNS} FROM event_logs WHERE id = %s",
+                             (event_id,))  # fmt: skip
+
+
+async def delivery_attempts(db: Database, event_id: str) -> list[dict[str, Any]]:
+    rows = await db.fetchall(
+        "SELECT attempt, started_at, response_status, latency_ms, error FROM delivery_attempts"
+        " WHERE event_id = %s ORDER BY attempt LIMIT %s",
+        (event_id, MAX_ATTEMPTS_LISTED),
+    )
+    return [
+        {"attempt": int(r["attempt"]), "started_at": _iso(r["started_at"]),
+         "response_status": r["response_status"], "latency_ms": r["latency_ms"],
+         "error": r["error"]}
+        for r in rows
+    ]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Replay:
+    outcome: str  # "started" | "not_found" | "in_progress"
+    row: Row | None = None
+    attempt: int = 0
+
+
+_REPLAY_COLUMNS = (
+    "id, trigger_id, trigger_type, source, is_test_run, payload, scheduled_for, fired_at,"
+    " execution_status, attempts"
+)
+
+
+async def start_replay(db: Database, event_id: str, publish_at: datetime) -> Replay:
+    """A new attempt series for an event: attempts continue from `attempts + 1`. Refused
+    while a series is still in progress (pending/retrying), so two never overlap."""
+    async with db.transaction() as cur:
+        await cur.execute(f"SELECT {_REPLAY_COLUMNS} FROM event_logs WHERE id = %s FOR UPDATE",
+                          (event_id,))  # fmt: skip
+        row = await cur.fetchone()
+        if row is None:
+            return Replay("not_found")
+        if row["execution_status"] in ("pending", "retrying"):
+            return Replay("in_progress", row)
+        attempt = int(row["attempts"]) + 1
+        await cur.execute(
+            "UPDATE event_logs SET attempt_base = attempts, publish_attempt = %s,"
+            " execution_status = 'pending', publish_at = %s, published_at = NULL,"
+            " response_status = NULL, error_message = NULL, delivered_at = NULL"
+            " WHERE id = %s",
+            (attempt, to_db(publish_at), event_id),
+        )
+    return Replay("started", row, attempt)
+
+
+def replay_job(row: Row, attempt: int, fired_at: datetime) -> Job:
+    """The job of a replay's first attempt, from the row `start_replay` returned."""
+    return Job(
+        event_id=row["id"], trigger_id=row["trigger_id"], type=row["trigger_type"],
+        source=row["source"], is_test_run=bool(row["is_test_run"]),
+        payload=orjson.loads(row["payload"]), scheduled_for=from_db(row["scheduled_for"]),
+        fired_at=fired_at, attempt=attempt,
+    )  # fmt: skip
+
+
+# --- stats -------------------------------------------------------------------------------
+
+
+def percentiles(values: list[float]) -> dict[str, float | int | None]:
+    """p50/p95/p99 (nearest rank) of a sample, and its size."""
+    ordered = sorted(values)
+
+    def rank(p: float) -> float | None:
+        if not ordered:
+            return None
+        return round(ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)], 3)
+
+    return {"count": len(ordered), "p50": rank(50), "p95": rank(95), "p99": rank(99)}
+
+
+async def event_stats(db: Database, trigger_id: str | None, since: datetime) -> dict[str, Any]:
+    params: dict[str, Any] = {"since": to_db(since), "sample": STATS_SAMPLE,
+                              "trigger_id": trigger_id}  # fmt: skip
+
+    def scope_of(table: str = "") -> str:
+        where = f"{table}fired_at >= %(since)s"
+        if trigger_id is not None:
+            where = f"{table}trigger_id = %(trigger_id)s AND {where}"
+        return where
+
+    scope = scope_of()
+    groups = await db.fetchall(
+        "SELECT execution_status, source, retention_status, COUNT(*) AS n FROM event_logs"
+        f" WHERE {scope} GROUP BY execution_status, source, retention_status",
+        params,
+    )
+    by: dict[str, dict[str, int]] = {"execution_status": {}, "source": {}, "retention_status": {}}
+    total = 0
+    for row in groups:
+        total += int(row["n"])
+        for column, counts in by.items():
+            counts[row[column]] = counts.get(row[column], 0) + int(row["n"])
+    delays = await db.fetchall(
+        "SELECT TIMESTAMPDIFF(MICROSECOND, scheduled_for, fired_at) / 1000 AS ms"
+        f" FROM event_logs WHERE {scope} AND scheduled_for IS NOT NULL"
+        " ORDER BY fired_at DESC LIMIT %(sample)s",
+        params,
+    )
+    scope_e = scope_of("e.")
+    latencies = await db.fetchall(
+        "SELECT a.latency_ms AS ms FROM event_logs e"
+        " JOIN delivery_attempts a ON a.event_id = e.id"
+        f" WHERE {scope_e} AND a.latency_ms IS NOT NULL"
+        " ORDER BY e.fired_at DESC LIMIT %(sample)s",
+        params,
+    )
+    return {
+        "total": total,
+        "by_execution_status": by["execution_status"],
+        "by_source": by["source"],
+        "by_retention_status": by["retention_status"],
+        "fire_delay_ms": percentiles([float(r["ms"]) for r in delays]),
+        "delivery_latency_ms": percentiles([float(r["ms"]) for r in latencies]),
+    }
+
+
+async def top_triggers(db: Database, since: datetime, limit: int = 100) -> list[dict[str, Any]]:
+    """Event counts per trigger over the window, busiest first (stats without trigger_id)."""
+    rows = await db.fetchall(
+        "SELECT trigger_id, MAX(trigger_name) AS trigger_name, COUNT(*) AS n FROM event_logs"
+        " WHERE fired_at >= %s GROUP BY trigger_id ORDER BY n DESC LIMIT %s",
+        (to_db(since), limit),
+    )
+    return [{"trigger_id": r["trigger_id"], "trigger_name": r["trigger_name"],
+             "total": int(r["n"])} for r in rows]  # fmt: skip

@@ -1,0 +1,394 @@
+"""Group-commit ingestion: many requests, one transaction, one publish batch.
+
+Webhooks and test runs hand their `EventRecord` to `EventWriter.submit()` and await
+the event id. One or two writer tasks drain the bounded queue: each takes what is
+waiting (up to `max_batch` records or `max_bytes` of payload, waiting at most
+`max_wait` for more) and writes it in ONE transaction: a multi-row INSERT of the Idempotency-Keys (a
+duplicate is a no-op), a locking read of who won each key, and a multi-row INSERT of
+the events that are new. Only after COMMIT are the futures resolved, so a 202 always
+names a durable row. A full queue is `Overloaded` (the API answers 503).
+
+Every event is written with `publish_at = fired_at + PUBLISH_GRACE` (the OUTBOX
+protocol of store/event_rows.py). After the commit its job goes to the `Publisher`,
+which publishes whole batches with `Bus.publish_many` and then clears `publish_at`
+for the acknowledged ids with one UPDATE (guarded by `publish_attempt`, so a retry or
+replay scheduled meanwhile is never cleared). Whatever the publisher cannot publish —
+Kafka down, its own queue full, the process killed — stays owed in the table and the
+outbox relay publishes it once the grace has passed: a 202 is never lost.
+
+Idempotency keys are stored as the SHA-256 of the client's key, so a key of any
+length and case is matched exactly (the column's collation is case-insensitive).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Generic, TypeVar
+
+import orjson
+from pymysql.converters import escape_string
+
+from triggerd.bus.jobs import Job
+from triggerd.bus.producer import Bus
+from triggerd.errors import TriggerdError
+from triggerd.metrics import Metrics
+from triggerd.store.db import Database, is_transient
+from triggerd.store.event_rows import INSERT_EVENT, EventRecord
+from triggerd.timeutil import to_db, utcnow
+
+log = logging.getLogger(__name__)
+
+PUBLISH_GRACE = timedelta(seconds=5)
+_PUBLISH_TIMEOUT = 10.0  # a batch not acked by then is left to the relay
+_WRITE_RETRIES = 3
+_LOG_EVERY = 10.0  # seconds between repeated "kafka down" warnings
+
+T = TypeVar("T")
+
+
+class Overloaded(TriggerdError):
+    """The ingestion queue is full; the client should retry later (503)."""
+
+
+class IngestUnavailable(TriggerdError):
+    """The batch could not be written (database down, or shutting down) (503)."""
+
+
+def idempotency_hash(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+# The column list of event_rows.INSERT_EVENT (one definition of the row), as a multi-row
+# INSERT whose VALUES this module renders itself: at thousands of rows a second, the
+# generic parameter escaping of the driver costs more than the database does.
+_EVENT_COLUMNS = re.search(r"INTO event_logs \(([^)]*)\)", INSERT_EVENT)
+assert _EVENT_COLUMNS is not None
+INSERT_EVENTS_HEAD = f"INSERT INTO event_logs ({_EVENT_COLUMNS.group(1)}) VALUES "
+_MAX_STATEMENT = 2 * 1024 * 1024  # characters; well below any max_allowed_packet
+
+
+def _text(value: str | None) -> str:
+    return "NULL" if value is None else "'" + escape_string(value) + "'"
+
+
+def insert_statements(records: Sequence[EventRecord]) -> list[str]:
+    """Multi-row INSERTs of `records` (the row of event_rows.INSERT_EVENT, literal values
+    escaped as the driver does), each under _MAX_STATEMENT characters."""
+    times: dict[datetime | None, str] = {None: "NULL"}
+
+    def when(value: datetime | None) -> str:
+        literal = times.get(value)
+        if literal is None and value is not None:
+            utc = value.astimezone(UTC) if value.tzinfo else value
+            literal = times[value] = f"'{utc:%Y-%m-%d %H:%M:%S}.{utc.microsecond // 1000:03d}'"
+        return literal or "NULL"
+
+    statements: list[str] = []
+    rows: list[str] = []
+    size = 0
+    for r in records:
+        row = (f"({_text(r.id)},{_text(r.trigger_id)},{_text(r.trigger_name)},"
+               f"{_text(r.trigger_type)},{_text(r.source)},{1 if r.is_test_run else 0},"
+               f"{_text(r.note)},{_text(orjson.dumps(r.payload).decode())},"
+               f"{_text(orjson.dumps(r.delivery).decode())},{when(r.scheduled_for)},"
+               f"{when(r.fired_at)},{when(r.publish_at)},1,{when(r.published_at)},"
+               f"{_text(r.execution_status)},'active',{when(r.fired_at)})")  # fmt: skip
+        if rows and size + len(row) > _MAX_STATEMENT:
+            statements.append(INSERT_EVENTS_HEAD + ",".join(rows))
+            rows, size = [], 0
+        rows.append(row)
+        size += len(row) + 1
+    if rows:
+        statements.append(INSERT_EVENTS_HEAD + ",".join(rows))
+    return statements
+
+
+def job_for(record: EventRecord, attempt: int = 1) -> Job:
+    return Job(
+        event_id=record.id, trigger_id=record.trigger_id, type=record.trigger_type,
+        source=record.source, is_test_run=record.is_test_run, payload=record.payload,
+        scheduled_for=record.scheduled_for, fired_at=record.fired_at, attempt=attempt,
+    )  # fmt: skip
+
+
+class _Batcher(Generic[T]):
+    """A bounded queue drained in batches by `concurrency` owned tasks.
+
+    `run()` runs until cancelled; then it stops intake, lets the tasks drain the queue
+    for up to `drain_timeout` seconds, cancels what is left and re-raises."""
+
+    name = "batcher"
+
+    def __init__(self, *, concurrency: int, max_batch: int, max_wait: float, max_queue: int,
+                 max_bytes: int = 0, drain_timeout: float = 10.0) -> None:  # fmt: skip
+        self.concurrency = concurrency
+        self.max_batch = max_batch
+        self.max_wait = max_wait
+        self.max_queue = max_queue
+        self.max_bytes = max_bytes
+        self.drain_timeout = drain_timeout
+        # Unbounded underneath so stop sentinels always fit; `max_queue` bounds intake.
+        self._queue: asyncio.Queue[T | None] = asyncio.Queue()
+        self.closed = False
+
+    def _offer(self, item: T) -> bool:
+        if self.closed or self._queue.qsize() >= self.max_queue:
+            return False
+        self._queue.put_nowait(item)
+        return True
+
+    def _size(self, item: T) -> int:
+        del item
+        return 0
+
+    async def _handle(self, batch: list[T]) -> None:
+        raise NotImplementedError
+
+    async def run(self) -> None:
+        loops = [asyncio.create_task(self._loop(), name=f"{self.name}-{i}")
+                 for i in range(self.concurrency)]  # fmt: skip
+        try:
+            await asyncio.wait(loops, return_when=asyncio.FIRST_COMPLETED)
+            for task in loops:  # a loop only ends by crashing: surface it
+                if task.done() and task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+        finally:
+            self.closed = True
+            for _ in loops:
+                self._queue.put_nowait(None)
+            _done, pending = await asyncio.wait(loops, timeout=self.drain_timeout)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
+
+    async def _loop(self) -> None:
+        while True:
+            batch, stop = await self._collect()
+            if batch:
+                try:
+                    await self._handle(batch)
+                except Exception:
+                    log.exception("%s: batch of %d failed", self.name, len(batch))
+            if stop:
+                return
+
+    async def _collect(self) -> tuple[list[T], bool]:
+        first = await self._queue.get()
+        if first is None:
+            return [], True
+        batch = [first]
+        size = self._size(first)
+        deadline = time.monotonic() + self.max_wait
+        while len(batch) < self.max_batch and (not self.max_bytes or size < self.max_bytes):
+            try:
+                item = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self.closed:
+                    break
+                try:
+                    async with asyncio.timeout(remaining):
+                        item = await self._queue.get()
+                except TimeoutError:
+                    break
+            if item is None:
+                return batch, True
+            batch.append(item)
+            size += self._size(item)
+        return batch, False
+
+
+class Publisher(_Batcher[Job]):
+    """Publishes freshly committed jobs in batches and clears their outbox mark."""
+
+    name = "ingest-publisher"
+
+    def __init__(self, db: Database, bus: Bus, metrics: Metrics, *, concurrency: int = 2,
+                 max_batch: int = 1000, max_queue: int = 50_000) -> None:  # fmt: skip
+        super().__init__(concurrency=concurrency, max_batch=max_batch, max_wait=0.0,
+                         max_queue=max_queue)  # fmt: skip
+        self.db = db
+        self.bus = bus
+        self.metrics = metrics
+        self._last_warning = 0.0
+
+    def offer(self, jobs: Sequence[Job]) -> None:
+        """Queue jobs for publishing; what does not fit is left to the outbox relay."""
+        for job in jobs:
+            if not self._offer(job):
+                return
+
+    async def _handle(self, batch: list[Job]) -> None:
+        try:
+            async with asyncio.timeout(_PUBLISH_TIMEOUT):
+                results: list[Any] = await self.bus.publish_many(batch)
+        except TimeoutError as exc:
+            results = [exc] * len(batch)
+        published = [job for job, result in zip(batch, results, strict=True)
+                     if not isinstance(result, BaseException)]  # fmt: skip
+        failed = len(batch) - len(published)
+        if failed:
+            self.metrics.publish_failures.inc(failed)
+            now = time.monotonic()
+            if now - self._last_warning > _LOG_EVERY:
+                self._last_warning = now
+                error = next(r for r in results if isinstance(r, BaseException))
+                log.warning("%d job(s) not published (%s); the outbox relay will retry them",
+                            failed, error)  # fmt: skip
+        for job in published:
+            self.metrics.fires.labels(job.type, job.source).inc()
+        if published:
+            await self._clear(published)
+
+    async def _clear(self, jobs: Sequence[Job]) -> None:
+        by_attempt: dict[int, list[str]] = defaultdict(list)
+        for job in jobs:
+            by_attempt[job.attempt].append(job.event_id)
+        now = to_db(utcnow())
+        for attempt, ids in by_attempt.items():
+            marks = ", ".join(["%s"] * len(ids))
+            sql = ("UPDATE event_logs SET publish_at = NULL, published_at = %s"
+                   f" WHERE id IN ({marks}) AND publish_attempt = %s AND publish_at IS NOT NULL")
+            for tries in range(1, _WRITE_RETRIES + 1):
+                try:
+                    await self.db.execute(sql, [now, *ids, attempt])
+                    break
+                except Exception as exc:
+                    if is_transient(exc) and tries < _WRITE_RETRIES:  # e.g. a deadlock
+                        await asyncio.sleep(0.01 * tries)
+                        continue
+                    # The relay republishes them; the worker absorbs the duplicates.
+                    log.warning("could not clear the outbox mark of %d published job(s): %s",
+                                len(ids), exc)  # fmt: skip
+                    break
+
+
+@dataclass
+class _Pending:
+    record: EventRecord
+    key: str | None  # hashed Idempotency-Key
+    size: int
+    future: asyncio.Future[str] = field(repr=False)
+
+
+class EventWriter(_Batcher[_Pending]):
+    """Group commit of new events (and their Idempotency-Keys)."""
+
+    name = "ingest-writer"
+
+    def __init__(self, db: Database, publisher: Publisher, *, concurrency: int = 2,
+                 max_batch: int = 256, max_wait: float = 0.001, max_queue: int = 5000,
+                 max_bytes: int = 4 * 1024 * 1024) -> None:  # fmt: skip
+        super().__init__(concurrency=concurrency, max_batch=max_batch, max_wait=max_wait,
+                         max_queue=max_queue, max_bytes=max_bytes)  # fmt: skip
+        self.db = db
+        self.publisher = publisher
+
+    async def submit(self, record: EventRecord, idempotency_key: str | None = None,
+                     size: int = 0) -> str:  # fmt: skip
+        """Write `record` durably; returns its id, or the id of the event that first
+        used the same Idempotency-Key for this trigger (then nothing new is written)."""
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        key = idempotency_hash(idempotency_key) if idempotency_key is not None else None
+        if not self._offer(_Pending(record, key, size, future)):
+            if self.closed:
+                raise IngestUnavailable("shutting down")
+            raise Overloaded("ingestion queue is full")
+        return await future
+
+    def _size(self, item: _Pending) -> int:
+        return item.size
+
+    async def _handle(self, batch: list[_Pending]) -> None:
+        for attempt in range(1, _WRITE_RETRIES + 1):
+            try:
+                winners, fresh = await self._commit(batch)
+                break
+            except Exception as exc:
+                if is_transient(exc) and attempt < _WRITE_RETRIES:
+                    await asyncio.sleep(0.05 * attempt)
+                    continue
+                if is_transient(exc):
+                    log.warning("event batch of %d not written: %s", len(batch), exc)
+                else:
+                    log.exception("event batch of %d not written", len(batch))
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(IngestUnavailable(f"{type(exc).__name__}"))
+                return
+        for item in batch:
+            if not item.future.done():
+                key = (item.record.trigger_id, item.key)
+                item.future.set_result(winners.get(key, item.record.id))
+        self.publisher.offer([job_for(item.record) for item in fresh])
+
+    async def _commit(
+        self, batch: list[_Pending]
+    ) -> tuple[dict[tuple[str | None, str | None], str], list[_Pending]]:
+        keyed = [item for item in batch if item.key is not None]
+        winners: dict[tuple[str | None, str | None], str] = {}
+        async with self.db.transaction() as cur:
+            if keyed:
+                now = to_db(utcnow())
+                # Sorted, so concurrent batches take key locks in one order (no deadlock).
+                rows = sorted({(i.record.trigger_id, i.key): (i.record.trigger_id, i.key,
+                               i.record.id, now) for i in reversed(keyed)}.values())  # fmt: skip
+                # ON DUPLICATE KEY no-op rather than INSERT IGNORE: same effect, no warning.
+                await cur.executemany(
+                    "INSERT INTO idempotency_keys"
+                    " (trigger_id, idempotency_key, event_id, created_at)"
+                    " VALUES (%s, %s, %s, %s)"
+                    " ON DUPLICATE KEY UPDATE event_id = event_id",
+                    rows,
+                )
+                where = " OR ".join(["(trigger_id = %s AND idempotency_key = %s)"] * len(rows))
+                # A locking read sees the latest committed winner, also one committed by a
+                # concurrent transaction (ours waited for it in the INSERT).
+                await cur.execute(
+                    f"SELECT trigger_id, idempotency_key, event_id FROM idempotency_keys"
+                    f" WHERE {where} FOR UPDATE",
+                    [value for row in rows for value in row[:2]],
+                )
+                for row in await cur.fetchall():
+                    winners[(row["trigger_id"], row["idempotency_key"])] = row["event_id"]
+            fresh = [item for item in batch if item.key is None
+                     or winners.get((item.record.trigger_id, item.key)) == item.record.id]
+            for statement in insert_statements([item.record for item in fresh]):
+                await cur.execute(statement)
+        return winners, fresh
+
+
+class IngestPipeline:
+    """The writer and its publisher, run together; the publisher outlives the writer
+    on shutdown so the last committed batch still gets its fast-path publish."""
+
+    def __init__(self, db: Database, bus: Bus, metrics: Metrics) -> None:
+        self.db = db
+        self.bus = bus
+        self.metrics = metrics
+        self.publisher = Publisher(db, bus, metrics)
+        self.writer = EventWriter(db, self.publisher)
+
+    async def submit(self, record: EventRecord, idempotency_key: str | None = None,
+                     size: int = 0) -> str:  # fmt: skip
+        return await self.writer.submit(record, idempotency_key, size)
+
+    def publish_later(self, jobs: Sequence[Job]) -> None:
+        """Fast-path publish of jobs whose rows are already committed with publish_at set."""
+        self.publisher.offer(jobs)
+
+    async def run(self) -> None:
+        publisher = asyncio.create_task(self.publisher.run(), name="ingest-publisher")
+        try:
+            await self.writer.run()
+        finally:
+            publisher.cancel()
+            await asyncio.gather(publisher, return_exceptions=True)
