@@ -11,7 +11,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import aiohttp
 import orjson
@@ -35,7 +35,7 @@ async def wait_until(
         except (aiohttp.ClientError, OSError) as exc:
             last = exc
         if last and not isinstance(last, BaseException):
-            return last
+            return cast(T, last)
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
         await asyncio.sleep(interval)

@@ -33,7 +33,7 @@ async def read_raw_json(request: web.Request, *, optional: bool = False) -> tupl
     With `optional`, an empty body (of any declared type) parses to None.
     """
     raw = await request.read()
-    if optional and not raw.strip():
+    if optional and not raw.strip(b" \t\r\n"):  # JSON whitespace only
         return raw, None
     if not _is_json_type(request.content_type):
         raise ApiError(
@@ -55,10 +55,11 @@ def query_int(request: web.Request, name: str, default: int, lo: int, hi: int) -
     raw = request.query.get(name)
     if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValidationError(name, f"must be an integer, got {raw!r}") from None
+    # ASCII digits only: int() would also take "1_0" and non-ASCII digits.
+    digits = raw[1:] if raw.startswith("-") else raw
+    if not digits.isascii() or not digits.isdigit():
+        raise ValidationError(name, f"must be an integer, got {raw!r}")
+    value = int(raw)
     if not lo <= value <= hi:
         raise ValidationError(name, f"must be between {lo} and {hi}")
     return value

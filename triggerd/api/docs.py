@@ -1,0 +1,497 @@
+"""OpenAPI 3 document at `/api/docs/swagger.json` and Swagger UI at `/api/docs`, both
+served from the package (no CDN). Open: API keys guard `/api/v1` only.
+
+The document is built once, at start-up, from the routes actually registered on the
+app (so it describes what this process serves) and one central table, `OPERATIONS`,
+mapping method + path to its operation; request and response bodies are the
+marshmallow schemas of `api.schemas`, converted by apispec. Route modules need no
+decorators. A registered route missing from the table is still listed, with only the
+error envelope, and logged; the tests require there be none.
+
+`security` follows this deployment: with TRIGGERD_API_KEYS set, every `/api/v1`
+operation but webhook ingestion requires a key and documents its 401.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import warnings
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiohttp import web
+from marshmallow import Schema
+
+from triggerd import __version__
+from triggerd.api import schemas
+from triggerd.api.ops import SERVICES
+from triggerd.api.validation import STATUSES, TRIGGER_TYPES
+
+with warnings.catch_warnings():
+    # apispec 3 (pinned below 4 in setup.cfg) still uses distutils' LooseVersion.
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from apispec import APISpec
+    from apispec.ext.marshmallow import MarshmallowPlugin
+
+log = logging.getLogger(__name__)
+
+SPEC_PATH = "/api/docs/swagger.json"
+UI_PATH = "/api/docs"
+STATIC_PREFIX = "/api/docs/static"
+STATIC_DIR = Path(__file__).parent / "static"
+OPENAPI_VERSION = "3.0.3"
+
+JSON = "application/json"
+_REF = "#/components/schemas/"
+_VAR = re.compile(r"\{([^{}:]+)(?::[^{}]*)?\}")
+
+# --- the operations ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Op:
+    """One operation. `responses`: status -> (description, schema name or None, media
+    type). `errors`: statuses answered with the error envelope. `body`: a schema name,
+    or a raw schema dict."""
+
+    summary: str
+    tag: str
+    responses: Mapping[int, tuple[str, str | None, str]]
+    errors: tuple[int, ...] = ()
+    body: str | dict[str, Any] | None = None
+    body_required: bool = True
+    body_description: str = ""
+    body_examples: Mapping[str, tuple[str, Any]] = field(default_factory=dict)
+    query: tuple[dict[str, Any], ...] = ()
+    headers: tuple[dict[str, Any], ...] = ()
+    path_params: tuple[str, ...] = ()  # descriptions, in the order of the path's variables
+    auth: bool = True  # guarded by API keys when they are configured
+    description: str = ""
+    response_headers: Mapping[int, Mapping[str, str]] = field(default_factory=dict)
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"in": "query", "name": name, "required": False, "schema": schema,
+            "description": description}  # fmt: skip
+
+
+def _filter(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    """A filter: an empty value means no filter (as api.http.query_choice reads it)."""
+    return {**_query(name, schema, description + "; empty: no filter"), "allowEmptyValue": True}
+
+
+def _choice(values: Iterable[str]) -> dict[str, Any]:
+    return {"type": "string", "enum": list(values)}
+
+
+def _paging(max_page: int = 10_000_000) -> tuple[dict[str, Any], ...]:
+    return (
+        _query("page", {"type": "integer", "minimum": 1, "maximum": max_page, "default": 1},
+               "1-based page number; past the last page the list is empty"),
+        _query("limit", {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
+               "Page size, 1-100"),
+    )  # fmt: skip
+
+
+def _ok(description: str, schema: str | None, media: str = JSON) -> tuple[str, str | None, str]:
+    return description, schema, media
+
+
+_ID = "Trigger ID (UUID); a malformed or unknown one is a 404"
+_HOOK = "https://example.com/hooks/triggerd"
+_CREATE_EXAMPLES: dict[str, tuple[str, Any]] = {
+    "cron": ("Every weekday at 09:00 in New York", {
+        "name": "standup reminder", "type": "cron_scheduled",
+        "config": {"cron": "0 9 * * 1-5", "timezone": "America/New_York", "endpoint": _HOOK,
+                   "payload": {"text": "stand-up in 5 minutes"},
+                   "headers": {"Authorization": "Bearer <token>"}}}),
+    "once": ("Once, in 10 minutes", {
+        "name": "follow-up", "type": "time_scheduled",
+        "config": {"run_in": "10m", "endpoint": _HOOK, "payload": {"order": 42}}}),
+    "interval": ("Every 5 minutes from a given start", {
+        "name": "poll", "type": "interval_scheduled",
+        "config": {"interval_seconds": 300, "start_at": "2030-01-01T00:00:00Z", "endpoint": _HOOK,
+                   "retry": {"max_attempts": 3, "backoff_seconds": 2}}}),
+    "webhook": ("A webhook that accepts orders", {
+        "name": "orders", "type": "webhook",
+        "config": {"schema": {"type": "object", "required": ["order_id"],
+                              "properties": {"order_id": {"type": "integer"}}},
+                   "endpoint": _HOOK, "secret": "<shared secret>"}}),
+}
+_UPDATE_EXAMPLES: dict[str, tuple[str, Any]] = {
+    "pause": ("Stop future firings", {"status": "inactive"}),
+    "rename": ("Rename", {"name": "nightly export"}),
+    "reschedule": ("New cron (the config is replaced whole)", {
+        "config": {"cron": "30 2 * * *", "timezone": "Europe/Berlin", "endpoint": _HOOK}}),
+}
+_TRIGGER = _ok("The trigger", "Trigger")
+_ACCEPTED = _ok("The event was recorded and will be published", "Accepted")
+
+OPERATIONS: dict[tuple[str, str], Op] = {
+    ("POST", "/api/v1/triggers"): Op(
+        "Create a trigger", "triggers", {201: _ok("Created", "Trigger")}, (400, 413, 415, 503),
+        body="TriggerCreate", body_examples=_CREATE_EXAMPLES,
+        description="Validated strictly: any bad field is a 400 whose `details.field` names it. "
+                    "A scheduled, active trigger gets its first occurrence at once.",
+        response_headers={201: {"Location": "Path of the new trigger"}},
+    ),
+    ("GET", "/api/v1/triggers"): Op(
+        "List triggers, newest first", "triggers", {200: _ok("A page of triggers", "TriggerList")},
+        (400, 503),
+        query=(_filter("type", _choice(TRIGGER_TYPES), "Only triggers of this type"),
+               _filter("status", _choice(STATUSES), "Only triggers with this status"),
+               *_paging()),
+    ),
+    ("GET", "/api/v1/triggers/{id}"): Op(
+        "Get a trigger", "triggers", {200: _TRIGGER}, (404, 503), path_params=(_ID,),
+    ),
+    ("PUT", "/api/v1/triggers/{id}"): Op(
+        "Update a trigger (partial)", "triggers", {200: _TRIGGER}, (400, 404, 413, 415, 503),
+        body="TriggerUpdate", path_params=(_ID,), body_examples=_UPDATE_EXAMPLES,
+        description="Same as PATCH: `name`, `status` and `config` are each optional; a new "
+                    "config replaces the old one and is validated as on create; `type` cannot "
+                    "change. A schedule change cancels pending occurrences and computes the "
+                    "next one in the same transaction; `inactive` stops future firings, "
+                    "`active` resumes from the next occurrence after now.",
+    ),
+    ("PATCH", "/api/v1/triggers/{id}"): Op(
+        "Update a trigger (partial)", "triggers", {200: _TRIGGER}, (400, 404, 413, 415, 503),
+        body="TriggerUpdate", path_params=(_ID,), body_examples=_UPDATE_EXAMPLES,
+        description="Same as PUT.",
+    ),
+    ("DELETE", "/api/v1/triggers/{id}"): Op(
+        "Delete a trigger", "triggers", {204: _ok("Deleted", None)}, (404, 503),
+        path_params=(_ID,),
+        description="Pending occurrences are cancelled; its events stay, queryable by "
+                    "trigger_id.",
+    ),
+    ("POST", "/api/v1/triggers/test"): Op(
+        "Test-run a trigger definition", "test runs", {202: _ACCEPTED}, (400, 413, 415, 503),
+        body="TriggerCreate", body_examples=_CREATE_EXAMPLES,
+        description="Same body and validation as create; fires exactly one event now with "
+                    "`trigger_id` null and saves no trigger.",
+    ),
+    ("POST", "/api/v1/triggers/{id}/test"): Op(
+        "Test-run a stored trigger", "test runs", {202: _ACCEPTED}, (400, 404, 413, 415, 503),
+        body={"nullable": True, "allOf": [{"$ref": _REF + "TestRunBody"}]},
+        body_required=False, body_description="Optional; empty or null: no override",
+        path_params=(_ID,),
+        description="Fires one event now (`source=manual-test`, `is_test_run=true`) through "
+                    "Kafka and the worker; the schedule is untouched. Works while inactive.",
+    ),
+    ("POST", "/api/v1/webhook/{trigger_id}"): Op(
+        "Send an event to a webhook trigger", "webhook", {202: _ACCEPTED},
+        (400, 401, 404, 409, 413, 415, 503),
+        body={"description": "Any JSON value, validated against the trigger's schema"},
+        body_description="The payload",
+        path_params=("Webhook trigger ID",), auth=False,
+        headers=(
+            {"in": "header", "name": "Idempotency-Key", "required": False,
+             "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+             "description": "The same key for the same trigger returns the first event_id"},
+            {"in": "header", "name": "X-Signature", "required": False,
+             "schema": {"type": "string", "example": "sha256=4f2a..."},
+             "description": "Required when the trigger has a secret: sha256=<hex HMAC-SHA256 "
+                            "of the raw body>"},
+        ),
+        description="202 once the event is durably recorded. 400 lists `details.violations` "
+                    "(JSON Pointer + message); 404 unknown or non-webhook trigger; 409 inactive; "
+                    "401 bad signature. Needs no API key.",
+    ),
+    ("GET", "/api/v1/events"): Op(
+        "List events, newest first", "events", {200: _ok("A page of events", "EventList")},
+        (400,),
+        query=(
+            _filter("trigger_id", {"type": "string", "format": "uuid"}, "Only this trigger"),
+            _filter("source", _choice(schemas.EVENT_SOURCES), "Only events from this source"),
+            _filter("execution_status", _choice(schemas.EXECUTION_STATUSES), "Delivery state"),
+            _filter("retention_status", _choice(schemas.RETENTION_FILTERS), "Default active"),
+            _filter("is_test_run", {"type": "boolean"}, "Only test runs, or only real events"),
+            _filter("since", {"type": "string"}, "fired_at >= since (ISO 8601 with offset or Z)"),
+            _filter("until", {"type": "string"}, "fired_at <= until (ISO 8601 with offset or Z)"),
+            *_paging(1_000_000),
+        ),
+    ),
+    ("GET", "/api/v1/events/stats"): Op(
+        "Event statistics", "events", {200: _ok("Counts and percentiles", "EventStats")}, (400,),
+        query=(_filter("trigger_id", {"type": "string", "format": "uuid"}, "Only this trigger"),
+               _filter("window", {"type": "string", "default": "48h"},
+                       "Duration to look back, 1s-48h: 90s, 15m, 2h")),
+        description="Per trigger over the window: total and counts by execution_status, "
+                    "source and retention_status; fire-delay and delivery-latency percentiles.",
+    ),
+    ("GET", "/api/v1/events/{id}"): Op(
+        "Get an event with its delivery attempts", "events",
+        {200: _ok("The event", "EventDetail")}, (404,), path_params=("Event ID",),
+    ),
+    ("POST", "/api/v1/events/{id}/replay"): Op(
+        "Deliver an event again", "events", {202: _ACCEPTED}, (404, 409),
+        path_params=("Event ID",),
+        description="Same event_id and payload; a new attempt series continuing the count. "
+                    "409 while a delivery of the event is still pending or retrying.",
+    ),
+    ("GET", "/health"): Op(
+        "Health of this process", "operations",
+        {200: _ok("Every check is ok", "Health"), 503: _ok("A check failed", "Health")},
+        auth=False,
+    ),
+    ("HEAD", "/health"): Op(
+        "Health of this process, status only", "operations",
+        {200: _ok("Every check is ok", None), 503: _ok("A check failed", None)}, auth=False,
+    ),
+    ("GET", "/metrics"): Op(
+        "Prometheus metrics", "operations",
+        {200: _ok("Prometheus text exposition format", "text", "text/plain")}, auth=False,
+    ),
+    ("HEAD", "/metrics"): Op(
+        "Prometheus metrics, headers only", "operations", {200: _ok("Metrics", None)},
+        auth=False,
+    ),
+    ("GET", UI_PATH): Op(
+        "Swagger UI", "docs", {200: _ok("The Swagger UI page", "text", "text/html")}, auth=False,
+    ),
+    ("GET", SPEC_PATH): Op(
+        "This OpenAPI document", "docs", {200: _ok("OpenAPI 3 document", "object")}, auth=False,
+    ),
+}
+
+_ERRORS = {
+    400: "Invalid input: `details.field` names the field or query parameter",
+    401: "Missing or invalid credentials",
+    404: "Not found (also for a malformed id)",
+    409: "Conflict with the resource's state",
+    413: "Body larger than the limit (default 1 MiB)",
+    415: "Content-Type is not application/json",
+    503: "Storage unavailable right now (database down, or overloaded); retry shortly",
+}
+
+# Schemas in the order apispec must see them (nested ones first).
+_SCHEMAS: tuple[type[Schema], ...] = (
+    schemas.ErrorBody, schemas.ErrorEnvelope, schemas.Pagination, schemas.RetryConfig,
+    *schemas.CONFIG_SCHEMAS.values(), *schemas.CREATE_SCHEMAS.values(), schemas.TriggerUpdate,
+    schemas.Trigger, schemas.TriggerList, schemas.Accepted, schemas.TestRunBody,
+    schemas.Event, schemas.DeliveryAttempt, schemas.EventDetail, schemas.EventList,
+    schemas.Percentiles, schemas.TriggerTotal, schemas.EventStats, schemas.Health,
+)  # fmt: skip
+_INLINE = {"text": {"type": "string"}, "object": {"type": "object"}}
+_TAGS = (
+    ("triggers", "Define webhook, one-time, cron and interval triggers"),
+    ("test runs", "Fire one event now, without touching the schedule"),
+    ("webhook", "Ingestion: events sent by clients to webhook triggers"),
+    ("events", "The event log: every firing, its delivery attempts, statistics, replay"),
+    ("operations", "Health and Prometheus metrics (every process)"),
+    ("docs", "This document and Swagger UI"),
+)
+
+
+# --- building the document -----------------------------------------------------------------
+
+
+def _shape(path: str) -> str:
+    return _VAR.sub("{}", path)
+
+
+_BY_SHAPE = {(method, _shape(path)): op for (method, path), op in OPERATIONS.items()}
+
+
+def _schema_ref(name: str) -> dict[str, Any]:
+    return dict(_INLINE[name]) if name in _INLINE else {"$ref": _REF + name}
+
+
+def _response(description: str, schema: str | None, media: str, method: str,
+              headers: Mapping[str, str] | None = None) -> dict[str, Any]:  # fmt: skip
+    out: dict[str, Any] = {
+        "description": description,
+        "headers": {"X-Request-ID": {"$ref": "#/components/headers/X-Request-ID"}},
+    }
+    for name, text in (headers or {}).items():
+        out["headers"][name] = {"description": text, "schema": {"type": "string"}}
+    if schema is not None and method != "HEAD":
+        out["content"] = {media: {"schema": _schema_ref(schema)}}
+    return out
+
+
+def _operation(op: Op, method: str, path: str, *, secured: bool) -> dict[str, Any]:
+    responses = {
+        str(status): _response(text, schema, media, method, op.response_headers.get(status))
+        for status, (text, schema, media) in op.responses.items()
+    }
+    errors = list(op.errors)
+    if secured and op.auth and 401 not in errors:
+        errors.append(401)
+    for status in sorted(errors):
+        responses[str(status)] = _response(_ERRORS[status], "ErrorEnvelope", JSON, method)
+    variables = _VAR.findall(path)
+    parameters: list[dict[str, Any]] = [
+        {"in": "path", "name": name, "required": True, "schema": {"type": "string"},
+         "description": op.path_params[i] if i < len(op.path_params) else name}
+        for i, name in enumerate(variables)
+    ]  # fmt: skip
+    parameters += [*op.query, *op.headers]
+    operation: dict[str, Any] = {
+        "summary": op.summary,
+        "tags": [op.tag],
+        "operationId": _operation_id(method, path),
+        # apispec turns a name into a reference to components.parameters
+        "parameters": [*parameters, "X-Request-ID"],
+        "responses": responses,
+    }
+    if op.description:
+        operation["description"] = op.description
+    if op.body is not None:
+        schema = op.body if isinstance(op.body, dict) else _schema_ref(op.body)
+        media: dict[str, Any] = {"schema": schema}
+        if op.body_examples:
+            media["examples"] = {name: {"summary": summary, "value": value}
+                                 for name, (summary, value) in op.body_examples.items()}
+        operation["requestBody"] = {
+            "required": op.body_required,
+            "content": {JSON: media},
+            **({"description": op.body_description} if op.body_description else {}),
+        }
+    if secured:
+        operation["security"] = [{"bearerAuth": []}, {"apiKeyAuth": []}] if op.auth else []
+    return operation
+
+
+def _operation_id(method: str, path: str) -> str:
+    words = re.sub(r"[^A-Za-z0-9]+", "_", _VAR.sub(r"by_\1", path)).strip("_")
+    return f"{method.lower()}_{words}"
+
+
+def _undocumented(method: str, path: str, *, secured: bool) -> dict[str, Any]:
+    errors = (401,) if secured and path.startswith("/api/v1") else ()
+    op = Op(f"{method} {path}", "undocumented", {200: _ok("Success", None)}, errors)
+    return _operation(op, method, path, secured=secured)
+
+
+def registered_routes(app: web.Application) -> list[tuple[str, str]]:
+    """(method, path) of every route of the app, the static Swagger UI assets aside."""
+    found: list[tuple[str, str]] = []
+    for route in app.router.routes():
+        resource = route.resource
+        if resource is None or isinstance(resource, web.StaticResource):
+            continue
+        found.append((route.method.upper(), resource.canonical))
+    return found
+
+
+def build_document(app: web.Application, *, secured: bool) -> dict[str, Any]:
+    """The OpenAPI 3 document of the routes registered on `app`."""
+    spec = APISpec(
+        title="triggerd",
+        version=__version__,
+        openapi_version=OPENAPI_VERSION,
+        plugins=[MarshmallowPlugin()],
+        info={"description": "Event trigger platform: webhook, one-time, cron and interval "
+                             "triggers, published to Kafka and delivered over HTTP. Every error "
+                             "uses the envelope `{\"error\": {code, message, details, "
+                             "request_id}}`; every response carries X-Request-ID."},
+    )  # fmt: skip
+    for name, description in _TAGS:
+        spec.tag({"name": name, "description": description})
+    for cls in _SCHEMAS:
+        closed = {"additionalProperties": False} if cls in schemas.CLOSED else None
+        spec.components.schema(cls.__name__, component=closed, schema=cls)
+    spec.components.parameter("X-Request-ID", "header", {
+        "name": "X-Request-ID", "required": False,
+        "schema": {"type": "string"},
+        "description": "Echoed in the X-Request-ID response header. A value that is not 1-128 "
+                       "of A-Z a-z 0-9 . _ : - is replaced by a generated one, as is a missing "
+                       "one",
+    })  # fmt: skip
+    if secured:
+        spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer"})
+        spec.components.security_scheme(
+            "apiKeyAuth", {"type": "apiKey", "in": "header", "name": "X-API-Key"}
+        )
+    paths: dict[str, dict[str, Any]] = {}
+    for method, path in registered_routes(app):
+        op = _BY_SHAPE.get((method, _shape(path)))
+        if op is None:
+            log.warning("route %s %s is not in the OpenAPI table (api/docs.py)", method, path)
+            operation = _undocumented(method, path, secured=secured)
+        else:
+            operation = _operation(op, method, path, secured=secured)
+        paths.setdefault(path, {})[method.lower()] = operation
+    for path, operations in paths.items():
+        spec.path(path=path, operations=operations)
+    document: dict[str, Any] = spec.to_dict()
+    _add_unions(document)
+    document.setdefault("components", {})["headers"] = {
+        "X-Request-ID": {
+            "description": "The request's ID: the one sent, or a generated one",
+            "required": True,
+            "schema": {"type": "string"},
+        }
+    }
+    return document
+
+
+def _add_unions(document: dict[str, Any]) -> None:
+    """What marshmallow cannot say: a create body is one of four shapes, chosen by
+    `type`; an update's config is any of the four configs."""
+    components = document["components"]["schemas"]
+    creates = {kind: cls.__name__ for kind, cls in schemas.CREATE_SCHEMAS.items()}
+    components["TriggerCreate"] = {
+        "oneOf": [{"$ref": _REF + name} for name in creates.values()],
+        "discriminator": {
+            "propertyName": "type",
+            "mapping": {kind: _REF + name for kind, name in creates.items()},
+        },
+    }
+    config = components["TriggerUpdate"]["properties"]["config"]
+    description = config.get("description", "")
+    components["TriggerUpdate"]["properties"]["config"] = {
+        "description": description + "; its shape is the one of the trigger's type",
+        "nullable": True,
+        "anyOf": [{"$ref": _REF + cls.__name__} for cls in schemas.CONFIG_SCHEMAS.values()],
+    }
+
+
+# --- serving -------------------------------------------------------------------------------
+
+_INDEX = """<!doctype html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <title>triggerd API</title>
+  <link rel="stylesheet" href="docs/static/swagger-ui.css">
+  <link rel="icon" type="image/png" href="docs/static/favicon-32x32.png">
+</head>
+<body>
+  <div id="swagger-ui" data-spec-url="docs/swagger.json"></div>
+  <script src="docs/static/swagger-ui-bundle.js"></script>
+  <script src="docs/static/swagger-initializer.js"></script>
+</body>
+</html>
+"""
+# Everything the page loads comes from this server; nothing inline runs.
+_UI_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
+    "style-src 'self' 'unsafe-inline'; script-src 'self'; connect-src 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+def setup(app: web.Application) -> None:
+    """Register the docs routes, then document every route of the app (call it last)."""
+    secured = bool(app[SERVICES].settings.all_api_keys())
+    state: dict[str, bytes] = {}
+
+    async def spec_json(request: web.Request) -> web.Response:
+        return web.Response(body=state["spec"], content_type=JSON)
+
+    async def ui(request: web.Request) -> web.Response:
+        return web.Response(text=_INDEX, content_type="text/html", headers=_UI_HEADERS)
+
+    app.router.add_get(SPEC_PATH, spec_json, allow_head=False)
+    app.router.add_get(UI_PATH, ui, allow_head=False)
+    app.router.add_static(STATIC_PREFIX, STATIC_DIR, show_index=False, follow_symlinks=False)
+    state["spec"] = orjson.dumps(build_document(app, secured=secured))

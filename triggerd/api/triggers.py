@@ -1,0 +1,178 @@
+"""`/api/v1/triggers`: create, list, get, update and delete triggers (SPEC §3 "Triggers").
+
+Validation is `api.validation` (pure); the SQL, and the schedule rows that move with
+a trigger, are `store.triggers`. After every change the in-process scheduler is woken
+so it reloads at once. Configs leave the API through `redact_config` only.
+`POST /api/v1/triggers/test` and `/{id}/test` belong to `api.testruns`: this module
+registers no POST on `/{id}`, so those paths still reach it.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from triggerd.api.http import json_response, pagination, query_choice, query_int, read_json
+from triggerd.api.redact import redact_config
+from triggerd.api.validation import (
+    STATUSES,
+    TRIGGER_TYPES,
+    TriggerDefinition,
+    validate_create,
+    validate_update,
+)
+from triggerd.config import Settings
+from triggerd.errors import ApiError, NotFound
+from triggerd.logs import log_context
+from triggerd.models import new_id, parse_uuid
+from triggerd.services import Services
+from triggerd.store.db import is_transient
+from triggerd.store.triggers import TriggerRecord, TriggerStore
+from triggerd.timeutil import to_iso, utcnow
+
+log = logging.getLogger(__name__)
+
+COLLECTION = "/api/v1/triggers"
+# Any id but `test`: /api/v1/triggers/test is the test-run resource (api.testruns, POST
+# only), so GET or DELETE there is a 405 naming POST, not a 404 from this resource.
+ITEM = "/api/v1/triggers/{id:(?!test$)[^{}/]+}"
+DEFAULT_LIMIT = 20
+MAX_LIMIT = 100
+MAX_PAGE = 10_000_000
+
+
+def trigger_json(record: TriggerRecord, settings: Settings) -> dict[str, Any]:
+    """The API form of a trigger: config redacted, times ISO 8601 UTC with Z."""
+    trigger = record.trigger
+    webhook_url = None
+    if trigger.type == "webhook":
+        webhook_url = f"{settings.public_url}/api/v1/webhook/{trigger.id}"
+    next_run = None
+    if trigger.is_scheduled and trigger.status == "active":
+        next_run = to_iso(record.next_scheduled_run)
+    return {
+        "id": trigger.id,
+        "name": trigger.name,
+        "type": trigger.type,
+        "status": trigger.status,
+        "config": redact_config(trigger.config),
+        "webhook_url": webhook_url,
+        "next_scheduled_run": next_run,
+        "created_at": to_iso(trigger.created_at),
+        "updated_at": to_iso(trigger.updated_at),
+    }
+
+
+class TriggerRoutes:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.store = TriggerStore(services.db)
+
+    def _json(self, record: TriggerRecord) -> dict[str, Any]:
+        return trigger_json(record, self.services.settings)
+
+    async def create(self, request: web.Request) -> web.Response:
+        body = await read_json(request)
+        now = utcnow()
+        definition = validate_create(body, now=now)
+        trigger_id = new_id()
+        with log_context(trigger_id=trigger_id):
+            record = await self.store.create(definition, trigger_id, now)
+            self.services.wakeup.notify()
+            log.info("trigger created (%s, %s)", definition.type, definition.status)
+        return json_response(
+            self._json(record), status=201, headers={"Location": f"{COLLECTION}/{trigger_id}"}
+        )
+
+    async def list(self, request: web.Request) -> web.Response:
+        page = query_int(request, "page", 1, 1, MAX_PAGE)
+        limit = query_int(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+        kind = query_choice(request, "type", TRIGGER_TYPES)
+        status = query_choice(request, "status", STATUSES)
+        result = await self.store.list(
+            type=kind, status=status, limit=limit, offset=(page - 1) * limit
+        )
+        return json_response(
+            {
+                "triggers": [self._json(record) for record in result.records],
+                "pagination": pagination(page, limit, result.total),
+            }
+        )
+
+    async def get(self, request: web.Request) -> web.Response:
+        trigger_id = _trigger_id(request)
+        record = await self.store.get(trigger_id)
+        if record is None:
+            raise _not_found()
+        return json_response(self._json(record))
+
+    async def update(self, request: web.Request) -> web.Response:
+        trigger_id = _trigger_id(request)
+        body = await read_json(request)
+        now = utcnow()
+
+        def change(current: TriggerDefinition) -> TriggerDefinition:
+            return validate_update(body, current, now=now)
+
+        with log_context(trigger_id=trigger_id):
+            record = await self.store.update(trigger_id, change, now)
+            if record is None:
+                raise _not_found()
+            self.services.wakeup.notify()
+            log.info("trigger updated (version %d)", record.trigger.version)
+        return json_response(self._json(record))
+
+    async def delete(self, request: web.Request) -> web.Response:
+        trigger_id = _trigger_id(request)
+        with log_context(trigger_id=trigger_id):
+            if not await self.store.delete(trigger_id, utcnow()):
+                raise _not_found()
+            self.services.wakeup.notify()
+            log.info("trigger deleted")
+        return web.Response(status=204)
+
+
+Handler = Callable[[web.Request], Awaitable[web.Response]]
+
+
+def _storage_errors_as_503(handler: Handler) -> Handler:
+    """A database that cannot be reached is a 503 the client may retry, not a 500."""
+
+    @functools.wraps(handler)
+    async def wrapped(request: web.Request) -> web.Response:
+        try:
+            return await handler(request)
+        except Exception as exc:
+            if isinstance(exc, ApiError) or not is_transient(exc):
+                raise
+            log.warning("database unavailable on %s %s: %s", request.method, request.path, exc)
+            raise ApiError("the database is unavailable; retry shortly", status=503,
+                           code="unavailable") from None  # fmt: skip
+
+    return wrapped
+
+
+def _trigger_id(request: web.Request) -> str:
+    trigger_id = parse_uuid(request.match_info["id"])
+    if trigger_id is None:
+        raise _not_found()
+    return trigger_id
+
+
+def _not_found() -> NotFound:
+    return NotFound("no such trigger")
+
+
+def add_routes(app: web.Application, services: Services) -> None:
+    routes = TriggerRoutes(services)
+    guard = _storage_errors_as_503
+    app.router.add_post(COLLECTION, guard(routes.create))
+    app.router.add_get(COLLECTION, guard(routes.list), allow_head=False)
+    app.router.add_get(ITEM, guard(routes.get), allow_head=False)
+    app.router.add_put(ITEM, guard(routes.update))
+    app.router.add_patch(ITEM, guard(routes.update))
+    app.router.add_delete(ITEM, guard(routes.delete))

@@ -1,0 +1,269 @@
+"""Trigger rows and the schedule rows that follow them (SPEC §3 "Triggers").
+
+Every write that changes when a trigger fires changes its schedule rows in the same
+transaction: a created trigger gets its first occurrence, an update that moves the
+schedule (or the status) cancels what is pending and inserts the next occurrence,
+and a delete cancels what is pending. The scheduler is told through `Wakeup` by the
+caller; it would also find the rows at its next reconcile.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+import orjson
+import pymysql
+
+from triggerd.api.validation import PAST_GRACE, TriggerDefinition, schedule_changed
+from triggerd.models import Trigger
+from triggerd.scheduler.timing import next_occurrence
+from triggerd.store import schedule_rows
+from triggerd.store.db import Database
+from triggerd.timeutil import from_db, parse_iso_utc, to_db
+
+# The stored instant a schedule starts from; validation accepts one up to PAST_GRACE
+# in the past, and it must still fire.
+_ANCHOR_KEYS = {"time_scheduled": "run_at", "interval_scheduled": "first_run_at"}
+_COLUMNS = "id, name, type, status, config, version, created_at, updated_at"
+_DEADLOCK = 1213
+_ATTEMPTS = 3
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class TriggerRecord:
+    """A trigger and its next pending occurrence (None: none, or not scheduled)."""
+
+    trigger: Trigger
+    next_scheduled_run: datetime | None
+
+
+@dataclass(frozen=True)
+class TriggerPage:
+    records: list[TriggerRecord]
+    total: int
+
+
+def definition_of(trigger: Trigger) -> TriggerDefinition:
+    return TriggerDefinition(
+        name=trigger.name, type=trigger.type, status=trigger.status, config=trigger.config
+    )
+
+
+def first_occurrence(
+    definition: TriggerDefinition, now: datetime, previous: TriggerDefinition | None = None
+) -> datetime | None:
+    """When a new (or re-timed) schedule fires first: its next occurrence after now,
+    except that a new `run_at` / `start_at` that validation accepted inside its grace
+    (up to PAST_GRACE ago) still fires, at once, instead of being skipped."""
+    anchor = _anchor(definition)
+    if (
+        anchor is not None
+        and now - PAST_GRACE <= anchor <= now
+        and (previous is None or _anchor(previous) != anchor)
+    ):
+        return anchor
+    return next_occurrence(definition.type, definition.config, now)
+
+
+def _anchor(definition: TriggerDefinition) -> datetime | None:
+    key = _ANCHOR_KEYS.get(definition.type)
+    value = definition.config.get(key) if key else None
+    return parse_iso_utc(value) if isinstance(value, str) else None
+
+
+class TriggerStore:
+    """All SQL on the `triggers` table; one method per query or transaction."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def create(self, definition: TriggerDefinition, trigger_id: str,
+                     now: datetime) -> TriggerRecord:  # fmt: skip
+        """INSERT the trigger and, when it is scheduled and active, its first occurrence."""
+        fire_at = None
+        if definition.type != "webhook" and definition.status == "active":
+            fire_at = first_occurrence(definition, now)
+        async with self.db.transaction() as cur:
+            await cur.execute(
+                "INSERT INTO triggers (id, name, type, status, config, version,"
+                " created_at, updated_at) VALUES (%(id)s, %(name)s, %(type)s, %(status)s,"
+                " %(config)s, 1, %(now)s, %(now)s)",
+                {
+                    "id": trigger_id,
+                    "name": definition.name,
+                    "type": definition.type,
+                    "status": definition.status,
+                    "config": _dump(definition.config),
+                    "now": to_db(now),
+                },
+            )
+            if fire_at is not None:
+                await schedule_rows.insert_occurrence(cur, trigger_id, fire_at, now)
+        stored = now.replace(microsecond=now.microsecond // 1000 * 1000)
+        trigger = Trigger(
+            id=trigger_id,
+            name=definition.name,
+            type=definition.type,
+            status=definition.status,
+            config=definition.config,
+            version=1,
+            created_at=stored,
+            updated_at=stored,
+        )
+        return TriggerRecord(trigger, fire_at)
+
+    async def get(self, trigger_id: str) -> TriggerRecord | None:
+        row = await self.db.fetchone(
+            f"SELECT {_COLUMNS}, (SELECT MIN(s.fire_at) FROM trigger_schedules s"
+            "  WHERE s.trigger_id = t.id AND s.status IN ('pending', 'processing')) AS next_run"
+            " FROM triggers t WHERE t.id = %(id)s",
+            {"id": trigger_id},
+        )
+        if row is None:
+            return None
+        return TriggerRecord(Trigger.from_row(row), from_db(row["next_run"]))
+
+    async def list(self, *, type: str | None, status: str | None, limit: int,
+                   offset: int) -> TriggerPage:  # fmt: skip
+        """A page, newest first, with the total; the page's next runs in one query."""
+        where, params = _filters(type=type, status=status)
+        count = await self.db.fetchone(f"SELECT COUNT(*) AS n FROM triggers{where}", params)
+        total = int(count["n"]) if count else 0
+        if offset >= total:
+            return TriggerPage([], total)
+        rows = await self.db.fetchall(
+            f"SELECT {_COLUMNS} FROM triggers{where}"
+            " ORDER BY created_at DESC, id DESC LIMIT %(limit)s OFFSET %(offset)s",
+            {**params, "limit": limit, "offset": offset},
+        )
+        triggers = [Trigger.from_row(row) for row in rows]
+        next_runs = await self._next_runs([t.id for t in triggers if t.is_scheduled])
+        return TriggerPage([TriggerRecord(t, next_runs.get(t.id)) for t in triggers], total)
+
+    async def _next_runs(self, trigger_ids: Sequence[str]) -> dict[str, datetime | None]:
+        if not trigger_ids:
+            return {}
+        names = {f"id{i}": value for i, value in enumerate(trigger_ids)}
+        placeholders = ", ".join(f"%({name})s" for name in names)
+        rows = await self.db.fetchall(
+            "SELECT trigger_id, MIN(fire_at) AS next_run FROM trigger_schedules"
+            f" WHERE trigger_id IN ({placeholders}) AND status IN ('pending', 'processing')"
+            " GROUP BY trigger_id",
+            names,
+        )
+        return {row["trigger_id"]: from_db(row["next_run"]) for row in rows}
+
+    async def update(
+        self,
+        trigger_id: str,
+        change: Callable[[TriggerDefinition], TriggerDefinition],
+        now: datetime,
+    ) -> TriggerRecord | None:
+        """Lock the row, apply `change` (validation: it may raise, and then nothing is
+        written), write it with version + 1 and, when the schedule or the status changed,
+        cancel pending occurrences and insert the next one after now. None: no such id."""
+        return await _retry_deadlocks(lambda: self._update(trigger_id, change, now))
+
+    async def _update(
+        self,
+        trigger_id: str,
+        change: Callable[[TriggerDefinition], TriggerDefinition],
+        now: datetime,
+    ) -> TriggerRecord | None:
+        async with self.db.transaction() as cur:
+            await cur.execute(
+                f"SELECT {_COLUMNS} FROM triggers WHERE id = %(id)s FOR UPDATE",
+                {"id": trigger_id},
+            )
+            row = await cur.fetchone()
+            if row is None:
+                return None
+            current = Trigger.from_row(row)
+            old = definition_of(current)
+            new = change(old)
+            await cur.execute(
+                "UPDATE triggers SET name = %(name)s, status = %(status)s, config = %(config)s,"
+                " version = version + 1, updated_at = %(now)s WHERE id = %(id)s",
+                {
+                    "id": trigger_id,
+                    "name": new.name,
+                    "status": new.status,
+                    "config": _dump(new.config),
+                    "now": to_db(now),
+                },
+            )
+            retimed = schedule_changed(old, new)
+            if current.is_scheduled and (retimed or new.status != old.status):
+                await schedule_rows.cancel_pending(cur, trigger_id, now)
+                if new.status == "active":
+                    # A new schedule starts from its own first occurrence; an unchanged
+                    # one resumes after now: no burst of the occurrences missed while
+                    # inactive.
+                    fire_at = first_occurrence(new, now, old) if retimed else next_occurrence(
+                        new.type, new.config, now
+                    )
+                    if fire_at is not None:
+                        await schedule_rows.insert_occurrence(cur, trigger_id, fire_at, now)
+            next_run = await schedule_rows.next_pending(cur, trigger_id)
+        stored = now.replace(microsecond=now.microsecond // 1000 * 1000)
+        trigger = Trigger(
+            id=trigger_id,
+            name=new.name,
+            type=current.type,
+            status=new.status,
+            config=new.config,
+            version=current.version + 1,
+            created_at=current.created_at,
+            updated_at=stored,
+        )
+        return TriggerRecord(trigger, next_run if current.is_scheduled else None)
+
+    async def delete(self, trigger_id: str, now: datetime) -> bool:
+        """Cancel the pending occurrences and delete the row; events stay. False: no such id."""
+        return await _retry_deadlocks(lambda: self._delete(trigger_id, now))
+
+    async def _delete(self, trigger_id: str, now: datetime) -> bool:
+        async with self.db.transaction() as cur:
+            deleted = await cur.execute(
+                "DELETE FROM triggers WHERE id = %(id)s", {"id": trigger_id}
+            )
+            if not deleted:
+                return False
+            await schedule_rows.cancel_pending(cur, trigger_id, now)
+        return True
+
+
+async def _retry_deadlocks(work: Callable[[], Awaitable[T]]) -> T:
+    """Run a transaction again when InnoDB chose it as a deadlock victim (it was rolled
+    back whole, so running it again is safe); the scheduler locks the same rows."""
+    for attempt in range(1, _ATTEMPTS + 1):
+        try:
+            return await work()
+        except pymysql.err.OperationalError as exc:
+            if attempt == _ATTEMPTS or not exc.args or exc.args[0] != _DEADLOCK:
+                raise
+            log.info("deadlock on a trigger write; retrying (attempt %d)", attempt + 1)
+    raise AssertionError("unreachable")
+
+
+def _filters(*, type: str | None, status: str | None) -> tuple[str, dict[str, Any]]:
+    clauses, params = [], {}
+    if type is not None:
+        clauses.append("type = %(type)s")
+        params["type"] = type
+    if status is not None:
+        clauses.append("status = %(status)s")
+        params["status"] = status
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def _dump(config: dict[str, Any]) -> str:
+    return orjson.dumps(config).decode()
+
