@@ -25,6 +25,12 @@ class Metrics:
         self.schedules = Gauge(
             "triggerd_schedules", "Schedule rows by status", ["status"], registry=r
         )
+        self.schedule_lag = Gauge(
+            "triggerd_schedule_lag_seconds",
+            "How far the oldest unfired occurrence (pending or claimed) is past its due time;"
+            " 0 when none is overdue",
+            registry=r,
+        )
         self.events = Gauge(
             "triggerd_events", "Event log rows by retention status", ["retention_status"],
             registry=r,

@@ -243,6 +243,14 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         "Health of this process, status only", "operations",
         {200: _ok("Every check is ok", None), 503: _ok("A check failed", None)}, auth=False,
     ),
+    ("GET", "/health/live"): Op(
+        "Liveness of this process (200 while its event loop answers)", "operations",
+        {200: _ok("The process is alive", "object")}, auth=False,
+    ),
+    ("HEAD", "/health/live"): Op(
+        "Liveness of this process, status only", "operations",
+        {200: _ok("The process is alive", None)}, auth=False,
+    ),
     ("GET", "/metrics"): Op(
         "Prometheus metrics", "operations",
         {200: _ok("Prometheus text exposition format", "text", "text/plain")}, auth=False,

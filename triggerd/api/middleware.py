@@ -13,9 +13,11 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from triggerd.api.http import json_response
+from triggerd.bus.producer import BusUnavailable
 from triggerd.errors import ApiError
 from triggerd.logs import request_id_var
 from triggerd.metrics import Metrics
+from triggerd.store.db import is_transient
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +92,14 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         )
         response.headers.update(headers)
         return response
-    except Exception:
+    except Exception as exc:
+        if is_transient(exc) or isinstance(exc, BusUnavailable):
+            # The database (or Kafka, where a route needs it) is down: the client may
+            # retry; /health says what is down. Logged without a traceback: not a bug.
+            log.warning("%s %s: dependency unavailable: %s", request.method, request.path, exc)
+            response = error_response(503, "unavailable", "a dependency is unavailable; retry")
+            response.headers["Retry-After"] = "1"
+            return response
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(500, "internal_error", "internal error; see the server log")
 

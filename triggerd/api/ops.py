@@ -39,6 +39,13 @@ async def health(request: web.Request) -> web.Response:
     return json_response(body, status=200 if not failing else 503)
 
 
+async def live(request: web.Request) -> web.Response:
+    """Liveness: 200 while the event loop answers. Unlike /health (readiness), it does
+    not turn 503 when the database or Kafka is down, so an orchestrator's liveness
+    probe does not restart a process that is only waiting for a dependency."""
+    return json_response({"status": "alive"})
+
+
 async def metrics(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     return web.Response(
@@ -49,4 +56,5 @@ async def metrics(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/health", health, allow_head=True)
+    app.router.add_get("/health/live", live, allow_head=True)
     app.router.add_get("/metrics", metrics)

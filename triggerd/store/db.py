@@ -24,6 +24,8 @@ Row = dict[str, Any]
 # Errors that mean "the server is not reachable right now", not "the query is wrong".
 _TRANSIENT_CODES = {
     1040,  # too many connections
+    1053,  # server shutdown in progress
+    1927,  # connection was killed (MariaDB)
     1205,  # lock wait timeout
     1213,  # deadlock
     2003,  # can't connect
