@@ -1,5 +1,7 @@
-"""The `api` role: its routes are mounted on the process's HTTP server by the daemon;
-this task is what the supervisor watches for it."""
+"""The `api` role: its routes are mounted on the process's HTTP server by the daemon
+(webhook ingestion's writer and publisher run with the app's lifecycle). This task is
+what the supervisor watches for it: it runs the outbox relay, so a webhook accepted
+while Kafka was down is published once it returns even where no worker role runs."""
 
 from __future__ import annotations
 
@@ -17,4 +19,10 @@ class ApiRole:
 
     async def run(self, ready: Callable[[], None]) -> None:
         ready()
-        await asyncio.Event().wait()  # serve until cancelled
+        if "worker" in self.services.settings.roles:
+            # The worker role runs a relay in this process already; one is enough.
+            await asyncio.Event().wait()
+            return
+        from triggerd.worker.relay import OutboxRelay
+
+        await OutboxRelay(self.services).run()
