@@ -1,0 +1,293 @@
+"""The job consumer: Kafka records in, one task per job, offsets committed only after the
+job's outcome is stored.
+
+Concurrency is bounded by a semaphore (`worker_concurrency` jobs in flight). Jobs of one
+partition run concurrently, so a slow target never holds up the jobs behind it; the
+commit point of a partition is its lowest unfinished offset (every offset below it is
+done), committed by a separate task shortly after jobs finish, shielded from
+cancellation. A crash loses at most the uncommitted tail, which is redelivered and
+absorbed by the attempt-row idempotency (store/deliveries.py).
+
+Rebalances: on revoke, wait briefly for the revoked partitions' in-flight jobs, commit what
+is done, forget them. Kafka down: the consumer is rebuilt with backoff, never crashing the
+role; a partition whose log was reset meanwhile (a broker that lost its data) is read
+again from its beginning. Shutdown (cancellation): stop fetching, drain in-flight jobs up to
+`shutdown_timeout`, commit, leave the group, re-raise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
+
+from triggerd.backoff import Backoff
+from triggerd.bus.jobs import Job
+from triggerd.services import Services
+from triggerd.worker.aio import shielded
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Job], Awaitable[object]]
+
+_FETCH_TIMEOUT_MS = 200
+_COMMIT_COALESCE = 0.05  # seconds between commits while jobs keep finishing
+_COMMIT_TIMEOUT = 5.0
+_RESET_CHECK_INTERVAL = 5.0  # seconds between checks for partitions reset by the broker
+_RESET_CHECK_TIMEOUT = 3.0
+_CLOSE_STEP = 1.5  # seconds for the final commit, and again for leaving the group
+
+
+class PartitionProgress:
+    """Offsets of one partition: in flight, and the next to be dispatched. Records are
+    dispatched in offset order, so everything below min(in flight) is finished."""
+
+    __slots__ = ("committed", "inflight", "next_offset")
+
+    def __init__(self) -> None:
+        self.inflight: set[int] = set()
+        self.next_offset: int | None = None
+        self.committed: int | None = None
+
+    def started(self, offset: int) -> None:
+        self.inflight.add(offset)
+        self.next_offset = offset + 1
+
+    def finished(self, offset: int) -> None:
+        self.inflight.discard(offset)
+
+    def commit_point(self) -> int | None:
+        """The offset to commit (the next one to consume), if it moved since the last commit."""
+        point = min(self.inflight) if self.inflight else self.next_offset
+        return None if point is None or point == self.committed else point
+
+
+class JobConsumer:
+    def __init__(self, services: Services, handler: Handler) -> None:
+        self.settings = services.settings
+        self.bus = services.bus
+        self.handler = handler
+        self._slots = asyncio.Semaphore(self.settings.worker_concurrency)
+        self._progress: dict[TopicPartition, PartitionProgress] = {}
+        self._tasks: dict[asyncio.Task[None], TopicPartition] = {}
+        self._dirty = asyncio.Event()
+        self.processed = 0  # jobs finished (for tests and diagnostics)
+        # Waiting for in-flight jobs and committing on revoke must end well within the
+        # rebalance timeout (= the session timeout), or the group drops this member.
+        self._revoke_wait = min(5.0, self.settings.kafka_session_timeout / 2)
+        self._revoke_commit_timeout = min(_COMMIT_TIMEOUT, self.settings.kafka_session_timeout / 4)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    @property
+    def assignment(self) -> frozenset[TopicPartition]:
+        return frozenset(self._progress)
+
+    async def run(self) -> None:
+        """Consume until cancelled; rebuild the consumer with backoff when Kafka fails."""
+        backoff = Backoff(base=0.5, cap=10.0)
+        while True:
+            # The producer creates the topic: a consumer started first could auto-create
+            # it with the broker's defaults.
+            while not await self.bus.wait_connected(timeout=5.0):
+                log.info("worker waiting for kafka")
+            consumer = self._new_consumer()
+            try:
+                await consumer.start()
+                log.info("worker consuming %s as group %s", self.settings.kafka_topic,
+                         self.settings.kafka_group)  # fmt: skip
+                backoff.reset()
+                await self._consume(consumer)
+            except (KafkaError, OSError) as exc:
+                log.warning("kafka consumer failed (%s: %s); restarting", type(exc).__name__, exc)
+            finally:
+                await self._close(consumer)
+            await asyncio.sleep(backoff.next())
+
+    def _new_consumer(self) -> AIOKafkaConsumer:
+        s = self.settings
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=s.kafka_bootstrap,
+            group_id=s.kafka_group,
+            client_id=f"triggerd-worker-{s.instance_id}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=int(s.kafka_session_timeout * 1000),
+            heartbeat_interval_ms=int(s.kafka_heartbeat_interval * 1000),
+            max_poll_records=max(1, s.worker_concurrency),
+            fetch_max_wait_ms=100,
+            metadata_max_age_ms=30_000,
+        )
+        consumer.subscribe([s.kafka_topic], listener=_Rebalance(self, consumer))
+        return consumer
+
+    async def _consume(self, consumer: AIOKafkaConsumer) -> None:
+        committer = asyncio.create_task(self._commit_loop(consumer), name="worker:commit")
+        next_check = time.monotonic() + _RESET_CHECK_INTERVAL
+        try:
+            while True:
+                batches = await consumer.getmany(timeout_ms=_FETCH_TIMEOUT_MS)
+                for tp, records in batches.items():
+                    await self._dispatch(tp, records)
+                if committer.done():
+                    committer.result()  # surfaces a failure of the commit loop
+                if time.monotonic() >= next_check:
+                    await self._rewind_reset_partitions(consumer)
+                    next_check = time.monotonic() + _RESET_CHECK_INTERVAL
+        finally:
+            committer.cancel()
+            await asyncio.wait({committer})
+
+    async def _rewind_reset_partitions(self, consumer: AIOKafkaConsumer) -> None:
+        """A position past the end of its partition means the log was reset under us (a
+        broker that lost its data, a topic deleted and recreated): Kafka would answer
+        OFFSET_OUT_OF_RANGE, some Kafka-protocol brokers just return nothing, forever.
+        Read such a partition again from its beginning; what was already delivered is
+        absorbed as duplicates."""
+        try:
+            async with asyncio.timeout(_RESET_CHECK_TIMEOUT):
+                assigned = list(consumer.assignment())
+                if not assigned:
+                    return
+                ends = await consumer.end_offsets(assigned)
+                stale = [tp for tp, end in ends.items() if await consumer.position(tp) > end]
+                if stale:
+                    numbers = sorted(tp.partition for tp in stale)
+                    log.warning("partitions %s were reset by the broker: reading them again",
+                                numbers)  # fmt: skip
+                    await consumer.seek_to_beginning(*stale)
+                    for tp in stale:
+                        self._progress[tp] = PartitionProgress()
+        except (KafkaError, TimeoutError) as exc:
+            log.debug("partition reset check skipped: %r", exc)
+
+    async def _dispatch(self, tp: TopicPartition, records: Iterable[ConsumerRecord]) -> None:
+        progress = self._progress.get(tp)
+        for record in records:
+            await self._slots.acquire()
+            if self._progress.get(tp) is not progress or progress is None:
+                # Revoked (or revoked and re-assigned) while we waited: the new owner, or
+                # our own re-fetch from the committed offset, will process the rest.
+                self._slots.release()
+                return
+            progress.started(record.offset)
+            task = asyncio.create_task(
+                self._process(record), name=f"job:{tp.topic}:{tp.partition}:{record.offset}"
+            )
+            self._tasks[task] = tp
+            task.add_done_callback(functools.partial(self._finished, progress, record.offset))
+
+    async def _process(self, record: ConsumerRecord) -> None:
+        try:
+            job = Job.decode(record.value)
+        except ValueError as exc:
+            log.warning(
+                "malformed job skipped: %s", exc,
+                extra={"partition": record.partition, "offset": record.offset},
+            )  # fmt: skip
+            return
+        try:
+            await self.handler(job)
+        except Exception:
+            # Not a transient fault (those are ridden out inside): a bug or a poison
+            # message. Logged once here; the offset moves on so one job cannot wedge
+            # the partition.
+            log.exception(
+                "job failed; skipped",
+                extra={"event_id": job.event_id, "partition": record.partition,
+                       "offset": record.offset},
+            )  # fmt: skip
+
+    def _finished(self, progress: PartitionProgress, offset: int, task: asyncio.Task[None]) -> None:
+        self._tasks.pop(task, None)
+        self._slots.release()
+        if task.cancelled():
+            return  # its outcome is not stored: the offset must not move past it
+        progress.finished(offset)
+        self.processed += 1
+        self._dirty.set()
+
+    async def _commit_loop(self, consumer: AIOKafkaConsumer) -> None:
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            await self._commit(consumer)
+            await asyncio.sleep(_COMMIT_COALESCE)
+
+    async def _commit(
+        self, consumer: AIOKafkaConsumer, only: Iterable[TopicPartition] | None = None,
+        limit: float = _COMMIT_TIMEOUT,
+    ) -> None:  # fmt: skip
+        wanted = set(only) if only is not None else None
+        offsets = {
+            tp: point
+            for tp, progress in self._progress.items()
+            if (wanted is None or tp in wanted) and (point := progress.commit_point()) is not None
+        }
+        if not offsets:
+            return
+        try:
+            async with asyncio.timeout(limit):
+                await shielded(consumer.commit(offsets), grace=1.0)
+        except (KafkaError, TimeoutError) as exc:
+            log.warning("offset commit failed (%s); will retry", exc or type(exc).__name__)
+            self._dirty.set()
+            return
+        for tp, point in offsets.items():
+            progress = self._progress.get(tp)
+            if progress is not None:
+                progress.committed = point
+
+    async def revoke(self, consumer: AIOKafkaConsumer, revoked: set[TopicPartition]) -> None:
+        """Rebalance: let the revoked partitions' jobs finish (briefly), commit, forget."""
+        pending = [task for task, tp in self._tasks.items() if tp in revoked]
+        if pending:
+            await asyncio.wait(pending, timeout=self._revoke_wait)
+        await self._commit(consumer, only=revoked, limit=self._revoke_commit_timeout)
+        for tp in revoked:
+            self._progress.pop(tp, None)
+
+    def assign(self, assigned: set[TopicPartition]) -> None:
+        for tp in assigned:
+            self._progress.setdefault(tp, PartitionProgress())
+        log.info("worker assigned %d partitions", len(assigned))
+
+    async def _close(self, consumer: AIOKafkaConsumer) -> None:
+        """Drain in-flight jobs, commit what finished, leave the group: within about
+        `shutdown_timeout` in all (the daemon waits that long, plus a little, per role)."""
+        drain = max(0.5, self.settings.shutdown_timeout - 2 * _CLOSE_STEP)
+        if self._tasks:
+            log.info("worker draining %d in-flight jobs", len(self._tasks))
+            await asyncio.wait(list(self._tasks), timeout=drain)
+        leftover = list(self._tasks)
+        for task in leftover:
+            task.cancel()
+        if leftover:
+            log.warning("worker cancelled %d unfinished jobs (redelivered later)", len(leftover))
+            await asyncio.wait(leftover)
+        with contextlib.suppress(Exception):
+            await self._commit(consumer, limit=_CLOSE_STEP)
+        self._progress.clear()
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(_CLOSE_STEP):
+                await consumer.stop()
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, owner: JobConsumer, consumer: AIOKafkaConsumer) -> None:
+        self.owner = owner
+        self.consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self.owner.revoke(self.consumer, set(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.owner.assign(set(assigned))

@@ -1,0 +1,218 @@
+"""One HTTP delivery attempt and the policy around it (SPEC §5 Delivery).
+
+Pure parts (classification, Retry-After, the retry delay, the request headers) are
+plain functions, unit-tested without a network; `send` is the one function that
+talks HTTP, on the role's shared ClientSession.
+
+Policy:
+- 2xx is success. 408, 429, 5xx, timeouts and connection errors are retryable; any
+  other status (other 4xx, and 3xx: redirects are not followed) fails at once.
+- The delay before the next attempt is `backoff_delay(n, backoff_seconds,
+  max_backoff_seconds)` (exponential, full jitter above a floor, capped), or the
+  target's `Retry-After` when that is longer; `Retry-After` itself is capped at
+  `max_backoff_seconds`.
+- An attempt series (the first delivery, or one replay) has `retry.max_attempts`
+  attempts; attempt numbers continue across series (`attempt - attempt_base`).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import aiohttp
+from multidict import CIMultiDict
+
+from triggerd import __version__
+from triggerd.backoff import backoff_delay
+from triggerd.worker.signing import signature_headers
+
+SUCCESS = "success"
+RETRY = "retry"
+FAIL = "fail"
+
+DEFAULT_TIMEOUT = 10.0
+DEFAULT_METHOD = "POST"
+MAX_ERROR_CHARS = 500
+_BODY_SNIPPET_BYTES = 256
+USER_AGENT = f"triggerd/{__version__}"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 5
+    backoff_seconds: float = 1.0
+    max_backoff_seconds: float = 300.0
+
+    @classmethod
+    def from_config(cls, retry: Any) -> RetryPolicy:
+        if not isinstance(retry, dict):
+            return cls()
+        default = cls()
+        base = float(retry.get("backoff_seconds") or default.backoff_seconds)
+        cap = float(retry.get("max_backoff_seconds") or max(default.max_backoff_seconds, base))
+        return cls(
+            max_attempts=max(1, int(retry.get("max_attempts") or default.max_attempts)),
+            backoff_seconds=base,
+            max_backoff_seconds=max(cap, base),
+        )
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where and how to deliver: read from the event's delivery snapshot."""
+
+    endpoint: str | None
+    method: str = DEFAULT_METHOD
+    headers: tuple[tuple[str, str], ...] = ()
+    timeout: float = DEFAULT_TIMEOUT
+    retry: RetryPolicy = RetryPolicy()
+    signing_secret: str | None = None
+
+    @classmethod
+    def from_snapshot(cls, delivery: Any) -> Target:
+        if not isinstance(delivery, dict):
+            delivery = {}
+        headers = delivery.get("headers") or {}
+        return cls(
+            endpoint=delivery.get("endpoint") or None,
+            method=str(delivery.get("http_method") or DEFAULT_METHOD).upper(),
+            headers=tuple((str(k), str(v)) for k, v in dict(headers).items()),
+            timeout=float(delivery.get("timeout_seconds") or DEFAULT_TIMEOUT),
+            retry=RetryPolicy.from_config(delivery.get("retry")),
+            signing_secret=delivery.get("signing_secret") or None,
+        )
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    status: int | None  # the HTTP status, None when no response came back
+    latency: float  # seconds
+    error: str | None = None
+    retry_after: float | None = None  # seconds the target asked us to wait
+    permanent: bool = False  # a request that can never succeed (e.g. an invalid URL)
+
+    @property
+    def verdict(self) -> str:
+        return FAIL if self.permanent else classify(self.status)
+
+    @property
+    def latency_ms(self) -> int:
+        return round(self.latency * 1000)
+
+
+def classify(status: int | None) -> str:
+    """success / retry / fail for a response status (None: timeout or connection error)."""
+    if status is None:
+        return RETRY
+    if 200 <= status < 300:
+        return SUCCESS
+    if status in (408, 429) or status >= 500:
+        return RETRY
+    return FAIL
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds from a `Retry-After` header: delta-seconds or an HTTP date. None if absent
+    or unreadable; never negative."""
+    if not value:
+        return None
+    text = value.strip()
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def retry_delay(
+    policy: RetryPolicy, series_attempt: int, retry_after: float | None = None,
+    rand: random.Random | None = None,
+) -> float:  # fmt: skip
+    """Seconds before the attempt after `series_attempt` (1 = the first of the series)."""
+    delay = backoff_delay(series_attempt, policy.backoff_seconds, policy.max_backoff_seconds, rand)
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, policy.max_backoff_seconds))
+    return delay
+
+
+def build_headers(
+    target: Target, event_id: str, trigger_id: str | None, body: bytes,
+    timestamp: int | None = None,
+) -> CIMultiDict[str]:  # fmt: skip
+    """The trigger's headers, then the contract's (which win over the trigger's)."""
+    headers: CIMultiDict[str] = CIMultiDict()
+    headers["User-Agent"] = USER_AGENT
+    for name, value in target.headers:
+        headers[name] = value
+    headers["Content-Type"] = "application/json"
+    headers["Idempotency-Key"] = event_id
+    headers["X-Event-Id"] = event_id
+    if trigger_id:
+        headers["X-Trigger-Id"] = trigger_id
+    elif "X-Trigger-Id" in headers:
+        del headers["X-Trigger-Id"]
+    if target.signing_secret:
+        headers.update(signature_headers(target.signing_secret, event_id, body, timestamp))
+    return headers
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
+
+
+async def send(
+    session: aiohttp.ClientSession, target: Target, headers: CIMultiDict[str], body: bytes
+) -> AttemptResult:
+    """One attempt. Never raises for what the target or the network does (those are
+    results); cancellation propagates."""
+    assert target.endpoint is not None
+    started = time.monotonic()
+    timeout = aiohttp.ClientTimeout(total=target.timeout)
+    try:
+        async with session.request(
+            target.method, target.endpoint, data=body, headers=headers, timeout=timeout,
+            allow_redirects=False,
+        ) as resp:  # fmt: skip
+            snippet = b""
+            if not 200 <= resp.status < 300:
+                snippet = await resp.content.read(_BODY_SNIPPET_BYTES)
+            latency = time.monotonic() - started
+            error = None
+            if not 200 <= resp.status < 300:
+                reason = f"HTTP {resp.status}" + (f" {resp.reason}" if resp.reason else "")
+                text = snippet.decode("utf-8", "replace").strip()
+                error = _clip(f"{reason}: {text}" if text else reason)
+            return AttemptResult(
+                status=resp.status,
+                latency=latency,
+                error=error,
+                retry_after=parse_retry_after(resp.headers.get("Retry-After")),
+            )
+    except TimeoutError:
+        return AttemptResult(None, time.monotonic() - started, f"timeout after {target.timeout:g}s")
+    except (aiohttp.InvalidURL, ValueError) as exc:
+        # aiohttp rejects malformed URLs and header values before connecting: no retry helps.
+        return _error_result(exc, started, permanent=True)
+    except (aiohttp.ClientError, OSError) as exc:
+        return _error_result(exc, started)
+
+
+def _error_result(exc: BaseException, started: float, *, permanent: bool = False) -> AttemptResult:
+    message = str(exc) or type(exc).__name__
+    return AttemptResult(
+        status=None,
+        latency=time.monotonic() - started,
+        error=_clip(f"{type(exc).__name__}: {message}"),
+        permanent=permanent,
+    )

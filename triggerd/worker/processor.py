@@ -1,0 +1,208 @@
+"""From one Kafka job to one recorded delivery attempt (SPEC §4, §5).
+
+    job ──▶ event row (wait briefly / materialize) ──▶ already done? ──▶ claim attempt row
+        ──▶ HTTP ──▶ outcome (shielded): success | failed | retrying (outbox: publish_at)
+
+Nothing here sleeps between attempts: a retry is written to the event as "attempt n+1 is
+owed at t" and the outbox relay publishes it when due, so the Kafka partition moves on
+and a failing target never holds a worker slot longer than one request.
+
+Database faults are ridden out in place (retry with backoff): the job is not finished,
+so its offset is not committed, until its outcome is stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from datetime import timedelta
+
+import aiohttp
+
+from triggerd.bus.jobs import Job
+from triggerd.logs import log_context
+from triggerd.services import Services
+from triggerd.store import deliveries
+from triggerd.store.deliveries import EventState, Outcome
+from triggerd.store.event_rows import EventRecord, delivery_snapshot, insert_events
+from triggerd.timeutil import utcnow
+from triggerd.worker import delivery
+from triggerd.worker.aio import retry_transient, shielded
+from triggerd.worker.delivery import AttemptResult, Target
+
+log = logging.getLogger(__name__)
+
+# The scheduler publishes a job just before it commits the event row; a job can arrive
+# first. Wait this long for the row before materializing it from the job and trigger.
+EVENT_WAIT = 2.0
+_EVENT_POLL = 0.05
+# An unfinished attempt row older than the target's timeout plus this margin belongs to a
+# worker that died mid-delivery; a younger one may be in flight elsewhere.
+STALE_MARGIN = 5.0
+_BUSY_POLL = 0.2
+
+# How the processing of a job ended (also the `outcome` label of deliveries_total).
+SUCCESS, FAILED, RETRYING, PUBLISHED = "success", "failed", "retrying", "published"
+DUPLICATE, SKIPPED = "duplicate", "skipped"
+
+WakeRelay = Callable[[float], None]
+
+
+class JobProcessor:
+    def __init__(
+        self, services: Services, http: aiohttp.ClientSession, wake_relay: WakeRelay | None = None
+    ) -> None:
+        self.services = services
+        self.db = services.db
+        self.metrics = services.metrics
+        self.http = http
+        self.wake_relay = wake_relay
+        # How long a final write may outlive a cancellation (it normally takes ms; when
+        # the database is down, waiting longer does not help: the job is redelivered).
+        self.grace = min(2.0, services.settings.shutdown_timeout)
+
+    async def handle(self, job: Job) -> str:
+        """Process one job; returns how it ended. Raises only on cancellation or a
+        non-transient bug (the consumer logs it and moves on)."""
+        with log_context(event_id=job.event_id, trigger_id=job.trigger_id):
+            event = await self._event_for(job)
+            if event is None:
+                log.warning("job for an unknown event and trigger: skipped")
+                return SKIPPED
+            if event.has_done(job.attempt):
+                log.info("duplicate job for attempt %d: nothing to do", job.attempt)
+                return DUPLICATE
+            target = Target.from_snapshot(event.delivery)
+            if target.endpoint is None:
+                return await self._publish_only(event, job.attempt)
+            claim = await self._claim(event.id, job.attempt, target)
+            if claim == "finished":
+                log.info("attempt %d already finished: nothing to do", job.attempt)
+                return DUPLICATE
+            if claim == "restarted":
+                log.warning("attempt %d was left unfinished; delivering again", job.attempt)
+            return await self._deliver(event, target, job.attempt)
+
+    async def _claim(self, event_id: str, attempt: int, target: Target) -> str:
+        """Insert the attempt row, or take over one a dead worker left unfinished. A row
+        started less than the target's timeout (+ margin) ago may be in flight elsewhere
+        (a duplicate job, a rebalance): wait until it finishes or goes stale."""
+        margin = timedelta(seconds=target.timeout + STALE_MARGIN)
+
+        async def claim_once() -> str:
+            now = utcnow()
+            return await deliveries.start_attempt(self.db, event_id, attempt, now, now - margin)
+
+        while True:
+            claim = await retry_transient(claim_once, "claiming a delivery attempt")
+            if claim != "busy":
+                return claim
+            await asyncio.sleep(_BUSY_POLL)
+
+    async def _event_for(self, job: Job) -> EventState | None:
+        deadline = time.monotonic() + EVENT_WAIT
+        while True:
+            event = await retry_transient(
+                lambda: deliveries.load_event(self.db, job.event_id), "loading an event"
+            )
+            if event is not None or time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(_EVENT_POLL)
+        if event is not None:
+            return event
+        if job.trigger_id is None:
+            return None
+        return await retry_transient(lambda: self._materialize(job), "materializing an event")
+
+    async def _materialize(self, job: Job) -> EventState | None:
+        """The event row never came: build it from the job and its trigger (INSERT IGNORE,
+        so a row committed meanwhile by the publisher wins)."""
+        assert job.trigger_id is not None
+        trigger = await deliveries.load_trigger(self.db, job.trigger_id)
+        if trigger is None:
+            return None
+        record = EventRecord(
+            id=job.event_id,
+            trigger_id=trigger.id,
+            trigger_name=trigger.name,
+            trigger_type=trigger.type,
+            source=job.source,
+            is_test_run=job.is_test_run,
+            payload=job.payload,
+            delivery=delivery_snapshot(trigger.config),
+            fired_at=job.fired_at,
+            scheduled_for=job.scheduled_for,
+            published_at=utcnow(),
+        )
+        async with self.db.transaction() as cur:
+            inserted = await insert_events(cur, [record])
+        if inserted:
+            log.warning("event row missing after %.0fs; materialized it from the job", EVENT_WAIT)
+        return await deliveries.load_event(self.db, job.event_id)
+
+    async def _publish_only(self, event: EventState, attempt: int) -> str:
+        """No endpoint (a webhook trigger that only feeds Kafka): the job was consumed."""
+        changed = await shielded(
+            retry_transient(
+                lambda: deliveries.mark_published(self.db, event.id, attempt), "marking published"
+            ),
+            grace=self.grace,
+        )
+        if not changed:
+            return DUPLICATE
+        self.metrics.deliveries.labels(outcome=PUBLISHED).inc()
+        return PUBLISHED
+
+    async def _deliver(self, event: EventState, target: Target, attempt: int) -> str:
+        body = event.payload.encode()
+        headers = delivery.build_headers(target, event.id, event.trigger_id, body)
+        result = await delivery.send(self.http, target, headers, body)
+        self.metrics.delivery_attempts.inc()
+        self.metrics.delivery_latency.observe(result.latency)
+        outcome = self._outcome(event, target, attempt, result)
+        recorded = await shielded(
+            retry_transient(
+                lambda: deliveries.record_outcome(self.db, outcome), "recording a delivery"
+            ),
+            grace=self.grace,
+        )
+        if not recorded:
+            log.info("attempt %d was finished by another worker meanwhile", attempt)
+            return DUPLICATE
+        self.metrics.deliveries.labels(outcome=outcome.status).inc()
+        if outcome.status == RETRYING and outcome.retry_at is not None and self.wake_relay:
+            self.wake_relay((outcome.retry_at - outcome.finished_at).total_seconds())
+        log.log(
+            logging.INFO if outcome.status == SUCCESS else logging.WARNING,
+            "delivery attempt %d: %s", attempt, outcome.status,
+            extra={"response_status": result.status, "latency_ms": result.latency_ms,
+                   "error": result.error},
+        )  # fmt: skip
+        return outcome.status
+
+    @staticmethod
+    def _outcome(event: EventState, target: Target, attempt: int, result: AttemptResult) -> Outcome:
+        now = utcnow()
+        verdict = result.verdict
+        series_attempt = attempt - event.attempt_base
+        status, retry_at = SUCCESS, None
+        if verdict == delivery.FAIL:
+            status = FAILED
+        elif verdict == delivery.RETRY:
+            if series_attempt >= target.retry.max_attempts:
+                status = FAILED
+            else:
+                delay = delivery.retry_delay(target.retry, series_attempt, result.retry_after)
+                status, retry_at = RETRYING, now + timedelta(seconds=delay)
+        return Outcome(
+            event_id=event.id,
+            attempt=attempt,
+            status=status,
+            finished_at=now,
+            response_status=result.status,
+            latency_ms=result.latency_ms,
+            error=result.error,
+            retry_at=retry_at,
+        )

@@ -1,0 +1,60 @@
+"""The `worker` role: consumes jobs and delivers them over HTTP, and relays the outbox.
+
+Two named tasks in one TaskGroup: `worker:consumer` (JobConsumer → JobProcessor) and
+`worker:relay` (OutboxRelay, which publishes retries and any job a fast path could not).
+The role owns the one aiohttp ClientSession all deliveries share; cancelling the role
+drains in-flight deliveries (consumer) before the session closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+import aiohttp
+
+from triggerd.services import Services
+from triggerd.worker.consumer import JobConsumer
+from triggerd.worker.delivery import USER_AGENT
+from triggerd.worker.processor import JobProcessor
+from triggerd.worker.relay import OutboxRelay
+
+log = logging.getLogger(__name__)
+
+
+def new_http_session(concurrency: int) -> aiohttp.ClientSession:
+    """One pool for every delivery: at most `concurrency` connections, and at most a
+    quarter of them (min 4) to one host, so a slow target cannot take them all."""
+    connector = aiohttp.TCPConnector(
+        limit=concurrency,
+        limit_per_host=max(4, concurrency // 4),
+        ttl_dns_cache=60,
+        keepalive_timeout=30,
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        cookie_jar=aiohttp.DummyCookieJar(),  # targets must not influence each other
+        headers={"User-Agent": USER_AGENT},
+        auto_decompress=True,
+        trust_env=False,
+    )
+
+
+class WorkerRole:
+    name = "worker"
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.relay = OutboxRelay(services)
+        self.consumer: JobConsumer | None = None
+
+    async def run(self, ready: Callable[[], None]) -> None:
+        settings = self.services.settings
+        async with new_http_session(settings.worker_concurrency) as http:
+            processor = JobProcessor(self.services, http, wake_relay=self.relay.wake_in)
+            self.consumer = JobConsumer(self.services, processor.handle)
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self.consumer.run(), name="worker:consumer")
+                group.create_task(self.relay.run(), name="worker:relay")
+                ready()
