@@ -5,7 +5,9 @@ from __future__ import annotations
 import random
 
 
-def backoff_delay(attempt: int, base: float, cap: float, rand: random.Random | None = None) -> float:
+def backoff_delay(
+    attempt: int, base: float, cap: float, rand: random.Random | None = None
+) -> float:
     """Delay before retry number `attempt` (1 = first retry): uniform in
     [base/2, min(cap, base * 2**(attempt-1))]. Half the ceiling is kept as a floor so a
     retry is never immediate, the rest is jitter so many failing callers spread out."""

@@ -79,7 +79,8 @@ class MariaDBServer:
                 server = extra
         if server is None:
             raise DevStackError(
-                "mariadbd/mysqld not found: install MariaDB (Debian: apt-get install mariadb-server)"
+                "mariadbd/mysqld not found: install MariaDB"
+                " (Debian: apt-get install mariadb-server)"
             )
         installer = shutil.which("mariadb-install-db") or shutil.which("mysql_install_db")
         return server, installer

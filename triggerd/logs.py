@@ -16,7 +16,11 @@ import orjson
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 trigger_id_var: ContextVar[str | None] = ContextVar("trigger_id", default=None)
 event_id_var: ContextVar[str | None] = ContextVar("event_id", default=None)
-_CONTEXT = (("request_id", request_id_var), ("trigger_id", trigger_id_var), ("event_id", event_id_var))
+_CONTEXT = (
+    ("request_id", request_id_var),
+    ("trigger_id", trigger_id_var),
+    ("event_id", event_id_var),
+)
 
 # Attributes every LogRecord has; anything else was passed with `extra=` and is logged.
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}

@@ -19,7 +19,8 @@ async def _schema_snapshot(db: Database) -> list[tuple[Any, ...]]:
         " ORDER BY table_name, ordinal_position"
     )
     indexes = await db.fetchall(
-        "SELECT table_name, index_name, column_name, seq_in_index FROM information_schema.statistics"
+        "SELECT table_name, index_name, column_name, seq_in_index"
+        " FROM information_schema.statistics"
         " WHERE table_schema = DATABASE() ORDER BY table_name, index_name, seq_in_index"
     )
     return [tuple(r.values()) for r in rows] + [tuple(r.values()) for r in indexes]

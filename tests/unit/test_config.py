@@ -87,10 +87,10 @@ def test_bad_values_name_the_key(env: dict[str, str], key: str) -> None:
 def test_unknown_and_nested_file_keys(tmp_path: Path) -> None:
     config = tmp_path / "t.toml"
     config.write_text("bogus = 1\n")
-    with pytest.raises(ConfigError, match="^bogus"):
+    with pytest.raises(ConfigError, match=r"^bogus"):
         load_settings({}, config_file=str(config))
     config.write_text("[server]\nport = 1\n")
-    with pytest.raises(ConfigError, match="^server"):
+    with pytest.raises(ConfigError, match=r"^server"):
         load_settings({}, config_file=str(config))
 
 

@@ -10,7 +10,9 @@ from aiohttp import web
 from triggerd.errors import ApiError, ValidationError
 
 
-def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+def json_response(
+    data: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
     return web.Response(
         body=orjson.dumps(data, default=str),
         status=status,

@@ -33,7 +33,8 @@ async def health(request: web.Request) -> web.Response:
     checks["roles"] = roles
     failing = [name for name, value in checks.items() if isinstance(value, str) and value != "ok"]
     failing += [f"roles.{name}" for name, state in roles.items() if state != "ok"]
-    body: dict[str, object] = {"status": "healthy" if not failing else "unhealthy", "checks": checks}
+    status = "healthy" if not failing else "unhealthy"
+    body: dict[str, object] = {"status": status, "checks": checks}
     if failing:
         body["failing"] = failing
     return json_response(body, status=200 if not failing else 503)

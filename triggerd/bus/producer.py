@@ -42,7 +42,8 @@ class Bus:
         self.healthy = False
         self.last_error: str | None = "not connected yet"
 
-    async def wait_connected(self, timeout: float | None = None) -> bool:
+    # A plain wait with a deadline, for callers that poll the connection state.
+    async def wait_connected(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
                 await self._connected.wait()
@@ -111,6 +112,11 @@ class Bus:
             try:
                 async with asyncio.timeout(3):
                     ok = await self._producer.client.fetch_all_metadata()
+                    if ok and self.topic not in ok.topics():
+                        # The broker came back without the topic (tansu's memory storage
+                        # loses it on restart, then acks produce requests to it into the
+                        # void): create it again before publishing resumes.
+                        await self._ensure_topic()
                 failures = 0 if ok else failures + 1
             except (KafkaError, OSError, TimeoutError):
                 failures += 1
