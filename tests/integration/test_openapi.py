@@ -200,5 +200,6 @@ async def test_schemathesis_finds_no_5xx_and_no_spec_violation(
     output, _ = await proc.communicate()
     text = output.decode(errors="replace")
     assert proc.returncode == 0, text[-12000:]
-    assert re.search(r"Tested: 1[0-9]", text), text[-3000:]
+    tested = re.search(r"Tested: (\d+)", text)
+    assert tested and int(tested.group(1)) >= 18, text[-3000:]  # every operation ran
     assert "unhandled error" not in api.daemon.logs()
