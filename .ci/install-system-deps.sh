@@ -3,6 +3,7 @@
 #   mariadb-server  - mariadbd for `triggerd dev` and the integration tests
 #   docker-compose  - `docker-compose config`, the compose parser of test_deploy_files.py
 #   systemd         - systemd-analyze, to verify config/triggerd.service
+#   python3-venv    - `python3 -m venv`, for the .venv the Makefile builds
 # Idempotent: when everything is present it touches neither apt nor the network.
 set -euo pipefail
 
@@ -12,6 +13,8 @@ missing=()
 have mariadbd || have mysqld || missing+=(mariadb-server)
 have docker-compose || missing+=(docker-compose)
 have systemd-analyze || missing+=(systemd)
+# Debian's python3 ships venv/ensurepip separately; `make` creates .venv with them.
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 
 if ((${#missing[@]} == 0)); then
     echo "install-system-deps: nothing to install"
