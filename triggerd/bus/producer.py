@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
+from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import RecordMetadata
 
 from triggerd.backoff import Backoff
@@ -31,6 +32,29 @@ _PROBE_INTERVAL = 1.0
 
 class BusUnavailable(TriggerdError):
     """Kafka is not reachable right now; try again later."""
+
+
+class _RememberingPartitioner:
+    """aiokafka's default partitioner, remembering its answers: it hashes the key with a
+    pure-Python murmur2 (~15 µs a job, a third of a send), and a trigger's jobs always go
+    to the same partition anyway. Same partitions as the default, so ordering per trigger
+    holds across publishers."""
+
+    def __init__(self, max_keys: int = 1 << 18) -> None:
+        self._default = DefaultPartitioner()
+        self._max_keys = max_keys
+        self._memo: dict[tuple[bytes, int], int] = {}
+
+    def __call__(self, key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+        if key is None:
+            return int(self._default(key, all_partitions, available))
+        memo_key = (key, len(all_partitions))
+        found = self._memo.get(memo_key)
+        if found is None:
+            if len(self._memo) >= self._max_keys:
+                self._memo.clear()
+            found = self._memo[memo_key] = int(self._default(key, all_partitions, available))
+        return found
 
 
 class Bus:
@@ -77,6 +101,7 @@ class Bus:
             request_timeout_ms=5000,
             retry_backoff_ms=100,
             max_batch_size=256 * 1024,
+            partitioner=_RememberingPartitioner(),
         )
         try:
             await producer.start()
@@ -157,16 +182,37 @@ class Bus:
 
         All sends are queued before any is awaited, so the producer batches them.
         """
+        return await self.publish_encoded([(job.key, job.encode()) for job in jobs])
+
+    async def publish_encoded(
+        self, records: Sequence[tuple[bytes, bytes]]
+    ) -> list[RecordMetadata | BaseException]:
+        """publish_many for jobs already encoded, as (key, Job.encode()) pairs: a caller
+        that prepares its jobs before they are due spends only the sends at due time."""
+        return await self.acked(await self.send_encoded(records))
+
+    async def send_encoded(
+        self, records: Sequence[tuple[bytes, bytes]]
+    ) -> list[asyncio.Future[RecordMetadata] | BaseException]:
+        """The first half of publish_encoded: queue the jobs on the producer (the record
+        timestamps are taken now) and return at once; `acked()` waits for the broker."""
         producer = self._producer
         if producer is None or not self.healthy:
             error = BusUnavailable(self.last_error or "kafka not connected")
-            return [error for _ in jobs]
+            return [error for _ in records]
         futures: list[asyncio.Future[RecordMetadata] | BaseException] = []
-        for job in jobs:
+        for key, value in records:
             try:
-                futures.append(await producer.send(self.topic, job.encode(), key=job.key))
+                futures.append(await producer.send(self.topic, value, key=key))
             except KafkaError as exc:
                 futures.append(BusUnavailable(str(exc)))
+        return futures
+
+    @staticmethod
+    async def acked(
+        futures: Sequence[asyncio.Future[RecordMetadata] | BaseException],
+    ) -> list[RecordMetadata | BaseException]:
+        """The broker's answer for each job queued by send_encoded, in order."""
         results: list[RecordMetadata | BaseException] = []
         for fut in futures:
             if isinstance(fut, BaseException):

@@ -1,0 +1,96 @@
+"""From claimed rows to claims, without a database: the downtime rule, dropped rows, and
+the job encoded at claim time being exactly the contract's encoding."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import orjson
+
+from triggerd.bus.jobs import Job
+from triggerd.models import occurrence_event_id
+from triggerd.scheduler.claims import TriggerSpec, plan
+from triggerd.store.schedules import ClaimedRow
+from triggerd.timeutil import to_iso
+
+NOW = datetime(2026, 3, 1, 12, 0, 30, 250_000, tzinfo=UTC)
+LEASE = NOW + timedelta(seconds=30)
+
+
+def spec(
+    trigger_id: str, type: str, config: dict[str, object], status: str = "active"
+) -> TriggerSpec:
+    return TriggerSpec(trigger_id, f"name-{trigger_id}", type, status, 3,
+                       orjson.dumps(config).decode())  # fmt: skip
+
+
+def row(id: int, trigger_id: str, fire_at: datetime, attempts: int = 0, stale: bool = False
+        ) -> ClaimedRow:  # fmt: skip
+    return ClaimedRow(id, trigger_id, fire_at, attempts, stale)
+
+
+EVERY_SECOND = spec("c", "cron_scheduled", {"cron": "* * * * * *", "timezone": "UTC",
+                                           "payload": {"k": [1, 2]}})  # fmt: skip
+EVERY_10S = spec("i", "interval_scheduled",
+                 {"interval_seconds": 10, "first_run_at": "2026-03-01T11:00:00.000Z"})
+
+
+def test_on_time_rows_fire_as_claimed() -> None:
+    due = NOW + timedelta(seconds=1)
+    result = plan([row(1, "c", due)], {"c": EVERY_SECOND}, now=NOW, lease_until=LEASE)
+    [claim] = result.claims
+    assert (claim.scheduled_for, claim.fire_at, claim.missed) == (due, due, 0)
+    assert claim.event_id == occurrence_event_id("c", due)
+    assert result.drop == [] and result.missed == 0
+
+
+def test_a_stale_row_fires_only_the_latest_missed_occurrence() -> None:
+    old = NOW - timedelta(minutes=5)  # 300 occurrences of an every-second cron ago
+    result = plan([row(1, "c", old.replace(microsecond=0), stale=True)], {"c": EVERY_SECOND},
+                  now=NOW, lease_until=LEASE)  # fmt: skip
+    [claim] = result.claims
+    assert claim.scheduled_for == NOW.replace(microsecond=0)  # its own original time
+    assert claim.fire_at == old.replace(microsecond=0)
+    assert claim.missed == result.missed == 300  # skipped: the claimed one and those between
+    fired = claim.fired(NOW, NOW)
+    assert fired.event.scheduled_for == claim.scheduled_for
+    assert "downtime" in (fired.event.note or "")
+    assert fired.next_fire_at == claim.scheduled_for + timedelta(seconds=1)  # no burst
+
+
+def test_attempted_rows_are_never_collapsed() -> None:
+    """A row that failed to publish (Kafka down) fires as itself, however late."""
+    old = NOW - timedelta(minutes=5)
+    result = plan([row(1, "i", old, attempts=4, stale=True)], {"i": EVERY_10S},
+                  now=NOW, lease_until=LEASE)  # fmt: skip
+    assert [c.scheduled_for for c in result.claims] == [old]
+    assert result.missed == 0
+
+
+def test_two_missed_rows_of_one_trigger_fire_once() -> None:
+    rows = [row(1, "i", NOW - timedelta(seconds=100), stale=True),
+            row(2, "i", NOW - timedelta(seconds=90), stale=True)]  # fmt: skip
+    result = plan(rows, {"i": EVERY_10S}, now=NOW, lease_until=LEASE)
+    [claim] = result.claims
+    assert claim.scheduled_for == datetime(2026, 3, 1, 12, 0, 30, tzinfo=UTC)
+    assert result.drop == [2]
+
+
+def test_rows_of_gone_or_inactive_triggers_are_dropped() -> None:
+    inactive = spec("x", "cron_scheduled", {"cron": "* * * * *"}, status="inactive")
+    rows = [row(1, "x", NOW), row(2, "gone", NOW), row(3, "c", NOW)]
+    result = plan(rows, {"x": inactive, "c": EVERY_SECOND}, now=NOW, lease_until=LEASE)
+    assert result.drop == [1, 2]
+    assert [c.schedule_id for c in result.claims] == [3]
+
+
+def test_the_job_encoded_at_claim_time_is_the_contract_encoding() -> None:
+    [claim] = plan([row(1, "c", NOW)], {"c": EVERY_SECOND}, now=NOW, lease_until=LEASE).claims
+    fired_at = NOW + timedelta(milliseconds=3)
+    key, value = claim.record(fired_at, (to_iso(fired_at) or "").encode())
+    expected = Job(event_id=claim.event_id, trigger_id="c", type="cron_scheduled",
+                   source="scheduler", is_test_run=False, payload={"k": [1, 2]},
+                   scheduled_for=NOW, fired_at=fired_at)  # fmt: skip
+    assert key == expected.key
+    assert value == expected.encode()
+    assert Job.decode(value) == expected

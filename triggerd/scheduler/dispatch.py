@@ -1,0 +1,284 @@
+"""Holding claimed occurrences until due, publishing them, recording what happened.
+
+Three stages, so none waits on another's round trips:
+
+- the planner (loop.py) claims rows a little ahead of their due time and `add()`s them;
+- `publish_forever` sleeps until the earliest is due, then sends everything due at once
+  (jobs were encoded at claim time; several batches may await their acks at once, so an
+  ack never delays the next due occurrence). It never publishes on a lease that is about
+  to run out (APScheduler #1116): such a claim is dropped and its row is claimed again
+  once the lease expired;
+- `record_forever` writes the outcomes of the batches that finished, up to RECORD_BATCH
+  per transaction: completed + event rows + next occurrences, or back to pending with a
+  backoff after a failed publish. It retries through a database outage.
+
+The CPU work around the sends (event rows, next occurrences, escaping SQL) is cut in
+slices of YIELD_EVERY items with a yield between, so it never holds the loop for long
+while occurrences fall due.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import logging
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from aiokafka.structs import RecordMetadata
+
+from triggerd.backoff import Backoff, backoff_delay
+from triggerd.scheduler.claims import Claim
+from triggerd.scheduler.reconcile import Window
+from triggerd.services import Services
+from triggerd.store import schedules
+from triggerd.store.db import is_transient
+from triggerd.timeutil import to_iso, utcnow
+
+log = logging.getLogger(__name__)
+
+PUBLISH_BATCH = 2000  # jobs per publish_many
+MAX_IN_FLIGHT = 8  # publish_many calls awaiting their acks at once
+RECORD_BATCH = 1000  # outcomes per recording transaction
+RETRY_BASE, RETRY_CAP = 0.5, 5.0  # publish retry backoff (seconds)
+YIELD_EVERY = 100  # items of CPU work between yields to the loop, which has jobs to send
+
+
+@dataclass
+class Outcome:
+    """What one publish_many did: the claims Kafka acknowledged, and the failures."""
+
+    fired_at: datetime
+    acked: datetime
+    published: list[Claim] = field(default_factory=list)
+    failed: list[schedules.Failed] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.published) + len(self.failed)
+
+
+class Dispatcher:
+    def __init__(self, services: Services, window: Window, lease_margin: timedelta) -> None:
+        self.services = services
+        self.window = window
+        self.lease_margin = lease_margin
+        self.instance = services.settings.instance_id
+        self._due: list[tuple[datetime, int, int]] = []  # (due, seq, schedule_id)
+        self._seq = itertools.count()
+        self._waiting: dict[int, Claim] = {}  # claimed, not yet published
+        self._unrecorded: dict[int, Claim] = {}  # published (or failed), not yet recorded
+        self._arrived = asyncio.Event()
+        self._outcomes: list[Outcome] = []
+        self._outcome_ready = asyncio.Event()
+        self._publishing: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
+        self._recording: asyncio.Task[None] | None = None
+
+    @property
+    def held(self) -> int:
+        return len(self._waiting) + len(self._unrecorded)
+
+    def add(self, claims: Iterable[Claim]) -> None:
+        for claim in claims:
+            self._waiting[claim.schedule_id] = claim
+            heapq.heappush(self._due, (claim.due, next(self._seq), claim.schedule_id))
+        self._arrived.set()
+
+    def leased(self) -> list[Claim]:
+        return [*self._waiting.values(), *self._unrecorded.values()]
+
+    def renewed(self, claims: Sequence[Claim], owned: set[int], lease_until: datetime) -> None:
+        """After a lease refresh: extend ours; forget unpublished ones that are not ours
+        any more (the API cancelled them), so they are never published."""
+        for claim in claims:
+            if claim.schedule_id in owned:
+                claim.lease_until = lease_until
+            elif self._waiting.pop(claim.schedule_id, None) is not None:
+                log.info("occurrence %s no longer ours; not publishing it", claim.schedule_id)
+
+    # ------------------------------------------------------------- publishing
+
+    def _next_due(self) -> datetime | None:
+        while self._due:
+            due, _, schedule_id = self._due[0]
+            claim = self._waiting.get(schedule_id)
+            if claim is not None and claim.due == due:
+                return due
+            heapq.heappop(self._due)  # published, forgotten or re-added: a stale entry
+        return None
+
+    def _pop_due(self, now: datetime) -> list[Claim]:
+        batch: list[Claim] = []
+        while len(batch) < PUBLISH_BATCH and (due := self._next_due()) is not None and due <= now:
+            claim = self._waiting.pop(heapq.heappop(self._due)[2])
+            self._unrecorded[claim.schedule_id] = claim
+            batch.append(claim)
+        return batch
+
+    async def publish_forever(self) -> None:
+        while True:
+            self._arrived.clear()
+            due = self._next_due()
+            if due is None:
+                await self._arrived.wait()
+                continue
+            delay = (due - datetime.now(UTC)).total_seconds()
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await self._arrived.wait()
+                continue
+            await self._slots.acquire()
+            batch = self._pop_due(datetime.now(UTC))
+            if not batch:
+                self._slots.release()
+                continue
+            # The sends happen here, right at due time; a task waits for the acks.
+            fired_at, live = self._still_leased(batch)
+            fired_iso = (to_iso(fired_at) or "").encode()
+            try:
+                sent = await self.services.bus.send_encoded(
+                    [c.record(fired_at, fired_iso) for c in live]
+                )
+            except Exception as exc:  # whatever it was, these jobs are not on Kafka
+                sent = [exc] * len(live)
+            task = asyncio.create_task(self._settle(fired_at, live, sent),
+                                       name="scheduler:publish-acks")  # fmt: skip
+            self._publishing.add(task)
+            task.add_done_callback(self._published)
+
+    def _published(self, task: asyncio.Task[None]) -> None:
+        self._publishing.discard(task)
+        self._slots.release()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("publishing a batch failed", exc_info=task.exception())
+
+    def _still_leased(self, batch: list[Claim]) -> tuple[datetime, list[Claim]]:
+        """The publish time, and the claims whose lease leaves the margin to publish."""
+        fired_at = utcnow()
+        live = [c for c in batch if c.lease_until - fired_at > self.lease_margin]
+        if len(live) < len(batch):
+            kept = {c.schedule_id for c in live}
+            for claim in batch:
+                if claim.schedule_id not in kept:
+                    self._unrecorded.pop(claim.schedule_id, None)
+            log.warning("%d occurrence(s) not published: lease about to expire; they will be"
+                        " claimed again", len(batch) - len(live))  # fmt: skip
+        return fired_at, live
+
+    async def _settle(
+        self, fired_at: datetime, live: list[Claim],
+        sent: Sequence[asyncio.Future[RecordMetadata] | BaseException],
+    ) -> None:  # fmt: skip
+        metrics = self.services.metrics
+        results = await self.services.bus.acked(sent)
+        acked = datetime.now(UTC)
+        # Only bookkeeping here: the slot this task holds frees the next due batch. The
+        # event rows and next occurrences are worked out by the recorder.
+        outcome = Outcome(fired_at, acked)
+        fires: Counter[str] = Counter()
+        for n, (claim, result) in enumerate(zip(live, results, strict=True), 1):
+            if n % (10 * YIELD_EVERY) == 0:
+                await asyncio.sleep(0)
+            if isinstance(result, BaseException):
+                attempt = claim.attempt_count + 1
+                retry_at = acked + timedelta(seconds=backoff_delay(attempt, RETRY_BASE, RETRY_CAP))
+                failure = schedules.Failed(
+                    claim.schedule_id, claim.trigger.id, claim.attempt_count, retry_at
+                )
+                outcome.failed.append(failure)
+                continue
+            outcome.published.append(claim)
+            fires[claim.trigger.type] += 1
+            metrics.fire_delay.observe((acked - claim.scheduled_for).total_seconds())
+        for trigger_type, count in fires.items():
+            metrics.fires.labels(type=trigger_type, source="scheduler").inc(count)
+        if outcome.failed:
+            metrics.publish_failures.inc(len(outcome.failed))
+            log.warning("%d job(s) not published (%s); retrying with backoff",
+                        len(outcome.failed), results[0] if results else "")  # fmt: skip
+        if outcome:
+            self._outcomes.append(outcome)
+            self._outcome_ready.set()
+
+    # -------------------------------------------------------------- recording
+
+    async def record_forever(self) -> None:
+        backoff = Backoff(base=0.2, cap=5.0)
+        while True:
+            await self._outcome_ready.wait()
+            self._outcome_ready.clear()
+            while self._outcomes:
+                task = asyncio.create_task(self._record_some(), name="scheduler:record")
+                self._recording = task
+                try:
+                    # Shielded: a shutdown must not cut a commit in half; drain() waits.
+                    await asyncio.shield(task)
+                    backoff.reset()
+                except Exception as exc:
+                    if not is_transient(exc):
+                        raise
+                    delay = backoff.next()
+                    log.warning("recording outcomes failed (%s); retrying in %.1fs", exc, delay)
+                    await asyncio.sleep(delay)
+                finally:
+                    if task.done():
+                        self._recording = None
+
+    async def _record_some(self) -> None:
+        batch: list[Outcome] = []
+        size = 0
+        while self._outcomes and (not batch or size + len(self._outcomes[0]) <= RECORD_BATCH):
+            batch.append(self._outcomes.pop(0))
+            size += len(batch[-1])
+        try:
+            fired: list[schedules.Fired] = []
+            for outcome in batch:
+                for claim in outcome.published:
+                    fired.append(claim.fired(outcome.fired_at, outcome.acked))
+                    if len(fired) % YIELD_EVERY == 0:
+                        await asyncio.sleep(0)  # the loop has jobs to send
+            failed = [f for outcome in batch for f in outcome.failed]
+            ours = await schedules.record_outcomes(
+                self.services.db, instance=self.instance, now=utcnow(), fired=fired,
+                failed=failed,
+            )  # fmt: skip
+        except BaseException:
+            self._outcomes[:0] = batch  # try again later
+            raise
+        for item in fired:
+            self._unrecorded.pop(item.schedule_id, None)
+            if item.schedule_id in ours and item.next_fire_at is not None:
+                self.window.hint(item.trigger_id, item.next_fire_at)
+        for failure in failed:
+            self._unrecorded.pop(failure.schedule_id, None)
+            if failure.schedule_id in ours:
+                self.window.hint(failure.trigger_id, failure.retry_at)
+
+    # --------------------------------------------------------------- shutdown
+
+    async def drain(self, release_also: Sequence[int] = ()) -> None:
+        """Finish what is in flight, hand back what was never published, record the
+        rest. Called once the stages are stopped; the caller bounds it with a timeout."""
+        if self._publishing:
+            await asyncio.wait(set(self._publishing))
+        unpublished = [*self._waiting, *release_also]
+        self._waiting.clear()
+        self._due.clear()
+        if unpublished:
+            released = await schedules.release(
+                self.services.db, unpublished, instance=self.instance, now=utcnow()
+            )
+            log.info("released %d claimed occurrence(s) on shutdown", released)
+        if self._recording is not None:
+            with contextlib.suppress(Exception):
+                await self._recording
+        while self._outcomes:
+            await self._record_some()
+
+
+__all__ = ["Dispatcher", "Outcome"]

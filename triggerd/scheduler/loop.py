@@ -1,0 +1,224 @@
+"""The scheduler role: every occurrence fired once, on time, across restarts and instances.
+
+How it fits together (a reader's map of triggerd/scheduler/):
+
+- reconcile.py `Window` — an OccurrenceHeap (heap.py) of what is due soon, re-read from
+  MySQL every `scheduler_reconcile_interval` and on a wake-up from the API;
+- loop.py (this module) — the planner: sleeps until the earliest entry is due minus the
+  claim-ahead, then claims every due row in batches with a lease (store/schedules.py);
+- claims.py — trigger configs for the claimed rows (cached by version) and the downtime
+  rule (only the latest missed occurrence of a trigger fires);
+- dispatch.py — publishes each claim at its due time and records the outcome (completed +
+  event + next occurrence, or back to pending with a backoff).
+
+Several scheduler processes may share one database: SKIP LOCKED hands each row to one of
+them, every write after the claim checks the lease is still ours, UNIQUE(trigger_id,
+fire_at) makes two inserts of the same next occurrence one row, and event rows are keyed
+by an id derived from the occurrence (INSERT IGNORE), so a re-claim cannot make a second.
+
+Faults: the database or Kafka being down is ridden out with backoff (a failed publish
+goes back to pending with attempt_count+1 and a retry time; nothing is dropped). A
+process that dies holding claims leaves leases that expire; another scheduler (or this
+one, restarted) claims those rows then. On cancellation the role stops claiming, lets
+in-flight publishes finish, hands back what it never published, records the rest, and
+re-raises — all of it shielded and bounded by `shutdown_timeout`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from triggerd.backoff import Backoff
+from triggerd.scheduler.claims import TriggerCache, plan
+from triggerd.scheduler.dispatch import YIELD_EVERY, Dispatcher
+from triggerd.scheduler.reconcile import Window
+from triggerd.services import Services
+from triggerd.store import schedules
+from triggerd.store.db import is_transient
+from triggerd.timeutil import utcnow
+
+log = logging.getLogger(__name__)
+
+MAX_CLAIM_AHEAD = 2.0  # seconds: claims run this far ahead, so due time costs one publish
+WAKE_DEBOUNCE = 0.1  # seconds between reloads caused by API wake-ups
+FULL_RECHECK = 0.05  # seconds between looks while the dispatcher holds its maximum
+INITIAL_CLAIM_RATE = 5000.0  # rows/s, until measured
+
+
+class SchedulerRole:
+    name = "scheduler"
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        settings = services.settings
+        self.lease = timedelta(seconds=settings.scheduler_lease)
+        self.claim_ahead = timedelta(seconds=min(MAX_CLAIM_AHEAD, settings.scheduler_lease / 4))
+        # A publish needs this much lease left; a refresh happens at half the lease.
+        self.lease_margin = min(self.lease / 4, timedelta(seconds=5))
+        # Pending this long past due without an attempt = missed while no scheduler ran.
+        self.grace = 2 * self.lease
+        self.max_held = 20 * settings.scheduler_batch_size  # claims in memory, ~2 KB each
+        # A crowded second starts claiming earlier, by up to this (all within a third of
+        # the lease), at the claim rate measured here (rows/s, a moving average).
+        self.max_lead = max(0.0, settings.scheduler_lease / 3 - self.claim_ahead.total_seconds())
+        self.claim_rate = INITIAL_CLAIM_RATE
+        self.cache = TriggerCache()
+        self._claiming: asyncio.Task[list[schedules.ClaimedRow]] | None = None
+        self._limbo: list[int] = []  # claimed, not yet handed to the dispatcher
+
+    async def run(self, ready: Callable[[], None]) -> None:
+        window = Window(self.services.settings, self.claim_ahead.total_seconds(), self.max_lead)
+        dispatcher = Dispatcher(self.services, window, self.lease_margin)
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._plan_forever(window, dispatcher, ready),
+                                  name="scheduler:plan")  # fmt: skip
+                group.create_task(dispatcher.publish_forever(), name="scheduler:publish")
+                group.create_task(dispatcher.record_forever(), name="scheduler:record")
+        finally:
+            await asyncio.shield(self._wind_down(dispatcher))
+
+    # ---------------------------------------------------------------- planner
+
+    async def _plan_forever(
+        self, window: Window, dispatcher: Dispatcher, ready: Callable[[], None]
+    ) -> None:
+        services, settings = self.services, self.services.settings
+        backoff = Backoff(base=0.5, cap=10.0)
+        next_reload, last_reload, serving = 0.0, float("-inf"), False
+        while True:
+            try:
+                now = time.monotonic()
+                woken = services.wakeup.is_set() and now - last_reload >= WAKE_DEBOUNCE
+                if now >= next_reload or woken:
+                    services.wakeup.clear()
+                    await window.reload(services.db, utcnow(), self.claim_rate)
+                    last_reload = time.monotonic()
+                    next_reload = last_reload + settings.scheduler_reconcile_interval
+                    await self._refresh_leases(dispatcher)
+                    if not serving:
+                        ready()
+                        serving = True
+                await self._claim_due(window, dispatcher)
+                backoff.reset()
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                delay = backoff.next()
+                log.warning("scheduler: database unavailable (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                continue
+            await self._sleep(window, dispatcher, next_reload, last_reload)
+
+    async def _sleep(
+        self, window: Window, dispatcher: Dispatcher, next_reload: float, last_reload: float
+    ) -> None:
+        wakeup = self.services.wakeup
+        timeout = next_reload - time.monotonic()
+        if dispatcher.held >= self.max_held:
+            timeout = min(timeout, FULL_RECHECK)
+        elif (due := window.next_due()) is not None:
+            timeout = min(timeout, (due - self.claim_ahead - utcnow()).total_seconds())
+        if wakeup.is_set():  # debounce: reload at most every WAKE_DEBOUNCE
+            timeout = min(timeout, last_reload + WAKE_DEBOUNCE - time.monotonic())
+            if timeout > 0:
+                await asyncio.sleep(timeout)
+            return
+        if timeout > 0:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await wakeup.wait()
+
+    async def _claim_due(self, window: Window, dispatcher: Dispatcher) -> None:
+        while True:
+            now = utcnow()
+            due = window.next_due()
+            if due is None or due > now + self.claim_ahead:
+                return
+            reach = window.take_due(now + self.claim_ahead)
+            while True:
+                if dispatcher.held >= self.max_held:
+                    window.hint("", utcnow(), reach)  # come back for the rest
+                    return
+                now = utcnow()
+                if not await self._claim_batch(dispatcher, now, max(reach, now + self.claim_ahead)):
+                    break  # a batch that was not full: nothing more due by then
+
+    async def _claim_batch(self, dispatcher: Dispatcher, now: datetime, until: datetime) -> bool:
+        """Claim one batch of rows due by `until`; True when it was full (more may be due)."""
+        services, settings = self.services, self.services.settings
+        started = time.monotonic()
+        lease_until = now + self.lease
+        claiming = asyncio.ensure_future(schedules.claim_due(
+            services.db, instance=settings.instance_id, now=now, until=until,
+            lease_until=lease_until, limit=settings.scheduler_batch_size,
+            stale_before=now - self.grace,
+        ))  # fmt: skip
+        self._claiming = claiming
+        # Shielded: if we are cancelled mid-claim, _wind_down waits for it and releases.
+        rows = await asyncio.shield(claiming)
+        self._claiming = None
+        if not rows:
+            return False
+        self._limbo = [row.id for row in rows]
+        specs = await self.cache.resolve(services.db, (row.trigger_id for row in rows))
+        firing: set[tuple[str, datetime]] = set()
+        drop: list[int] = []
+        missed = caught_up = 0
+        for start in range(0, len(rows), YIELD_EVERY):  # slices: the loop has jobs to send
+            planned = plan(rows[start : start + YIELD_EVERY], specs, now=utcnow(),
+                           lease_until=lease_until, firing=firing)  # fmt: skip
+            dispatcher.add(planned.claims)  # the dispatcher answers for these from now on
+            drop += planned.drop
+            self._limbo = [row.id for row in rows[start + YIELD_EVERY :]] + drop
+            missed += planned.missed
+            caught_up += sum(1 for c in planned.claims if c.scheduled_for != c.fire_at)
+            await asyncio.sleep(0)
+        if len(rows) >= min(settings.scheduler_batch_size, 200):  # small ones are all latency
+            rate = len(rows) / max(time.monotonic() - started, 1e-3)
+            self.claim_rate = max(100.0, 0.8 * self.claim_rate + 0.2 * rate)
+        if missed:
+            services.metrics.missed.inc(missed)
+            log.info("downtime: %d trigger(s) fire their latest missed occurrence; %d skipped",
+                     caught_up, missed)  # fmt: skip
+        if drop:  # trigger deleted or inactive: its rows do not fire
+            await schedules.release(services.db, drop, instance=settings.instance_id,
+                                    now=utcnow(), status="cancelled")  # fmt: skip
+        self._limbo = []
+        return len(rows) >= settings.scheduler_batch_size
+
+    async def _refresh_leases(self, dispatcher: Dispatcher) -> None:
+        now = utcnow()
+        aging = [c for c in dispatcher.leased() if c.lease_until - now < self.lease / 2]
+        if not aging:
+            return
+        lease_until = now + self.lease
+        owned = await schedules.refresh_leases(
+            self.services.db, [c.schedule_id for c in aging],
+            instance=self.services.settings.instance_id, now=now, lease_until=lease_until,
+        )  # fmt: skip
+        dispatcher.renewed(aging, owned, lease_until)
+
+    # --------------------------------------------------------------- shutdown
+
+    async def _wind_down(self, dispatcher: Dispatcher) -> None:
+        limbo = list(self._limbo)
+        try:
+            async with asyncio.timeout(self.services.settings.shutdown_timeout):
+                if self._claiming is not None:
+                    with contextlib.suppress(Exception):
+                        limbo += [row.id for row in await self._claiming]
+                await dispatcher.drain(release_also=limbo)
+        except Exception as exc:
+            log.warning("scheduler: could not hand back every claim on shutdown (%s: %s); "
+                        "their leases expire within %s", type(exc).__name__, exc, self.lease)
+        finally:
+            self._claiming, self._limbo = None, []
+
+
+__all__ = ["SchedulerRole"]

@@ -1,0 +1,119 @@
+"""The scheduler's window: an OccurrenceHeap of when something is due soon, kept in step
+with MySQL.
+
+The heap only decides *when* the loop claims; the database decides *what*: the claim
+takes every row due by then, exact times and all, whether the heap knew of it or not. So
+the heap can be rebuilt from the database at any time, idempotently, with `replace_all`:
+
+- `reload()` runs every `scheduler_reconcile_interval` and on a wake-up from the API in
+  this process. It reads the *due points* of the span: the earliest pending occurrence
+  of each second (overdue ones included) and each second in which claimed rows' leases
+  run out (a dead holder's rows become claimable then). New, moved and cancelled rows
+  written by other processes appear or vanish here. One GROUP BY over the
+  `(status, fire_at)` index returns at most one row per second of the span, however
+  many triggers there are; reading every row instead cost a third of the process's CPU
+  at 100,000 triggers (bench/scheduler_drift.py).
+- `hint()` adds what this process knows without asking: the next occurrence it just
+  inserted, a retry time after a failed publish. Hints made while a reload was reading
+  are re-applied on top of its result, so the reload cannot erase them.
+
+The span is the lookahead setting, capped at two reconcile intervals plus the claim-ahead
+(and a second): every row enters it at least one reload before it is due.
+
+A crowded second (a burst of one-time triggers, a popular cron minute) is claimed early:
+its entry sits ahead of it by the time claiming its rows takes at the measured claim rate
+(at most `max_lead`), and reaches to it, so the claims are done when it is due and due
+time costs only the sends.
+"""
+
+from __future__ import annotations
+
+import itertools
+from datetime import datetime, timedelta
+
+from triggerd.config import Settings
+from triggerd.scheduler.heap import Occurrence, OccurrenceHeap
+from triggerd.store import schedules
+from triggerd.store.db import Database
+
+
+def window_span(settings: Settings, claim_ahead: float) -> timedelta:
+    seconds = min(settings.scheduler_lookahead,
+                  2 * settings.scheduler_reconcile_interval + claim_ahead + 1.0)  # fmt: skip
+    return timedelta(seconds=seconds)
+
+
+class Window:
+    def __init__(self, settings: Settings, claim_ahead: float, max_lead: float) -> None:
+        self.span = window_span(settings, claim_ahead)
+        self.max_lead = max_lead
+        self.heap = OccurrenceHeap()
+        self.horizon: datetime | None = None  # what the last reload covered
+        self._recording: list[tuple[Occurrence, datetime]] | None = None
+        # Entries are wake-up points, not rows: their ids only need to be unique.
+        self._ids = itertools.count(-1, -1)
+        # A crowded second is claimed early: its entry sits `lead` before it and reaches
+        # to it (id -> how far the claim it starts must reach).
+        self._reach: dict[int, datetime] = {}
+
+    def __len__(self) -> int:
+        return len(self.heap)
+
+    async def reload(self, db: Database, now: datetime, claim_rate: float) -> int:
+        """Rebuild the heap from the database; returns the number of due points.
+        `claim_rate` (rows/s this process claims) sets how early a crowded second starts."""
+        horizon = now + self.span
+        recorded: list[tuple[Occurrence, datetime]] = []
+        self._recording = recorded
+        try:
+            points = await schedules.due_points(db, horizon)
+        finally:
+            self._recording = None
+        entries, self._reach = [], {}
+        for due, rows in points:
+            occ = self._entry(due, due - timedelta(seconds=min(self.max_lead, rows / claim_rate)))
+            entries.append(occ)
+        self.heap.replace_all(entries)
+        for occ, reach in recorded:
+            self._push(occ, reach)
+        self.horizon = horizon
+        return len(points)
+
+    def hint(self, trigger_id: str, due: datetime, reach: datetime | None = None) -> None:
+        """Look at `due` (a row this process inserted or re-queued), claiming up to `reach`
+        (default `due`). Beyond the horizon it is left to a later reload, which will read
+        it before it is due."""
+        if self.horizon is not None and due > self.horizon:
+            return
+        occ = Occurrence(due, next(self._ids), trigger_id)
+        self._push(occ, reach or due)
+        if self._recording is not None:
+            self._recording.append((occ, reach or due))
+
+    def _entry(self, reach: datetime, at: datetime) -> Occurrence:
+        occ = Occurrence(at, next(self._ids), "")
+        if reach > at:
+            self._reach[occ.schedule_id] = reach
+        return occ
+
+    def _push(self, occ: Occurrence, reach: datetime) -> None:
+        self.heap.push(occ)
+        if reach > occ.fire_at:
+            self._reach[occ.schedule_id] = reach
+
+    def next_due(self) -> datetime | None:
+        top = self.heap.peek()
+        return top.fire_at if top is not None else None
+
+    def take_due(self, until: datetime) -> datetime:
+        """Drop the entries due by `until`; returns how far the claim that follows must
+        reach: `until`, or further when a crowded second starts early."""
+        reach = until
+        for occ in self.heap.pop_due(until):
+            far = self._reach.pop(occ.schedule_id, None)
+            if far is not None and far > reach:
+                reach = far
+        return reach
+
+
+__all__ = ["Window", "window_span"]

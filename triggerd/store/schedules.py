@@ -1,0 +1,360 @@
+"""The scheduler's SQL: reading the window, claiming with leases, recording outcomes.
+
+Every query the scheduler runs in its loop lives here, one function each, and is served
+by an index of `trigger_schedules` (tests/integration/test_scheduler_sql.py EXPLAINs them):
+
+- the window's due points and the due claim: `ix_schedules_due (status, fire_at)`;
+- leases running out and expired: `ix_schedules_lease (status, lease_until)`;
+- everything else goes by primary key (`id IN (...)`) or by `uq_schedules_occurrence`.
+
+Claims are one short READ COMMITTED transaction: `SELECT … FOR UPDATE SKIP LOCKED`, then
+`UPDATE … SET status='processing', claimed_by, lease_until`. READ COMMITTED keeps the
+range scan from taking gap locks that would stall the API's inserts of new occurrences,
+and releases the rows it read but did not return. Every later write to a claimed row is
+conditional on `status='processing' AND claimed_by = <us>`: a row the API cancelled, or
+one whose lease expired and another scheduler took, is never advanced by us.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import aiomysql
+
+from triggerd.store.db import Database
+from triggerd.store.event_rows import EventRecord, insert_events
+from triggerd.timeutil import from_db, to_db
+
+EVENT_CHUNK = 100  # rows per INSERT: escaping them is the costliest CPU work here; the
+# loop runs between chunks
+
+# Same semantics as schedule_rows.insert_occurrence (a cancelled row comes back to
+# pending, a completed one stays completed), as one multi-row INSERT via executemany
+# (which only rewrites a VALUES clause made of placeholders alone: no literals in it).
+_INSERT_NEXT = (
+    "INSERT INTO trigger_schedules (trigger_id, fire_at, status, created_at, updated_at)"
+    " VALUES (%s, %s, %s, %s, %s)"
+    " ON DUPLICATE KEY UPDATE"
+    "  attempt_count = IF(status = 'cancelled', 0, attempt_count),"
+    "  claimed_by = IF(status = 'cancelled', NULL, claimed_by),"
+    "  lease_until = IF(status = 'cancelled', NULL, lease_until),"
+    "  retry_at = IF(status = 'cancelled', NULL, retry_at),"
+    "  updated_at = IF(status = 'cancelled', VALUES(updated_at), updated_at),"
+    "  status = IF(status = 'cancelled', 'pending', status)"
+)
+
+# The occurrence a catch-up after downtime fired (not the row that was claimed).
+_INSERT_FIRED = (  # status 'completed', attempt_count 1
+    "INSERT INTO trigger_schedules (trigger_id, fire_at, status, attempt_count,"
+    " last_attempt_at, event_id, created_at, updated_at)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+    " ON DUPLICATE KEY UPDATE status = 'completed', event_id = VALUES(event_id),"
+    "  claimed_by = NULL, lease_until = NULL, retry_at = NULL, updated_at = VALUES(updated_at)"
+)
+
+
+# The queries the loop runs on every reconcile and every claim (EXPLAINed in the tests).
+# Wake-up points: the earliest due time in each second and how many rows fall in it, so
+# a reload returns at most one row per second of the window however many occurrences it
+# holds. The exact times of the rows come with the claim.
+DUE_POINTS = (
+    "SELECT MIN(fire_at), COUNT(*) FROM trigger_schedules"
+    " WHERE status = 'pending' AND fire_at <= %(horizon)s"
+    " GROUP BY TO_SECONDS(fire_at) ORDER BY NULL"
+)
+LEASE_POINTS = (  # a dead holder's rows become claimable when its lease runs out
+    "SELECT MIN(lease_until), COUNT(*) FROM trigger_schedules"
+    " WHERE status = 'processing' AND lease_until <= %(horizon)s"
+    " GROUP BY TO_SECONDS(lease_until) ORDER BY NULL"
+)
+# fire_at as text: datetime.fromisoformat is far cheaper than the driver's conversion.
+# stale: pending since longer than the grace after due (the downtime rule, claims.py).
+_CLAIM_COLUMNS = (
+    "SELECT id, trigger_id, CAST(fire_at AS CHAR), attempt_count,"
+    " GREATEST(fire_at, created_at) < %(stale_before)s FROM trigger_schedules"
+)
+CLAIM_EXPIRED = (
+    f"{_CLAIM_COLUMNS} WHERE status = 'processing' AND lease_until < %(now)s"
+    " ORDER BY lease_until LIMIT %(limit)s FOR UPDATE SKIP LOCKED"
+)
+CLAIM_PENDING = (
+    f"{_CLAIM_COLUMNS} WHERE status = 'pending' AND fire_at <= %(until)s"
+    " AND (retry_at IS NULL OR retry_at <= %(now)s)"
+    " ORDER BY fire_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedRow:
+    id: int
+    trigger_id: str
+    fire_at: datetime
+    attempt_count: int
+    stale: bool  # due (or created) longer ago than the grace
+
+
+@dataclass(frozen=True, slots=True)
+class Fired:
+    """A claimed row whose job Kafka acknowledged."""
+
+    schedule_id: int
+    trigger_id: str
+    fire_at: datetime  # the claimed row's occurrence
+    scheduled_for: datetime  # what fired: fire_at, or the latest missed one after downtime
+    event: EventRecord
+    next_fire_at: datetime | None  # inserted only if the row is still ours
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """A claimed row whose job did not reach Kafka: back to pending until `retry_at`."""
+
+    schedule_id: int
+    trigger_id: str
+    attempt_count: int  # before this attempt
+    retry_at: datetime
+
+
+def _dt(value: Any) -> datetime:
+    converted = from_db(value)
+    assert converted is not None
+    return converted
+
+
+def _in(ids: Iterable[Any]) -> str:
+    return ", ".join(["%s"] * len(list(ids)))
+
+
+async def _tuples(db: Database, sql: str, params: Any) -> list[tuple[Any, ...]]:
+    """Plain tuples: cheaper than dict rows on the loop's hot reads."""
+    async with db.acquire() as conn, conn.cursor() as cur:
+        await cur.execute(sql, params)
+        return list(await cur.fetchall())
+
+
+@contextlib.asynccontextmanager
+async def _transaction(
+    db: Database, read_committed: bool = False
+) -> AsyncIterator[aiomysql.Cursor]:
+    """db.transaction() with a plain (tuple) cursor, optionally READ COMMITTED."""
+    async with db.acquire() as conn:
+        if read_committed:
+            async with conn.cursor() as cur:
+                # Applies to the next transaction only; the pooled session keeps its default.
+                await cur.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        await conn.begin()
+        try:
+            async with conn.cursor() as cur:
+                yield cur
+            await conn.commit()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await conn.rollback()
+            raise
+
+
+# ----------------------------------------------------------------- the window
+
+
+async def due_points(db: Database, horizon: datetime) -> list[tuple[datetime, int]]:
+    """When the loop should look by `horizon`, and at how many rows: the earliest pending
+    occurrence of each second (overdue ones included), and each second in which leases
+    run out."""
+    params = {"horizon": to_db(horizon)}
+    rows = await _tuples(db, DUE_POINTS, params) + await _tuples(db, LEASE_POINTS, params)
+    return [(_dt(row[0]), int(row[1])) for row in rows]
+
+
+# ------------------------------------------------------------------ claiming
+
+
+async def claim_due(
+    db: Database, *, instance: str, now: datetime, until: datetime, lease_until: datetime,
+    limit: int, stale_before: datetime,
+) -> list[ClaimedRow]:  # fmt: skip
+    """Lease up to `limit` rows: expired leases of a dead holder first, then pending rows
+    due by `until` (the claim-ahead) whose publish backoff is over."""
+    params = {"now": to_db(now), "until": to_db(until), "limit": limit,
+              "stale_before": to_db(stale_before)}  # fmt: skip
+    async with _transaction(db, read_committed=True) as cur:
+        await cur.execute(CLAIM_EXPIRED, params)
+        found = list(await cur.fetchall())
+        if len(found) < limit:
+            await cur.execute(CLAIM_PENDING, {**params, "limit": limit - len(found)})
+            found += list(await cur.fetchall())
+        if not found:
+            return []
+        ids = [int(row[0]) for row in found]
+        await cur.execute(
+            "UPDATE trigger_schedules SET status = 'processing', claimed_by = %s,"
+            f" lease_until = %s, updated_at = %s WHERE id IN ({_in(ids)})",
+            [instance, to_db(lease_until), to_db(now), *ids],
+        )
+    return [
+        ClaimedRow(int(r[0]), r[1], datetime.fromisoformat(r[2]).replace(tzinfo=UTC),
+                   int(r[3]), bool(r[4]))
+        for r in found
+    ]  # fmt: skip
+
+
+async def trigger_versions(db: Database, ids: Sequence[str]) -> dict[str, tuple[int, str]]:
+    """id -> (version, status) of the triggers that still exist."""
+    if not ids:
+        return {}
+    rows = await _tuples(
+        db, f"SELECT id, version, status FROM triggers WHERE id IN ({_in(ids)})", list(ids)
+    )
+    return {r[0]: (int(r[1]), r[2]) for r in rows}
+
+
+SpecRow = tuple[str, str, str, str, int, str]  # id, name, type, status, version, config JSON
+
+
+async def trigger_specs(db: Database, ids: Sequence[str]) -> list[SpecRow]:
+    """What the scheduler needs of each trigger, the config left as its JSON text."""
+    if not ids:
+        return []
+    rows = await _tuples(
+        db,
+        f"SELECT id, name, type, status, version, config FROM triggers WHERE id IN ({_in(ids)})",
+        list(ids),
+    )
+    return [(r[0], r[1], r[2], r[3], int(r[4]), r[5]) for r in rows]
+
+
+async def refresh_leases(
+    db: Database, ids: Sequence[int], *, instance: str, now: datetime, lease_until: datetime
+) -> set[int]:
+    """Extend our unexpired leases (APScheduler #864: a lease must not run out under a
+    holder that is still working). Returns the ids still ours."""
+    if not ids:
+        return set()
+    async with _transaction(db) as cur:
+        await cur.execute(
+            f"SELECT id FROM trigger_schedules WHERE id IN ({_in(ids)}) AND status = 'processing'"
+            " AND claimed_by = %s AND lease_until > %s FOR UPDATE",
+            [*ids, instance, to_db(now)],
+        )
+        owned = [int(row[0]) for row in await cur.fetchall()]
+        if owned:
+            await cur.execute(
+                f"UPDATE trigger_schedules SET lease_until = %s WHERE id IN ({_in(owned)})",
+                [to_db(lease_until), *owned],
+            )
+    return set(owned)
+
+
+async def release(
+    db: Database, ids: Sequence[int], *, instance: str, now: datetime, status: str = "pending"
+) -> int:
+    """Hand rows we hold back (`pending`, on shutdown) or drop them (`cancelled`: their
+    trigger is gone or inactive). Only rows still ours are touched."""
+    if not ids:
+        return 0
+    assert status in ("pending", "cancelled")
+    return await db.execute(
+        "UPDATE trigger_schedules SET status = %s, claimed_by = NULL, lease_until = NULL,"
+        f" updated_at = %s WHERE id IN ({_in(ids)}) AND status = 'processing'"
+        " AND claimed_by = %s",
+        [status, to_db(now), *ids, instance],
+    )
+
+
+# ------------------------------------------------------------------ outcomes
+
+
+async def record_outcomes(
+    db: Database, *, instance: str, now: datetime, fired: Sequence[Fired],
+    failed: Sequence[Failed],
+) -> set[int]:  # fmt: skip
+    """One transaction for a batch of publish outcomes; returns the ids that were still
+    ours (and so were completed, advanced or re-queued).
+
+    Every published job gets its event row (INSERT IGNORE by event_id: a re-claimed
+    occurrence cannot make a second one), even for a row the API cancelled meanwhile —
+    the job is on Kafka, so the event happened. Only rows still ours are completed and
+    get their next occurrence; a failed one goes back to pending with a backoff.
+    """
+    ids = [f.schedule_id for f in fired] + [f.schedule_id for f in failed]
+    if not ids:
+        return set()
+    stamp = to_db(now)
+    async with _transaction(db) as cur:
+        await cur.execute(
+            f"SELECT id FROM trigger_schedules WHERE id IN ({_in(ids)})"
+            " AND status = 'processing' AND claimed_by = %s FOR UPDATE",
+            [*ids, instance],
+        )
+        ours = {int(row[0]) for row in await cur.fetchall()}
+        done = [f for f in fired if f.schedule_id in ours and f.scheduled_for == f.fire_at]
+        caught_up = [f for f in fired if f.schedule_id in ours and f.scheduled_for != f.fire_at]
+        if done:
+            cases = " ".join(["WHEN %s THEN %s"] * len(done))
+            await cur.execute(
+                "UPDATE trigger_schedules SET status = 'completed',"
+                f" event_id = CASE id {cases} END, attempt_count = attempt_count + 1,"
+                " last_attempt_at = %s, claimed_by = NULL, lease_until = NULL,"
+                f" retry_at = NULL, updated_at = %s WHERE id IN ({_in(done)})",
+                [*(v for f in done for v in (f.schedule_id, f.event.id)), stamp, stamp,
+                 *(f.schedule_id for f in done)],
+            )  # fmt: skip
+        if caught_up:
+            # The claimed (oldest missed) row is skipped; the occurrence that fired is
+            # recorded as its own completed row.
+            skipped = [f.schedule_id for f in caught_up]
+            await cur.execute(
+                "UPDATE trigger_schedules SET status = 'cancelled', claimed_by = NULL,"
+                f" lease_until = NULL, updated_at = %s WHERE id IN ({_in(skipped)})",
+                [stamp, *skipped],
+            )
+            await cur.executemany(
+                _INSERT_FIRED,
+                [(f.trigger_id, to_db(f.scheduled_for), "completed", 1, stamp, f.event.id,
+                  stamp, stamp) for f in caught_up],
+            )  # fmt: skip
+        for start in range(0, len(fired), EVENT_CHUNK):  # the loop runs between chunks
+            await insert_events(cur, [f.event for f in fired[start : start + EVENT_CHUNK]])
+        nexts = [
+            (f.trigger_id, to_db(f.next_fire_at), "pending", stamp, stamp)
+            for f in fired
+            if f.schedule_id in ours and f.next_fire_at is not None
+        ]
+        for start in range(0, len(nexts), EVENT_CHUNK):
+            await cur.executemany(_INSERT_NEXT, nexts[start : start + EVENT_CHUNK])
+        await _requeue(cur, [f for f in failed if f.schedule_id in ours], stamp)
+    return ours
+
+
+async def _requeue(cur: Any, failed: Sequence[Failed], stamp: datetime | None) -> None:
+    by_attempt: dict[int, list[Failed]] = {}
+    for item in failed:
+        by_attempt.setdefault(item.attempt_count, []).append(item)
+    for group in by_attempt.values():
+        # One retry time per group (the items share an attempt count, so a backoff).
+        retry_at = to_db(max(item.retry_at for item in group))
+        ids = [item.schedule_id for item in group]
+        await cur.execute(
+            "UPDATE trigger_schedules SET status = 'pending', attempt_count = attempt_count + 1,"
+            " last_attempt_at = %s, retry_at = %s, claimed_by = NULL, lease_until = NULL,"
+            f" updated_at = %s WHERE id IN ({_in(ids)})",
+            [stamp, retry_at, stamp, *ids],
+        )
+
+
+__all__ = [
+    "ClaimedRow",
+    "Failed",
+    "Fired",
+    "SpecRow",
+    "claim_due",
+    "due_points",
+    "record_outcomes",
+    "refresh_leases",
+    "release",
+    "trigger_specs",
+    "trigger_versions",
+]
