@@ -200,8 +200,12 @@ async def run_triggerd(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         log_path = work / "scheduler.log"
         with open(log_path, "wb") as log:
             profile = ["-m", "cProfile", "-o", args.profile] if args.profile else []
+            entry = ["-m", "triggerd"]
+            if args.gc_threshold:  # the daemon as is, but for its collector's first threshold
+                entry = ["-c", f"import gc, sys; gc.set_threshold({args.gc_threshold}, 10, 10); "
+                         "from triggerd.cli import main; sys.exit(main())"]  # fmt: skip
             scheduler = subprocess.Popen(
-                [sys.executable, *profile, "-m", "triggerd", "run", "--roles", "scheduler"],
+                [sys.executable, *profile, *entry, "run", "--roles", "scheduler"],
                 env=env, stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
         await wait_healthy(port, scheduler)
@@ -318,6 +322,9 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=10_000)
     parser.add_argument("--seconds", type=float, default=120)
     parser.add_argument("--skip-apscheduler", action="store_true")
+    parser.add_argument("--gc-threshold", type=int, default=0,
+                        help="run the scheduler with gc.set_threshold(N, 10, 10) (default: "
+                             "Python's 700)")  # fmt: skip
     parser.add_argument("--profile", help="write a cProfile of the scheduler process here")
     parser.add_argument("--dump", help="write every job's (due ms, Kafka timestamp, type) here")
     parser.add_argument("--apscheduler-child", action="store_true", help=argparse.SUPPRESS)
@@ -338,7 +345,8 @@ def main() -> None:
     print(f"  burst {args.burst:>6}       {summary(burst)}")
     print(f"  burst: {len(burst)}/{args.burst} published, last "
           f"{max(burst, default=float('nan')):.0f} ms after due")  # fmt: skip
-    print(f"  peak RSS           {ours['rss']:.0f} MB")
+    print(f"  peak RSS           {ours['rss']:.0f} MB"
+          + (f"  (gc threshold {args.gc_threshold})" if args.gc_threshold else ""))
     for line in ours["errors"]:
         print(f"  log: {line}")
     if args.skip_apscheduler:

@@ -90,3 +90,31 @@ async def test_concurrent_claims_never_share_a_row(db: Database) -> None:
     assert {row["claimed_by"]: row["n"] for row in owners} == {
         f"s{i}": len(result) for i, result in enumerate(results) if result
     }
+
+
+async def test_a_failed_catch_up_keeps_its_decision(db: Database) -> None:
+    """After downtime the latest missed occurrence was chosen; if its publish fails, that
+    occurrence is retried (the claimed, older row stays skipped), not the older one."""
+    now = utcnow()
+    old, latest = now - timedelta(seconds=50), now - timedelta(seconds=5)
+    trigger_id = str(uuid.uuid4())
+    await db.execute(
+        "INSERT INTO trigger_schedules (trigger_id, fire_at, status, created_at, updated_at)"
+        " VALUES (%s, %s, 'pending', %s, %s)",
+        [trigger_id, to_db(old), to_db(old), to_db(old)],
+    )
+    [row] = await schedules.claim_due(
+        db, instance="me", now=now, until=now, limit=10,
+        lease_until=now + timedelta(seconds=30), stale_before=now - timedelta(seconds=10),
+    )  # fmt: skip
+    assert row.stale
+    retry_at = now + timedelta(seconds=2)
+    failure = schedules.Failed(row.id, trigger_id, 0, retry_at, row.fire_at, latest)
+    assert await schedules.record_outcomes(db, instance="me", now=now, fired=[],
+                                           failed=[failure]) == {row.id}  # fmt: skip
+    rows = await db.fetchall(
+        "SELECT fire_at, status, attempt_count, retry_at FROM trigger_schedules"
+        " WHERE trigger_id = %s ORDER BY fire_at", [trigger_id],
+    )  # fmt: skip
+    assert [(r["status"], r["attempt_count"]) for r in rows] == [("cancelled", 0), ("pending", 1)]
+    assert rows[1]["fire_at"] == to_db(latest) and rows[1]["retry_at"] == to_db(retry_at)

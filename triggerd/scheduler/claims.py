@@ -101,6 +101,7 @@ class Claim:
     attempt_count: int
     lease_until: datetime
     missed: int = 0
+    checked: bool = False  # ownership re-read shortly before due (the API may cancel)
     event_id: str = field(init=False)
     _key: bytes = field(init=False, repr=False)
     _encoded: tuple[bytes, bytes] | None = field(init=False, repr=False)

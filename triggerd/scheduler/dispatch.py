@@ -91,14 +91,24 @@ class Dispatcher:
     def leased(self) -> list[Claim]:
         return [*self._waiting.values(), *self._unrecorded.values()]
 
-    def renewed(self, claims: Sequence[Claim], owned: set[int], lease_until: datetime) -> None:
-        """After a lease refresh: extend ours; forget unpublished ones that are not ours
-        any more (the API cancelled them), so they are never published."""
+    def renewed(
+        self, claims: Sequence[Claim], owned: set[int], lease_until: datetime | None = None
+    ) -> None:
+        """After a lease refresh or an ownership check: note (and extend) ours; forget
+        unpublished ones that are not ours any more (the API cancelled them), so they are
+        never published."""
         for claim in claims:
             if claim.schedule_id in owned:
-                claim.lease_until = lease_until
+                claim.checked = True
+                if lease_until is not None:
+                    claim.lease_until = lease_until
             elif self._waiting.pop(claim.schedule_id, None) is not None:
                 log.info("occurrence %s no longer ours; not publishing it", claim.schedule_id)
+
+    def unchecked(self, due_by: datetime | None = None) -> list[Claim]:
+        """Unpublished claims not yet checked, due by `due_by` (all when None)."""
+        return [c for c in self._waiting.values()
+                if not c.checked and (due_by is None or c.due <= due_by)]  # fmt: skip
 
     # ------------------------------------------------------------- publishing
 
@@ -187,9 +197,9 @@ class Dispatcher:
             if isinstance(result, BaseException):
                 attempt = claim.attempt_count + 1
                 retry_at = acked + timedelta(seconds=backoff_delay(attempt, RETRY_BASE, RETRY_CAP))
-                failure = schedules.Failed(
-                    claim.schedule_id, claim.trigger.id, claim.attempt_count, retry_at
-                )
+                failure = schedules.Failed(claim.schedule_id, claim.trigger.id,
+                                           claim.attempt_count, retry_at, claim.fire_at,
+                                           claim.scheduled_for)  # fmt: skip
                 outcome.failed.append(failure)
                 continue
             outcome.published.append(claim)

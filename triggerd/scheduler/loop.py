@@ -48,6 +48,10 @@ MAX_CLAIM_AHEAD = 2.0  # seconds: claims run this far ahead, so due time costs o
 WAKE_DEBOUNCE = 0.1  # seconds between reloads caused by API wake-ups
 FULL_RECHECK = 0.05  # seconds between looks while the dispatcher holds its maximum
 INITIAL_CLAIM_RATE = 5000.0  # rows/s, until measured
+BUS_START_WAIT = 10.0  # seconds the first claim waits for Kafka at start-up
+# Claims are re-read this long before due: a trigger deleted or deactivated after its
+# occurrence was claimed (up to the claim-ahead plus a second early) is then not fired.
+CHECK_AHEAD = timedelta(milliseconds=500)
 
 
 class SchedulerRole:
@@ -91,6 +95,8 @@ class SchedulerRole:
         services, settings = self.services, self.services.settings
         backoff = Backoff(base=0.5, cap=10.0)
         next_reload, last_reload, serving = 0.0, float("-inf"), False
+        # Claims made before the producer is up would only fail; give it a moment.
+        await services.bus.wait_connected(BUS_START_WAIT)
         while True:
             try:
                 now = time.monotonic()
@@ -105,6 +111,7 @@ class SchedulerRole:
                         ready()
                         serving = True
                 await self._claim_due(window, dispatcher)
+                await self._check_ownership(dispatcher)
                 backoff.reset()
             except Exception as exc:
                 if not is_transient(exc):
@@ -118,21 +125,31 @@ class SchedulerRole:
     async def _sleep(
         self, window: Window, dispatcher: Dispatcher, next_reload: float, last_reload: float
     ) -> None:
+        """Until the earliest entry minus the claim-ahead, the next reload, a wake-up from
+        the API, or a hint earlier than what this sleep was for."""
         wakeup = self.services.wakeup
+        window.nudged.clear()
         timeout = next_reload - time.monotonic()
         if dispatcher.held >= self.max_held:
             timeout = min(timeout, FULL_RECHECK)
         elif (due := window.next_due()) is not None:
             timeout = min(timeout, (due - self.claim_ahead - utcnow()).total_seconds())
+        if unchecked := dispatcher.unchecked():
+            check_at = min(c.due for c in unchecked) - CHECK_AHEAD
+            timeout = min(timeout, (check_at - utcnow()).total_seconds())
         if wakeup.is_set():  # debounce: reload at most every WAKE_DEBOUNCE
             timeout = min(timeout, last_reload + WAKE_DEBOUNCE - time.monotonic())
             if timeout > 0:
                 await asyncio.sleep(timeout)
             return
         if timeout > 0:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
-                    await wakeup.wait()
+            waits = [asyncio.ensure_future(wakeup.wait()),
+                     asyncio.ensure_future(window.nudged.wait())]  # fmt: skip
+            try:
+                await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiting in waits:
+                    waiting.cancel()
 
     async def _claim_due(self, window: Window, dispatcher: Dispatcher) -> None:
         while True:
@@ -173,6 +190,8 @@ class SchedulerRole:
         for start in range(0, len(rows), YIELD_EVERY):  # slices: the loop has jobs to send
             planned = plan(rows[start : start + YIELD_EVERY], specs, now=utcnow(),
                            lease_until=lease_until, firing=firing)  # fmt: skip
+            for claim in planned.claims:  # just claimed: ours, no need to look again
+                claim.checked = claim.due - now <= CHECK_AHEAD
             dispatcher.add(planned.claims)  # the dispatcher answers for these from now on
             drop += planned.drop
             self._limbo = [row.id for row in rows[start + YIELD_EVERY :]] + drop
@@ -191,6 +210,16 @@ class SchedulerRole:
                                     now=utcnow(), status="cancelled")  # fmt: skip
         self._limbo = []
         return len(rows) >= settings.scheduler_batch_size
+
+    async def _check_ownership(self, dispatcher: Dispatcher) -> None:
+        now = utcnow()
+        soon = dispatcher.unchecked(due_by=now + CHECK_AHEAD)
+        if soon:
+            owned = await schedules.still_ours(
+                self.services.db, [c.schedule_id for c in soon],
+                instance=self.services.settings.instance_id, now=now,
+            )  # fmt: skip
+            dispatcher.renewed(soon, owned)
 
     async def _refresh_leases(self, dispatcher: Dispatcher) -> None:
         now = utcnow()

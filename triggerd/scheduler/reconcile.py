@@ -7,8 +7,9 @@ the heap can be rebuilt from the database at any time, idempotently, with `repla
 
 - `reload()` runs every `scheduler_reconcile_interval` and on a wake-up from the API in
   this process. It reads the *due points* of the span: the earliest pending occurrence
-  of each second (overdue ones included) and each second in which claimed rows' leases
-  run out (a dead holder's rows become claimable then). New, moved and cancelled rows
+  of each second (overdue ones included; the claim it starts reaches to the end of that
+  second) and, for each second in which claimed rows' leases run out, the last of them
+  (a dead holder's rows become claimable then). New, moved and cancelled rows
   written by other processes appear or vanish here. One GROUP BY over the
   `(status, fire_at)` index returns at most one row per second of the span, however
   many triggers there are; reading every row instead cost a third of the process's CPU
@@ -28,6 +29,7 @@ time costs only the sends.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from datetime import datetime, timedelta
 
@@ -43,18 +45,25 @@ def window_span(settings: Settings, claim_ahead: float) -> timedelta:
     return timedelta(seconds=seconds)
 
 
+_SECOND_END = timedelta(milliseconds=999)  # a due point stands for its whole second
+_AFTER = timedelta(milliseconds=1)
+
+
 class Window:
     def __init__(self, settings: Settings, claim_ahead: float, max_lead: float) -> None:
         self.span = window_span(settings, claim_ahead)
+        self.claim_ahead = timedelta(seconds=claim_ahead)
         self.max_lead = max_lead
         self.heap = OccurrenceHeap()
         self.horizon: datetime | None = None  # what the last reload covered
         self._recording: list[tuple[Occurrence, datetime]] | None = None
         # Entries are wake-up points, not rows: their ids only need to be unique.
         self._ids = itertools.count(-1, -1)
-        # A crowded second is claimed early: its entry sits `lead` before it and reaches
-        # to it (id -> how far the claim it starts must reach).
+        # id -> how far the claim an entry starts must reach, when beyond the entry: the
+        # end of its second (a crowded second's entry also sits `lead` before it).
         self._reach: dict[int, datetime] = {}
+        # Set when a hint became the earliest entry: the planner may be sleeping past it.
+        self.nudged = asyncio.Event()
 
     def __len__(self) -> int:
         return len(self.heap)
@@ -66,18 +75,24 @@ class Window:
         recorded: list[tuple[Occurrence, datetime]] = []
         self._recording = recorded
         try:
-            points = await schedules.due_points(db, horizon)
+            pending, leases = await schedules.due_points(db, horizon)
         finally:
             self._recording = None
         entries, self._reach = [], {}
-        for due, rows in points:
-            occ = self._entry(due, due - timedelta(seconds=min(self.max_lead, rows / claim_rate)))
-            entries.append(occ)
+        for due, rows in pending:
+            # Claim every row of that second, starting early when there are many.
+            lead = timedelta(seconds=min(self.max_lead, rows / claim_rate))
+            entries.append(self._entry(due - lead, due.replace(microsecond=0) + _SECOND_END))
+        for last in leases:
+            # Expired leases are claimed when the claim runs, not ahead: look once the
+            # last lease of that second is over.
+            at = last + self.claim_ahead + _AFTER
+            entries.append(self._entry(at, at))
         self.heap.replace_all(entries)
         for occ, reach in recorded:
             self._push(occ, reach)
         self.horizon = horizon
-        return len(points)
+        return len(entries)
 
     def hint(self, trigger_id: str, due: datetime, reach: datetime | None = None) -> None:
         """Look at `due` (a row this process inserted or re-queued), claiming up to `reach`
@@ -86,11 +101,14 @@ class Window:
         if self.horizon is not None and due > self.horizon:
             return
         occ = Occurrence(due, next(self._ids), trigger_id)
+        top = self.heap.peek()
         self._push(occ, reach or due)
+        if top is None or due < top.fire_at:
+            self.nudged.set()
         if self._recording is not None:
             self._recording.append((occ, reach or due))
 
-    def _entry(self, reach: datetime, at: datetime) -> Occurrence:
+    def _entry(self, at: datetime, reach: datetime) -> Occurrence:
         occ = Occurrence(at, next(self._ids), "")
         if reach > at:
             self._reach[occ.schedule_id] = reach

@@ -66,8 +66,8 @@ DUE_POINTS = (
     " WHERE status = 'pending' AND fire_at <= %(horizon)s"
     " GROUP BY TO_SECONDS(fire_at) ORDER BY NULL"
 )
-LEASE_POINTS = (  # a dead holder's rows become claimable when its lease runs out
-    "SELECT MIN(lease_until), COUNT(*) FROM trigger_schedules"
+LEASE_POINTS = (  # a dead holder's rows become claimable once their leases ran out
+    "SELECT MAX(lease_until) FROM trigger_schedules"
     " WHERE status = 'processing' AND lease_until <= %(horizon)s"
     " GROUP BY TO_SECONDS(lease_until) ORDER BY NULL"
 )
@@ -85,6 +85,17 @@ CLAIM_PENDING = (
     f"{_CLAIM_COLUMNS} WHERE status = 'pending' AND fire_at <= %(until)s"
     " AND (retry_at IS NULL OR retry_at <= %(now)s)"
     " ORDER BY fire_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED"
+)
+
+
+# A catch-up occurrence whose publish failed, to be retried (a row already there is
+# left as it is, unless cancelled).
+_INSERT_RETRY = (
+    "INSERT INTO trigger_schedules (trigger_id, fire_at, status, attempt_count,"
+    " last_attempt_at, retry_at, created_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+    " ON DUPLICATE KEY UPDATE retry_at = IF(status = 'cancelled', VALUES(retry_at), retry_at),"
+    "  attempt_count = IF(status = 'cancelled', VALUES(attempt_count), attempt_count),"
+    "  status = IF(status = 'cancelled', 'pending', status)"
 )
 
 
@@ -117,6 +128,8 @@ class Failed:
     trigger_id: str
     attempt_count: int  # before this attempt
     retry_at: datetime
+    fire_at: datetime  # the claimed row
+    scheduled_for: datetime  # what was to fire (the latest missed one after downtime)
 
 
 def _dt(value: Any) -> datetime:
@@ -160,13 +173,16 @@ async def _transaction(
 # ----------------------------------------------------------------- the window
 
 
-async def due_points(db: Database, horizon: datetime) -> list[tuple[datetime, int]]:
-    """When the loop should look by `horizon`, and at how many rows: the earliest pending
-    occurrence of each second (overdue ones included), and each second in which leases
-    run out."""
+async def due_points(
+    db: Database, horizon: datetime
+) -> tuple[list[tuple[datetime, int]], list[datetime]]:
+    """When the loop should look by `horizon`: the earliest pending occurrence of each
+    second (overdue ones included) with the number of rows in that second, and for each
+    second in which claimed rows' leases run out, the last of them."""
     params = {"horizon": to_db(horizon)}
-    rows = await _tuples(db, DUE_POINTS, params) + await _tuples(db, LEASE_POINTS, params)
-    return [(_dt(row[0]), int(row[1])) for row in rows]
+    pending = [(_dt(row[0]), int(row[1])) for row in await _tuples(db, DUE_POINTS, params)]
+    leases = [_dt(row[0]) for row in await _tuples(db, LEASE_POINTS, params)]
+    return pending, leases
 
 
 # ------------------------------------------------------------------ claiming
@@ -224,6 +240,21 @@ async def trigger_specs(db: Database, ids: Sequence[str]) -> list[SpecRow]:
         list(ids),
     )
     return [(r[0], r[1], r[2], r[3], int(r[4]), r[5]) for r in rows]
+
+
+async def still_ours(
+    db: Database, ids: Sequence[int], *, instance: str, now: datetime
+) -> set[int]:
+    """The ids we still hold an unexpired lease on (the API may have cancelled others)."""
+    if not ids:
+        return set()
+    rows = await _tuples(
+        db,
+        f"SELECT id FROM trigger_schedules WHERE id IN ({_in(ids)}) AND status = 'processing'"
+        " AND claimed_by = %s AND lease_until > %s",
+        [*ids, instance, to_db(now)],
+    )
+    return {int(row[0]) for row in rows}
 
 
 async def refresh_leases(
@@ -330,9 +361,24 @@ async def record_outcomes(
 
 
 async def _requeue(cur: Any, failed: Sequence[Failed], stamp: datetime | None) -> None:
+    caught_up = [f for f in failed if f.scheduled_for != f.fire_at]
+    if caught_up:
+        # The downtime decision stands: the claimed row stays skipped and the occurrence
+        # chosen to fire is what gets retried (as itself: attempted, so never collapsed).
+        await cur.execute(
+            "UPDATE trigger_schedules SET status = 'cancelled', claimed_by = NULL,"
+            f" lease_until = NULL, updated_at = %s WHERE id IN ({_in(caught_up)})",
+            [stamp, *(f.schedule_id for f in caught_up)],
+        )
+        await cur.executemany(
+            _INSERT_RETRY,
+            [(f.trigger_id, to_db(f.scheduled_for), "pending", f.attempt_count + 1, stamp,
+              to_db(f.retry_at), stamp, stamp) for f in caught_up],
+        )  # fmt: skip
     by_attempt: dict[int, list[Failed]] = {}
     for item in failed:
-        by_attempt.setdefault(item.attempt_count, []).append(item)
+        if item.scheduled_for == item.fire_at:
+            by_attempt.setdefault(item.attempt_count, []).append(item)
     for group in by_attempt.values():
         # One retry time per group (the items share an attempt count, so a backoff).
         retry_at = to_db(max(item.retry_at for item in group))
@@ -345,16 +391,6 @@ async def _requeue(cur: Any, failed: Sequence[Failed], stamp: datetime | None) -
         )
 
 
-__all__ = [
-    "ClaimedRow",
-    "Failed",
-    "Fired",
-    "SpecRow",
-    "claim_due",
-    "due_points",
-    "record_outcomes",
-    "refresh_leases",
-    "release",
-    "trigger_specs",
-    "trigger_versions",
-]
+__all__ = ["ClaimedRow", "Failed", "Fired", "SpecRow", "claim_due", "due_points",
+           "record_outcomes", "refresh_leases", "release", "still_ours", "trigger_specs",
+           "trigger_versions"]  # fmt: skip
