@@ -28,7 +28,7 @@ async def _schema_snapshot(db: Database) -> list[tuple[Any, ...]]:
 
 async def test_migrate_twice_changes_nothing(db_server: Any) -> None:
     url = db_server.create()
-    db = Database(DatabaseUrl.parse(url), pool_size=2)
+    db = Database(DatabaseUrl.parse(url), pool_size=1)
     await db.connect()
     try:
         first = await migrate(db)

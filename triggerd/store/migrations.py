@@ -14,6 +14,7 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pymysql
 
@@ -68,45 +69,50 @@ def discover(directory: Path | None = None) -> list[Migration]:
     return found
 
 
-async def _ensure_table(db: Database) -> None:
-    if await _has_table(db):
-        return  # CREATE … IF NOT EXISTS would still raise a "table exists" warning
-    await db.execute(
-        "CREATE TABLE IF NOT EXISTS schema_migrations ("
-        " version INT NOT NULL PRIMARY KEY,"
-        " name VARCHAR(255) NOT NULL,"
-        " applied_at DATETIME(3) NOT NULL"
-        ") ENGINE=InnoDB"
-    )
+_HAS_TABLE = (
+    "SELECT COUNT(*) FROM information_schema.tables"
+    " WHERE table_schema = DATABASE() AND table_name = 'schema_migrations'"
+)
 
 
-async def _has_table(db: Database) -> bool:
-    row = await db.fetchone(
-        "SELECT COUNT(*) AS n FROM information_schema.tables"
-        " WHERE table_schema = DATABASE() AND table_name = 'schema_migrations'"
-    )
-    return bool(row and row["n"])
+async def _versions(cur: Any) -> set[int]:
+    """Applied versions, read on the caller's connection (empty before the first run)."""
+    await cur.execute(_HAS_TABLE)
+    (count,) = await cur.fetchone()
+    if not count:
+        return set()
+    await cur.execute("SELECT version FROM schema_migrations")
+    return {int(row[0]) for row in await cur.fetchall()}
 
 
 async def applied_versions(db: Database) -> set[int]:
-    if not await _has_table(db):
-        return set()
-    rows = await db.fetchall("SELECT version FROM schema_migrations")
-    return {int(r["version"]) for r in rows}
+    async with db.acquire() as conn, conn.cursor() as cur:
+        return await _versions(cur)
 
 
 async def migrate(db: Database, directory: Path | None = None) -> list[Migration]:
     """Apply pending migrations; returns the ones applied (empty when up to date)."""
     migrations = discover(directory)
     applied: list[Migration] = []
+    # Everything runs on the connection that holds the lock: a pool of one is enough.
     async with db.acquire() as conn, conn.cursor() as cur:
         await cur.execute("SELECT GET_LOCK('triggerd_migrate', 60)")
         (got,) = await cur.fetchone()
         if got != 1:
             raise SchemaVersionError("another process holds the migration lock")
         try:
-            await _ensure_table(db)
-            done = await applied_versions(db)
+            done = await _versions(cur)
+            if not done:
+                await cur.execute(_HAS_TABLE)
+                (exists,) = await cur.fetchone()
+                if not exists:  # CREATE … IF NOT EXISTS would still warn "table exists"
+                    await cur.execute(
+                        "CREATE TABLE schema_migrations ("
+                        " version INT NOT NULL PRIMARY KEY,"
+                        " name VARCHAR(255) NOT NULL,"
+                        " applied_at DATETIME(3) NOT NULL"
+                        ") ENGINE=InnoDB"
+                    )
             for migration in migrations:
                 if migration.version in done:
                     continue
