@@ -13,6 +13,7 @@ from typing import Any
 import pymysql
 import pytest
 
+from tests.sink import Sink
 from tests.support import Daemon
 from triggerd.config import DatabaseUrl, Settings, load_settings
 from triggerd.devstack import KafkaBroker, MariaDBServer
@@ -40,6 +41,17 @@ class DatabaseServer:
         b = self.base
         auth = b.user + (f":{b.password}" if b.password else "")
         return f"mysql://{auth}@{b.host}:{b.port}/{name}"
+
+    async def create_migrated(self) -> str:
+        """A new database with every migration applied."""
+        url = self.create()
+        db = Database(DatabaseUrl.parse(url), pool_size=2)
+        await db.connect()
+        try:
+            await migrate(db)
+        finally:
+            await db.close()
+        return url
 
     def drop(self, url: str) -> None:
         name = DatabaseUrl.parse(url).database
@@ -85,15 +97,16 @@ def kafka_bootstrap(kafka_broker: KafkaBroker | str) -> str:
 @pytest.fixture
 async def database_url(db_server: DatabaseServer) -> AsyncIterator[str]:
     """A fresh, migrated database for this test."""
-    url = db_server.create()
-    db = Database(DatabaseUrl.parse(url), pool_size=2)
-    await db.connect()
-    try:
-        await migrate(db)
-    finally:
-        await db.close()
+    url = await db_server.create_migrated()
     yield url
     db_server.drop(url)
+
+
+@pytest.fixture
+async def sink() -> AsyncIterator[Sink]:
+    """A local HTTP target that records what it receives (tests/sink.py)."""
+    async with Sink() as running:
+        yield running
 
 
 @pytest.fixture

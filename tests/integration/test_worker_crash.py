@@ -4,7 +4,6 @@ no second event and no second attempt record."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -23,12 +22,6 @@ from tests.sink import Reply, Sink
 from tests.support import wait_until
 from triggerd.store.db import Database
 from triggerd.worker.consumer import JobConsumer
-
-
-@pytest.fixture
-async def sink() -> AsyncIterator[Sink]:
-    async with Sink() as running:
-        yield running
 
 
 async def count_events(db: Database, trigger_id: str) -> int:

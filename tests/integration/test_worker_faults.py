@@ -4,11 +4,8 @@ delivered once it is back; the role never crashes."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from tests.integration.worker_harness import (
     attempts_of,
@@ -23,12 +20,6 @@ from triggerd.config import DatabaseUrl
 from triggerd.devstack import MariaDBServer
 from triggerd.store.db import Database
 from triggerd.store.migrations import migrate
-
-
-@pytest.fixture
-async def sink() -> AsyncIterator[Sink]:
-    async with Sink() as running:
-        yield running
 
 
 async def test_database_outage_is_ridden_out(tmp_path: Path, settings_for: Any,

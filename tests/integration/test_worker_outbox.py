@@ -4,11 +4,8 @@ through it, the claim query uses its index, and a Kafka outage leaves rows owed.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
-
-import pytest
 
 from tests.integration.worker_harness import (
     event_row,
@@ -25,12 +22,6 @@ from triggerd.devstack import KafkaBroker
 from triggerd.store import outbox
 from triggerd.store.db import Database
 from triggerd.timeutil import utcnow
-
-
-@pytest.fixture
-async def sink() -> AsyncIterator[Sink]:
-    async with Sink() as running:
-        yield running
 
 
 async def owe(db: Database, count: int, config: dict[str, Any], *, ago: float = 1.0,

@@ -15,13 +15,12 @@ import orjson
 from tests.support import wait_until
 from triggerd.bus.jobs import Job
 from triggerd.bus.producer import Bus
-from triggerd.config import DatabaseUrl, Settings, load_settings
+from triggerd.config import Settings, load_settings
 from triggerd.metrics import Metrics
 from triggerd.models import new_id
 from triggerd.services import Services
 from triggerd.store.db import Database
 from triggerd.store.event_rows import EventRecord, delivery_snapshot, insert_events
-from triggerd.store.migrations import migrate
 from triggerd.timeutil import to_db, utcnow
 from triggerd.worker.role import WorkerRole
 
@@ -33,13 +32,7 @@ async def worker_settings(db_server: Any, kafka_bootstrap: str, **overrides: Any
                           ) -> AsyncIterator[Settings]:  # fmt: skip
     """Settings on a fresh migrated database and topic, for a worker shared by the tests
     of a module (joining a consumer group costs seconds on the test broker)."""
-    url = db_server.create()
-    db = Database(DatabaseUrl.parse(url), pool_size=2)
-    await db.connect()
-    try:
-        await migrate(db)
-    finally:
-        await db.close()
+    url = await db_server.create_migrated()
     topic = f"jobs-{new_id()[:10]}"
     env = {
         "TRIGGERD_DATABASE_URL": url, "TRIGGERD_KAFKA_BOOTSTRAP": kafka_bootstrap,
