@@ -91,7 +91,13 @@ async def test_six_field_cron_fires_every_two_seconds_and_advances(
     assert all(0 <= j["_timestamp"] - ms(j["scheduled_for"]) < 1000 for j in jobs[:3])
     assert len({j["event_id"] for j in jobs}) == len(jobs)
 
-    rows = await schedule_rows(db, trigger_id)
+    # Completion is recorded right after the publish ack: poll for it, don't race it.
+    async def advanced() -> list[dict[str, Any]] | None:
+        rows = await schedule_rows(db, trigger_id)
+        done = [r for r in rows if r["status"] == "completed"]
+        return rows if len(done) >= 3 else None
+
+    rows = await wait_until(advanced, timeout=5, what="three completed occurrences")
     completed = [r for r in rows if r["status"] == "completed"]
     pending = [r for r in rows if r["status"] in ("pending", "processing")]
     assert len(completed) >= 3 and len(pending) == 1
