@@ -47,8 +47,9 @@ def main(argv: list[str] | None = None) -> int:
             settings = _load(args.config, {"roles": args.roles})
             settings.database  # noqa: B018 - fails early with a clear message when unset
             from triggerd.daemon import serve
+            from triggerd.eventloop import run
 
-            return asyncio.run(serve(settings))
+            return run(serve(settings), settings.event_loop)
         if args.command == "migrate":
             settings = _load(args.config)
             return asyncio.run(_migrate(settings))

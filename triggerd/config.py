@@ -167,6 +167,7 @@ class Settings:
     retention_batch_size: int = 5000
     log_level: str = "info"
     log_format: str = "json"
+    event_loop: str = "uvloop"
     api_keys: tuple[str, ...] = ()
     api_keys_file: str | None = None
     max_body: int = 1024 * 1024
@@ -216,6 +217,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "retention_batch_size": _int_range(1, 100_000),
     "log_level": _choice("debug", "info", "warning", "error", "critical"),
     "log_format": _choice("json", "text"),
+    "event_loop": _choice("uvloop", "asyncio"),
     "api_keys": _key_list,
     "api_keys_file": _optional_str,
     "max_body": _int_range(1024, 1024 * 1024 * 1024),

@@ -4,11 +4,11 @@ temp dirs. Every TRIGGERD_* setting is honoured except the database and the brok
 
 from __future__ import annotations
 
-import asyncio
 import os
 
 from triggerd.config import load_settings
 from triggerd.devstack import KafkaBroker, MariaDBServer
+from triggerd.eventloop import run
 from triggerd.logs import setup_logging
 from triggerd.systemd import Notifier
 
@@ -44,7 +44,7 @@ def run_dev(config_file: str | None) -> int:
         if "TRIGGERD_PUBLIC_URL" not in environ:
             overrides["public_url"] = base
         settings = load_settings(environ, config_file=config_file, overrides=overrides)
-        return asyncio.run(_migrate_and_serve(settings, _PrintUrls(base)))
+        return run(_migrate_and_serve(settings, _PrintUrls(base)), settings.event_loop)
     except KeyboardInterrupt:
         return 0
     finally:

@@ -1,5 +1,6 @@
 """The worker rides out a database outage: jobs consumed while the server is down are
-delivered once it is back; the role never crashes."""
+delivered once it is back; the role never crashes. An idle worker does not mistake the
+broker's end offset for a reset log."""
 
 from __future__ import annotations
 
@@ -16,10 +17,12 @@ from tests.integration.worker_harness import (
     wait_status,
 )
 from tests.sink import Sink
+from tests.support import wait_until
 from triggerd.config import DatabaseUrl
 from triggerd.devstack import MariaDBServer
 from triggerd.store.db import Database
 from triggerd.store.migrations import migrate
+from triggerd.worker import consumer as consumer_module
 
 
 async def test_database_outage_is_ridden_out(tmp_path: Path, settings_for: Any,
@@ -57,3 +60,34 @@ async def test_database_outage_is_ridden_out(tmp_path: Path, settings_for: Any,
         await db.close()
     finally:
         await asyncio.to_thread(server.close)
+
+
+async def test_an_idle_worker_does_not_reread_a_partition(
+    db: Database, settings_for: Any, sink: Sink, monkeypatch: Any
+) -> None:
+    """tansu answers ListOffsets with the last batch's base offset + 1; a worker that took
+    that for the end of the log saw its position past it and re-read the partition every
+    few seconds. Jobs published as one batch (one trigger: one partition) are processed
+    once, however often the reset check runs."""
+    monkeypatch.setattr(consumer_module, "_RESET_CHECK_INTERVAL", 0.1)
+    config = {"endpoint": sink.url("/batch")}
+    trigger_id = await insert_trigger(db, config)
+    jobs = [job_for(trigger_id, payload={"i": i}) for i in range(5)]
+    for job in jobs:
+        await insert_event(db, job, config)
+    async with running_worker(settings_for()) as worker:
+        results = await worker.bus.publish_many(jobs)  # queued together: one batch
+        assert not [r for r in results if isinstance(r, BaseException)]
+        for job in jobs:
+            await wait_status(db, job.event_id, "success")
+        await wait_until(lambda: _processed(worker, 5), what="five jobs processed")
+        # Some 20 reset checks; a re-read would process the five jobs again.
+        deadline = asyncio.get_running_loop().time() + 2.0
+        while asyncio.get_running_loop().time() < deadline:
+            assert worker.processed == 5
+            await asyncio.sleep(0.1)
+    assert len(sink.requests("/batch")) == 5
+
+
+async def _processed(worker: Any, count: int) -> bool:
+    return bool(worker.processed >= count)

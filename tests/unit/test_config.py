@@ -112,3 +112,24 @@ def test_api_keys_from_env_and_file(tmp_path: Path) -> None:
 
 def test_test_variables_are_not_settings() -> None:
     load_settings({"TRIGGERD_TEST_DATABASE_URL": "x", "TRIGGERD_SQL_DIR": "/tmp"})
+
+
+def test_event_loop_setting() -> None:
+    import asyncio
+
+    import uvloop
+
+    from triggerd.eventloop import loop_factory, run
+
+    assert load_settings({}).event_loop == "uvloop"
+    assert load_settings({"TRIGGERD_EVENT_LOOP": "AsyncIO"}).event_loop == "asyncio"
+    with pytest.raises(ConfigError, match="TRIGGERD_EVENT_LOOP"):
+        load_settings({"TRIGGERD_EVENT_LOOP": "trio"})
+    assert loop_factory("uvloop") is uvloop.new_event_loop
+    assert loop_factory("asyncio") is None
+
+    async def loop_type() -> type:
+        return type(asyncio.get_running_loop())
+
+    assert run(loop_type(), "uvloop") is uvloop.Loop
+    assert not issubclass(run(loop_type(), "asyncio"), uvloop.Loop)
