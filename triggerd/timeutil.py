@@ -13,8 +13,10 @@ _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, No
 
 def utcnow() -> datetime:
     """Aware UTC now, truncated to milliseconds (the precision we store)."""
-    now = datetime.now(UTC)
-    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+    # Whole milliseconds as a float are exact to well under a microsecond, and
+    # fromtimestamp rounds to the nearest one: the result is the millisecond itself.
+    # (Twice as fast as now().replace(); this runs for every event.)
+    return datetime.fromtimestamp(time.time_ns() // 1_000_000 / 1000, UTC)
 
 
 def monotonic() -> float:
@@ -42,10 +44,10 @@ def to_iso(value: datetime | None) -> str | None:
     """ISO 8601 UTC with milliseconds and a `Z`, or None."""
     if value is None:
         return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    value = value.astimezone(UTC)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    if value.tzinfo is not UTC:
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    # "YYYY-MM-DDTHH:MM:SS.mmm" + "Z": isoformat is C code, strftime is not.
+    return value.isoformat(timespec="milliseconds")[:23] + "Z"
 
 
 def from_db(value: datetime | None) -> datetime | None:

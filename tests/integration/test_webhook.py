@@ -115,6 +115,27 @@ async def test_violations_are_400_with_pointers_and_nothing_stored(
     assert await api.count_events() == 0
 
 
+async def test_a_payload_too_deep_to_store_is_400_alone(api: Api) -> None:
+    """JSON that parses but cannot be written back (nested past orjson's ~250 levels) is
+    refused with its own request; requests sent alongside it are stored as usual (it
+    once failed the whole group-commit batch it joined with a 503)."""
+    trigger_id = await make_trigger(api.db)
+    url = f"/api/v1/webhook/{trigger_id}"
+    deep = b'{"deep": ' + b"[" * 300 + b"]" * 300 + b"}"
+
+    async def post_deep() -> tuple[int, Any]:
+        return await api.request("POST", url, data=deep,
+                                 headers={"Content-Type": "application/json"})  # fmt: skip
+
+    results = await asyncio.gather(post_deep(), *[api.post(url, {"i": i}) for i in range(8)])
+    status, body = results[0]
+    assert status == 400, body
+    assert body["error"]["code"] == "validation_error"
+    assert body["error"]["details"]["field"] == "payload"
+    assert [r[0] for r in results[1:]] == [202] * 8
+    assert await api.count_events() == 8
+
+
 async def test_error_statuses(api: Api) -> None:
     hook = await make_trigger(api.db)
     inactive = await make_trigger(api.db, status="inactive")

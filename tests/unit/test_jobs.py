@@ -36,3 +36,13 @@ def test_ephemeral_job_is_keyed_by_event() -> None:
 def test_malformed_jobs_raise_value_error(raw: bytes) -> None:
     with pytest.raises(ValueError):
         Job.decode(raw)
+
+
+def test_a_pre_encoded_payload_is_embedded_as_it_is() -> None:
+    payload = {"b": [1, {"c": None}], "a": "é\u2028"}
+    fired = datetime(2026, 1, 1, tzinfo=UTC)
+    plain = Job("e1", "t1", "webhook", "webhook", False, payload, None, fired)
+    encoded = Job("e1", "t1", "webhook", "webhook", False, payload, None, fired,
+                  payload_json=orjson.dumps(payload))  # fmt: skip
+    assert encoded.encode() == plain.encode()
+    assert Job.decode(encoded.encode()) == plain

@@ -14,12 +14,7 @@ def build_app(services: Services, *, with_api: bool) -> web.Application:
     settings = services.settings
     app = web.Application(
         client_max_size=settings.max_body,
-        middlewares=[
-            middleware.request_id_middleware,
-            middleware.metrics_middleware(services.metrics),
-            middleware.error_middleware,
-            middleware.auth_middleware(settings.all_api_keys()),
-        ],
+        middlewares=[middleware.api_middleware(services.metrics, settings.all_api_keys())],
     )
     app[SERVICES] = services
     ops.add_routes(app)

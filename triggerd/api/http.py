@@ -37,6 +37,12 @@ async def read_raw_json(request: web.Request, *, optional: bool = False) -> tupl
     raw = await request.read()
     if optional and not raw.strip(b" \t\r\n"):  # JSON whitespace only
         return raw, None
+    return raw, parse_json(request, raw)
+
+
+def parse_json(request: web.Request, raw: bytes) -> Any:
+    """The JSON of a body already read: 415 for a non-JSON content type, 400 when
+    malformed."""
     if not _is_json_type(request.content_type):
         raise ApiError(
             f"expected Content-Type application/json, got {request.content_type or 'none'}",
@@ -44,7 +50,7 @@ async def read_raw_json(request: web.Request, *, optional: bool = False) -> tupl
             code="unsupported_media_type",
         )
     try:
-        return raw, orjson.loads(raw)
+        return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise ApiError(f"malformed JSON body: {exc}", code="malformed_json") from None
 

@@ -41,6 +41,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
 
 import fastjsonschema
+import orjson
 
 from triggerd.errors import ValidationError
 
@@ -121,6 +122,17 @@ def violations(validator: Validator, payload: Any) -> list[dict[str, str]]:
     except Exception:  # e.g. RecursionError on a very deep payload
         return [{"path": "", "message": "payload could not be checked against the schema"}]
     return []
+
+
+def encode_payload(payload: object, field: str = "payload") -> bytes:
+    """`payload` as compact JSON, encoded once per event (the row and the Kafka job reuse
+    the bytes); ValidationError(field) for JSON orjson could read but cannot write back
+    (nested deeper than orjson's ~250 levels): refused with this request, rather than
+    failing the whole group-commit batch it would join."""
+    try:
+        return orjson.dumps(payload)
+    except orjson.JSONEncodeError as exc:
+        raise ValidationError(field, f"cannot be stored: {exc}") from None
 
 
 def check_storable(value: object, field: str) -> None:
@@ -389,4 +401,4 @@ def _fail(reason: str, schema_path: str | None = None) -> NoReturn:
     raise ValidationError(FIELD, f"invalid JSON Schema{where}: {reason}", details=details)
 
 
-__all__ = ["FIELD", "Validator", "check_storable", "compile_schema", "violations"]
+__all__ = ["FIELD", "Validator", "check_storable", "compile_schema", "encode_payload", "violations"]

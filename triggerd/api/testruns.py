@@ -20,6 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from triggerd.api.http import json_response, read_json, read_raw_json
+from triggerd.api.payloads import encode_payload
 from triggerd.api.validation import validate_create
 from triggerd.api.webhook import ValidatorCache, check_payload, ensure_pipeline, unavailable
 from triggerd.errors import NotFound, ValidationError
@@ -41,6 +42,7 @@ def _record(trigger_id: str | None, name: str, kind: str, config: dict[str, Any]
         id=new_id(), trigger_id=trigger_id, trigger_name=name, trigger_type=kind,
         source=SOURCE, is_test_run=True, payload=payload, delivery=delivery_snapshot(config),
         fired_at=now, note=NOTE, publish_at=now + PUBLISH_GRACE,
+        payload_json=encode_payload(payload),
     )  # fmt: skip
 
 

@@ -8,10 +8,15 @@ raw bytes before parsing), content type (415), JSON (400), schema (400 with
 `details.violations`), Idempotency-Key (400 when empty or over 255 characters).
 
 Caches, both per process:
-- triggers by id for TRIGGER_TTL (1 s), unknown ids too: a status change, an update
-  or a delete takes effect on ingestion within one second;
+- webhook targets (the trigger row, prepared) by id for TRIGGER_TTL (1 s), unknown ids
+  too: a status change, an update or a delete takes effect on ingestion within one
+  second;
 - compiled schema validators by (trigger id, version), LRU-bounded: an update bumps
   the version, so a changed schema is never validated with a stale validator.
+
+The payload is encoded to JSON once, here; the event row and the Kafka job reuse the
+bytes. A payload orjson can read but not write back (nested over ~250 levels) is a 400
+for its own request instead of failing the group-commit batch it would have joined.
 """
 
 from __future__ import annotations
@@ -22,12 +27,13 @@ import hmac
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
-from triggerd.api.http import json_response, read_raw_json
-from triggerd.api.payloads import Validator, compile_schema, violations
+from triggerd.api.http import parse_json
+from triggerd.api.payloads import Validator, compile_schema, encode_payload, violations
 from triggerd.errors import ApiError, Conflict, NotFound, Unauthorized, ValidationError
 from triggerd.models import Trigger, new_id, parse_uuid
 from triggerd.services import Services
@@ -41,6 +47,7 @@ TRIGGER_TTL = 1.0
 MAX_CACHED_TRIGGERS = 10_000
 MAX_CACHED_VALIDATORS = 1024
 MAX_KEY_CHARS = 255
+_JSON = {"Content-Type": "application/json"}
 
 INGEST: web.AppKey[IngestPipeline] = web.AppKey("ingest", IngestPipeline)
 
@@ -71,42 +78,16 @@ def unavailable(exc: Exception) -> ApiError:
                     code="unavailable")  # fmt: skip
 
 
-class TriggerCache:
-    """Trigger rows by id for `ttl` seconds (misses too), LRU-bounded; concurrent misses
-    for one id share one query."""
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What ingestion needs of a webhook trigger, prepared once per load of the row:
+    its compiled validator, its HMAC secret and the delivery settings every event
+    snapshots."""
 
-    def __init__(self, db: Database, ttl: float = TRIGGER_TTL,
-                 max_size: int = MAX_CACHED_TRIGGERS) -> None:  # fmt: skip
-        self.db = db
-        self.ttl = ttl
-        self.max_size = max_size
-        self._entries: OrderedDict[str, tuple[float, Trigger | None]] = OrderedDict()
-        self._loading: dict[str, asyncio.Future[Trigger | None]] = {}
-
-    async def get(self, trigger_id: str) -> Trigger | None:
-        entry = self._entries.get(trigger_id)
-        now = time.monotonic()
-        if entry is not None and entry[0] > now:
-            return entry[1]
-        loading = self._loading.get(trigger_id)
-        if loading is not None:
-            return await asyncio.shield(loading)
-        future: asyncio.Future[Trigger | None] = asyncio.get_running_loop().create_future()
-        self._loading[trigger_id] = future
-        try:
-            trigger = await fetch_trigger(self.db, trigger_id)
-        except Exception as exc:
-            future.set_exception(exc)
-            future.exception()  # mark retrieved: waiters (if any) get it too
-            raise
-        finally:
-            del self._loading[trigger_id]
-        future.set_result(trigger)
-        self._entries[trigger_id] = (now + self.ttl, trigger)
-        self._entries.move_to_end(trigger_id)
-        while len(self._entries) > self.max_size:
-            self._entries.popitem(last=False)
-        return trigger
+    trigger: Trigger
+    validator: Validator | None
+    secret: str | None
+    delivery: dict[str, Any]
 
 
 class ValidatorCache:
@@ -127,6 +108,57 @@ class ValidatorCache:
         while len(self._entries) > self.max_size:
             self._entries.popitem(last=False)
         return validator
+
+
+class TargetCache:
+    """Webhook targets by the id as it appears in the URL, for `ttl` seconds (unknown
+    ids too), LRU-bounded; concurrent misses for one id share one query. A reload of
+    an unchanged trigger reuses its compiled validator."""
+
+    def __init__(self, db: Database, ttl: float = TRIGGER_TTL,
+                 max_size: int = MAX_CACHED_TRIGGERS) -> None:  # fmt: skip
+        self.db = db
+        self.ttl = ttl
+        self.max_size = max_size
+        self.validators = ValidatorCache()
+        self._entries: OrderedDict[str, tuple[float, Target | None]] = OrderedDict()
+        self._loading: dict[str, asyncio.Future[Target | None]] = {}
+
+    async def get(self, raw_id: str) -> Target | None:
+        entry = self._entries.get(raw_id)
+        now = time.monotonic()
+        if entry is not None and entry[0] > now:
+            return entry[1]
+        loading = self._loading.get(raw_id)
+        if loading is not None:
+            return await asyncio.shield(loading)
+        future: asyncio.Future[Target | None] = asyncio.get_running_loop().create_future()
+        self._loading[raw_id] = future
+        try:
+            target = await self._load(raw_id)
+        except Exception as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: waiters (if any) get it too
+            raise
+        finally:
+            del self._loading[raw_id]
+        future.set_result(target)
+        self._entries[raw_id] = (now + self.ttl, target)
+        self._entries.move_to_end(raw_id)
+        while len(self._entries) > self.max_size:
+            self._entries.popitem(last=False)
+        return target
+
+    async def _load(self, raw_id: str) -> Target | None:
+        trigger_id = parse_uuid(raw_id)
+        if trigger_id is None:
+            return None
+        trigger = await fetch_trigger(self.db, trigger_id)
+        if trigger is None or trigger.type != "webhook":
+            return None
+        secret = trigger.config.get("secret")
+        return Target(trigger, self.validators.get(trigger), str(secret) if secret else None,
+                      delivery_snapshot(trigger.config))  # fmt: skip
 
 
 def check_payload(validators: ValidatorCache, trigger: Trigger, payload: Any) -> None:
@@ -161,12 +193,18 @@ class WebhookHandler:
     def __init__(self, services: Services, pipeline: IngestPipeline) -> None:
         self.services = services
         self.pipeline = pipeline
-        self.triggers = TriggerCache(services.db)
-        self.validators = ValidatorCache()
+        self.targets = TargetCache(services.db)
         counter = services.metrics.webhook_requests
-        self._count: Callable[[int], None] = lambda code: counter.labels(str(code)).inc()
+        self._counters: dict[int, Callable[[], None]] = {}
+        self._counter = counter
 
-    async def __call__(self, request: web.Request) -> web.StreamResponse:
+    def _count(self, code: int) -> None:
+        inc = self._counters.get(code)
+        if inc is None:
+            inc = self._counters[code] = self._counter.labels(str(code)).inc
+        inc()
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
         code = 500
         try:
             response = await self._ingest(request)
@@ -178,44 +216,47 @@ class WebhookHandler:
         finally:
             self._count(code)
 
-    async def _trigger(self, raw_id: str) -> Trigger:
-        trigger_id = parse_uuid(raw_id)
-        if trigger_id is None:
-            raise NotFound("no such webhook trigger")
+    async def _target(self, raw_id: str) -> Target:
         try:
-            trigger = await self.triggers.get(trigger_id)
+            target = await self.targets.get(raw_id)
         except Exception as exc:
             raise unavailable(exc) from None
-        if trigger is None or trigger.type != "webhook":
+        if target is None:
             raise NotFound("no such webhook trigger")
-        if trigger.status != "active":
+        if target.trigger.status != "active":
             raise Conflict("the trigger is inactive", code="trigger_inactive")
-        return trigger
+        return target
 
     async def _ingest(self, request: web.Request) -> web.Response:
-        trigger = await self._trigger(request.match_info["trigger_id"])
+        target = await self._target(request.match_info["trigger_id"])
+        trigger = target.trigger
         raw = await request.read()
-        secret = trigger.config.get("secret")
-        if secret:
-            check_signature(str(secret), raw, request.headers.get("X-Signature"))
-        _, payload = await read_raw_json(request)
-        check_payload(self.validators, trigger, payload)
+        if target.secret:
+            check_signature(target.secret, raw, request.headers.get("X-Signature"))
+        payload = parse_json(request, raw)
+        if target.validator is not None:
+            found = violations(target.validator, payload)
+            if found:
+                raise ValidationError("payload", "does not match the trigger's schema",
+                                      details={"violations": found})  # fmt: skip
         key = _idempotency_key(request)
         now = utcnow()
         record = EventRecord(
             id=new_id(), trigger_id=trigger.id, trigger_name=trigger.name,
             trigger_type=trigger.type, source="webhook", is_test_run=False, payload=payload,
-            delivery=delivery_snapshot(trigger.config), fired_at=now,
-            publish_at=now + PUBLISH_GRACE,
+            delivery=target.delivery, fired_at=now, publish_at=now + PUBLISH_GRACE,
+            payload_json=encode_payload(payload),
         )  # fmt: skip
         try:
             event_id = await self.pipeline.submit(record, key, len(raw))
         except (Overloaded, IngestUnavailable) as exc:
             raise unavailable(exc) from None
-        return json_response({"event_id": event_id, "status": "accepted"}, status=202)
+        return web.Response(body=b'{"event_id":"%s","status":"accepted"}' % event_id.encode(),
+                            status=202, headers=_JSON)  # fmt: skip
 
 
 def add_routes(app: web.Application, services: Services) -> None:
     handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-    handler = WebhookHandler(services, ensure_pipeline(app, services))
+    # The bound coroutine method itself: aiohttp wraps any other callable per request.
+    handler = WebhookHandler(services, ensure_pipeline(app, services)).handle
     app.router.add_post("/api/v1/webhook/{trigger_id}", handler)

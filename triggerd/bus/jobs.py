@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -11,7 +11,7 @@ import orjson
 from triggerd.timeutil import parse_iso_utc, to_iso
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Job:
     event_id: str
     trigger_id: str | None
@@ -22,6 +22,9 @@ class Job:
     scheduled_for: datetime | None
     fired_at: datetime
     attempt: int = 1
+    # `payload` already encoded, when the producer of the job has it: encode() embeds
+    # the bytes instead of serializing the payload again.
+    payload_json: bytes | None = field(default=None, compare=False, repr=False)
 
     @property
     def key(self) -> bytes:
@@ -37,7 +40,9 @@ class Job:
                 "type": self.type,
                 "source": self.source,
                 "is_test_run": self.is_test_run,
-                "payload": self.payload,
+                "payload": self.payload
+                if self.payload_json is None
+                else orjson.Fragment(self.payload_json),
                 "scheduled_for": to_iso(self.scheduled_for),
                 "fired_at": to_iso(self.fired_at),
                 "attempt": self.attempt,

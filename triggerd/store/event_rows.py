@@ -10,7 +10,7 @@ delivery use the same column with the backoff as the time.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -28,7 +28,7 @@ def delivery_snapshot(config: Mapping[str, Any]) -> dict[str, Any]:
     return {key: config[key] for key in DELIVERY_KEYS if key in config}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EventRecord:
     id: str
     trigger_id: str | None
@@ -44,6 +44,13 @@ class EventRecord:
     publish_at: datetime | None = None  # outbox: None when already published
     published_at: datetime | None = None
     execution_status: str = "pending"
+    # `payload` already encoded (api.payloads.encode_payload), when the writer has it.
+    payload_json: bytes | None = field(default=None, compare=False, repr=False)
+
+    def payload_bytes(self) -> bytes:
+        if self.payload_json is not None:
+            return self.payload_json
+        return orjson.dumps(self.payload)
 
     def params(self) -> dict[str, Any]:
         return {
@@ -54,7 +61,7 @@ class EventRecord:
             "source": self.source,
             "is_test_run": 1 if self.is_test_run else 0,
             "note": self.note,
-            "payload": orjson.dumps(self.payload).decode(),
+            "payload": self.payload_bytes().decode(),
             "delivery": orjson.dumps(self.delivery).decode(),
             "scheduled_for": to_db(self.scheduled_for),
             "fired_at": to_db(self.fired_at),
