@@ -147,18 +147,24 @@ class JobConsumer:
             await asyncio.wait({committer})
 
     async def _rewind_reset_partitions(self, consumer: AIOKafkaConsumer) -> None:
-        """A position past the end of its partition means the log was reset under us (a
-        broker that lost its data, a topic deleted and recreated): Kafka would answer
-        OFFSET_OUT_OF_RANGE, some Kafka-protocol brokers just return nothing, forever.
-        Read such a partition again from its beginning; what was already delivered is
-        absorbed as duplicates."""
+        """A partition whose log was reset under us (a broker that lost its data, a topic
+        deleted and recreated) is read again from its beginning; what was already
+        delivered is absorbed as duplicates. Kafka itself answers OFFSET_OUT_OF_RANGE and
+        aiokafka rewinds (auto_offset_reset); some Kafka-protocol brokers just return
+        nothing, forever, which is what this catches: a fetch at our position answered
+        with a high watermark below it.
+
+        The high watermark of the fetch responses, not ListOffsets: tansu answers
+        ListOffsets with the last batch's base offset + 1, below the true end whenever
+        that batch holds several records (taken as the end, whole partitions were
+        re-read every few seconds)."""
         try:
             async with asyncio.timeout(_RESET_CHECK_TIMEOUT):
-                assigned = list(consumer.assignment())
-                if not assigned:
-                    return
-                ends = await consumer.end_offsets(assigned)
-                stale = [tp for tp, end in ends.items() if await consumer.position(tp) > end]
+                stale = []
+                for tp in consumer.assignment():
+                    highwater = consumer.highwater(tp)
+                    if highwater is not None and await consumer.position(tp) > highwater:
+                        stale.append(tp)
                 if stale:
                     numbers = sorted(tp.partition for tp in stale)
                     log.warning("partitions %s were reset by the broker: reading them again",
