@@ -9,8 +9,11 @@ webhook trigger with a JSON Schema, then:
    CPU 1; `apt-get install wrk`): accepted req/s, p50/p99 — every request validated,
    durably written (group commit) and published;
 2. the same wrk load against a minimal aiohttp handler that parses the JSON and
-   answers 202 (the ceiling of this machine), and the ratio;
-3. `triggerd run --roles api,worker` and an open-loop client at `--e2e-rate` webhooks/s
+   answers 202 (the ceiling of this machine), and the ratio; and against a naive
+   aiohttp + aiomysql handler that INSERTs each request on its own (no validation, no
+   publish), for scale;
+3. `triggerd run --roles api` and `triggerd run --roles worker` (two processes, as
+   roles are split in production) and an open-loop client at `--e2e-rate` webhooks/s
    for `--e2e-seconds`; a sink process records when each delivery arrives: p50/p99 of
    (arrival − 202 received) and (arrival − request sent), and, from the table, of
    (published_at − fired_at), the fast-path publish alone.
@@ -154,6 +157,39 @@ def ceiling_server(port: int) -> None:
     web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
 
 
+def naive_server(port: int, database_url: str) -> None:
+    """aiohttp + aiomysql, one INSERT per request (autocommit), answering 202."""
+    import aiomysql
+    import orjson
+    from aiohttp import web
+
+    from triggerd.config import DatabaseUrl
+
+    url = DatabaseUrl.parse(database_url)
+
+    async def startup(app: web.Application) -> None:
+        app["pool"] = await aiomysql.create_pool(
+            host=url.host, port=url.port, user=url.user, password=url.password,
+            db=url.database, autocommit=True, maxsize=32)  # fmt: skip
+        async with app["pool"].acquire() as conn, conn.cursor() as cur:
+            await cur.execute("CREATE TABLE IF NOT EXISTS naive (id CHAR(36) PRIMARY KEY,"
+                              " trigger_id CHAR(36), payload LONGTEXT, created_at DATETIME(3))")
+
+    async def handle(request: web.Request) -> web.Response:
+        payload = orjson.loads(await request.read())
+        event_id = str(uuid.uuid4())
+        async with request.app["pool"].acquire() as conn, conn.cursor() as cur:
+            await cur.execute("INSERT INTO naive VALUES (%s, %s, %s, UTC_TIMESTAMP(3))",
+                              (event_id, request.match_info["id"], orjson.dumps(payload).decode()))
+        return web.Response(status=202, body=orjson.dumps({"event_id": event_id}),
+                            content_type="application/json")  # fmt: skip
+
+    app = web.Application()
+    app.on_startup.append(startup)
+    app.router.add_post("/hook/{id}", handle)
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+
+
 def sink_server(port: int, out: str) -> None:
     """Records the arrival time (time.time()) of every delivery by X-Event-Id."""
     from aiohttp import web
@@ -280,9 +316,12 @@ def main() -> None:
     parser.add_argument("--e2e-seconds", type=float, default=10.0)
     parser.add_argument("--ceiling-server", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--sink", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--naive-server", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.ceiling_server:
         return ceiling_server(args.ceiling_server)
+    if args.naive_server:
+        return naive_server(int(args.naive_server[0]), args.naive_server[1])
     if args.sink:
         return sink_server(int(args.sink[0]), args.sink[1])
 
@@ -326,14 +365,30 @@ def main() -> None:
               f"p50 {top['p50_ms']:.2f} ms, p99 {top['p99_ms']:.2f} ms")
         print(f"ratio triggerd/ceiling: {ours['accepted_per_s'] / top['accepted_per_s']:.2f}")
 
+        nport = free_port()
+        naive = subprocess.Popen(pinned(0, [sys.executable, __file__, "--naive-server",
+                                            str(nport), url]))  # fmt: skip
+        procs.append(naive)
+        time.sleep(1.5)
+        plain = run_wrk(f"http://127.0.0.1:{nport}/hook/{trigger_id}", args.seconds,
+                        args.connections, lua)  # fmt: skip
+        stop(naive)
+        print(f"naive (aiohttp + aiomysql, one INSERT per request, no validation or publish):"
+              f" {plain['accepted_per_s']:,.0f} req/s, p50 {plain['p50_ms']:.2f} ms,"
+              f" p99 {plain['p99_ms']:.2f} ms")
+
         sink_port, arrivals_file = free_port(), work / "arrivals.json"
         sink = subprocess.Popen([sys.executable, __file__, "--sink", str(sink_port),
                                  str(arrivals_file)])  # fmt: skip
         procs.append(sink)
         hook = insert_trigger(mariadb.port, "bench", f"http://127.0.0.1:{sink_port}/in")
         port = free_port()
-        daemon = start_daemon(env, "api,worker", port, work / "daemon-e2e.log", cpu=None)
+        daemon = start_daemon(env, "api", port, work / "daemon-e2e.log", cpu=None)
         procs.append(daemon)
+        worker = start_daemon({**env, "TRIGGERD_KAFKA_SESSION_TIMEOUT": "6s",
+                               "TRIGGERD_KAFKA_HEARTBEAT_INTERVAL": "1s"},
+                              "worker", free_port(), work / "worker-e2e.log", cpu=None)  # fmt: skip
+        procs.append(worker)
         hook_url = f"http://127.0.0.1:{port}/api/v1/webhook/{hook}"
         # Warm-up: the worker has joined its consumer group once one delivery succeeded.
         asyncio.run(drive_open_loop(hook_url, 1, 1))
@@ -342,6 +397,7 @@ def main() -> None:
         wait_delivered(mariadb.port, "bench", hook, len(sent) + 1, timeout=120)
         stop(sink)
         stop(daemon)
+        stop(worker)
         arrivals = json.loads(arrivals_file.read_text())
         after_202 = [(arrivals[e] - t[1]) * 1000 for e, t in sent.items() if e in arrivals]
         after_send = [(arrivals[e] - t[0]) * 1000 for e, t in sent.items() if e in arrivals]
