@@ -1,0 +1,98 @@
+"""`triggerd dev`, the README's first command: a private MariaDB and broker, all roles,
+one `name: URL` line each, and nothing left running after Ctrl-C (SPEC §2)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.support import wait_until
+from triggerd.devstack import free_port
+
+pytestmark = pytest.mark.e2e
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # "pid (comm) state ppid …"; comm may hold spaces and parentheses
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+async def test_dev_runs_everything_and_ctrl_c_leaves_nothing(tmp_path: Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRIGGERD_")}
+    env.update(TRIGGERD_HTTP_PORT=str(port), TRIGGERD_LOG_LEVEL="info")
+    log = tmp_path / "dev.log"
+    with open(log, "wb") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "triggerd", "dev"], env=env,
+                                stdout=subprocess.PIPE, stderr=err)  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as http:
+
+            async def healthy() -> bool:
+                if proc.poll() is not None:
+                    raise AssertionError(f"dev exited {proc.returncode}: {log.read_text()}")
+                async with http.get(f"{base}/health") as resp:
+                    return resp.status == 200
+
+            await wait_until(healthy, timeout=90, what="triggerd dev healthy")
+            servers = children_of(proc.pid)
+            assert len(servers) >= 2, servers  # the private MariaDB and broker
+
+            create = {"name": "dev-hook", "type": "webhook", "config": {}}
+            async with http.post(f"{base}/api/v1/triggers", json=create) as resp:
+                assert resp.status == 201, await resp.text()
+                trigger_id = (await resp.json())["id"]
+            async with http.post(f"{base}/api/v1/webhook/{trigger_id}", json={"a": 1}) as resp:
+                assert resp.status == 202, await resp.text()
+                event_id = (await resp.json())["event_id"]
+
+            async def published() -> bool:  # through Kafka and the worker: no endpoint
+                async with http.get(f"{base}/api/v1/events/{event_id}") as resp:
+                    body = await resp.json()
+                    return resp.status == 200 and body.get("execution_status") == "published"
+
+            await wait_until(published, timeout=60, what="the event consumed by the worker")
+
+        proc.send_signal(signal.SIGINT)
+        code = await asyncio.to_thread(proc.wait, 40)
+        assert code == 0, log.read_text()[-5000:]
+        assert proc.stdout is not None
+        lines = proc.stdout.read().decode().splitlines()
+        assert f"api: {base}/api/v1" in lines
+        assert f"docs: {base}/api/docs" in lines
+        assert f"health: {base}/health" in lines
+
+        async def all_gone() -> bool:
+            return not [pid for pid in servers if alive(pid)]
+
+        await wait_until(all_gone, timeout=10, what="the private servers stopped")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
