@@ -12,6 +12,7 @@ late or duplicate job cannot move an event backwards.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -83,13 +84,63 @@ class Outcome:
     retry_at: datetime | None = None  # when status == retrying: the next attempt is owed
 
 
+_EVENT_COLUMNS = ("id, trigger_id, payload, delivery, execution_status, attempts, attempt_base,"
+                  " publish_attempt")  # fmt: skip
+
+
 async def load_event(db: Database, event_id: str) -> EventState | None:
     row = await db.fetchone(
-        "SELECT id, trigger_id, payload, delivery, execution_status, attempts, attempt_base,"
-        " publish_attempt FROM event_logs WHERE id = %(id)s",
-        {"id": event_id},
+        f"SELECT {_EVENT_COLUMNS} FROM event_logs WHERE id = %(id)s", {"id": event_id}
     )
     return EventState.from_row(row) if row else None
+
+
+class EventLoader:
+    """load_event for many jobs at once: the calls made in one turn of the event loop
+    (the jobs of one Kafka fetch start together) share one `SELECT … WHERE id IN (…)`.
+    A failed query fails every call it served; callers retry as they would one query."""
+
+    def __init__(self, db: Database, max_batch: int = 500) -> None:
+        self.db = db
+        self.max_batch = max_batch
+        self._waiting: dict[str, list[asyncio.Future[EventState | None]]] = {}
+        self._running: set[asyncio.Task[None]] = set()
+
+    async def load(self, event_id: str) -> EventState | None:
+        loop = asyncio.get_running_loop()
+        if not self._waiting:
+            loop.call_soon(self._flush)
+        future: asyncio.Future[EventState | None] = loop.create_future()
+        self._waiting.setdefault(event_id, []).append(future)
+        return await future
+
+    def _flush(self) -> None:
+        waiting, self._waiting = self._waiting, {}
+        ids = list(waiting)
+        for start in range(0, len(ids), self.max_batch):
+            chunk = {i: waiting[i] for i in ids[start : start + self.max_batch]}
+            task = asyncio.get_running_loop().create_task(self._load(chunk))
+            self._running.add(task)  # a reference until it is done
+            task.add_done_callback(self._running.discard)
+
+    async def _load(self, waiting: dict[str, list[asyncio.Future[EventState | None]]]) -> None:
+        try:
+            marks = ", ".join(["%s"] * len(waiting))
+            rows = await self.db.fetchall(
+                f"SELECT {_EVENT_COLUMNS} FROM event_logs WHERE id IN ({marks})", list(waiting)
+            )
+            # keyed as the column compares: ids match case-insensitively
+            found = {row["id"].lower(): EventState.from_row(row) for row in rows}
+        except Exception as exc:
+            for futures in waiting.values():
+                for future in futures:
+                    if not future.done():
+                        future.set_exception(exc)
+            return
+        for event_id, futures in waiting.items():
+            for future in futures:
+                if not future.done():
+                    future.set_result(found.get(event_id.lower()))
 
 
 async def load_trigger(db: Database, trigger_id: str) -> TriggerRow | None:

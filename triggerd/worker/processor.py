@@ -59,6 +59,7 @@ class JobProcessor:
         self.metrics = services.metrics
         self.http = http
         self.wake_relay = wake_relay
+        self.events = deliveries.EventLoader(self.db)
         # How long a final write may outlive a cancellation (it normally takes ms; when
         # the database is down, waiting longer does not help: the job is redelivered).
         self.grace = min(2.0, services.settings.shutdown_timeout)
@@ -105,7 +106,7 @@ class JobProcessor:
         deadline = time.monotonic() + EVENT_WAIT
         while True:
             event = await retry_transient(
-                lambda: deliveries.load_event(self.db, job.event_id), "loading an event"
+                lambda: self.events.load(job.event_id), "loading an event"
             )
             if event is not None or time.monotonic() >= deadline:
                 break
