@@ -15,6 +15,7 @@ from tests.integration.worker_harness import (
     insert_event,
     insert_trigger,
     job_for,
+    processed_at_least,
     running_worker,
     wait_status,
 )
@@ -54,7 +55,7 @@ async def test_outcome_stored_but_offset_not_committed(
     monkeypatch.undo()
 
     async with running_worker(settings) as second:
-        await wait_until(lambda: _processed(second, 1), what="the job redelivered")
+        await wait_until(lambda: processed_at_least(second, 1), what="the job redelivered")
     assert len(sink.requests("/committed-late")) == 1
     assert len(await attempts_of(db, job.event_id)) == 1
     assert await count_events(db, trigger_id) == 1
@@ -111,6 +112,3 @@ async def test_shutdown_finishes_in_flight_deliveries(settings_for: Any, db: Dat
     [attempt] = await attempts_of(db, job.event_id)
     assert attempt["finished_at"] is not None
 
-
-async def _processed(worker: Any, count: int) -> bool:
-    return bool(worker.processed >= count)

@@ -24,6 +24,7 @@ from tests.integration.worker_harness import (
     insert_event,
     insert_trigger,
     job_for,
+    processed_at_least,
     running_worker,
     wait_status,
     worker_settings,
@@ -188,7 +189,7 @@ async def test_same_job_twice_delivers_once(worker: RunningWorker, db: Database,
     before = worker.processed
     await worker.publish(job, job)
 
-    await wait_until(lambda: _at_least(worker, before + 2), what="both copies processed")
+    await wait_until(lambda: processed_at_least(worker, before + 2), what="both copies processed")
     row = await wait_status(db, job.event_id, "success")
     assert row["attempts"] == 1
     assert len(await attempts_of(db, job.event_id)) == 1
@@ -244,9 +245,6 @@ async def test_a_job_ahead_of_its_event_row_is_materialized(worker: RunningWorke
     assert await find_event(db, orphan.event_id) is None
 
 
-async def _at_least(worker: RunningWorker, count: int) -> bool:
-    return worker.processed >= count
-
 
 WHSEC = "whsec_" + base64.b64encode(b"k" * 32).decode()
 
@@ -290,4 +288,4 @@ async def test_malformed_messages_are_skipped(worker: RunningWorker, db: Databas
         await producer.stop()
     await worker.publish(job)
     await wait_status(db, job.event_id, "success")
-    await wait_until(lambda: _at_least(worker, before + 3), what="all three consumed")
+    await wait_until(lambda: processed_at_least(worker, before + 3), what="all three consumed")

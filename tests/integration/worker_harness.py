@@ -135,6 +135,11 @@ class RunningWorker:
             await self.bus.publish(job)
 
 
+async def processed_at_least(worker: RunningWorker, count: int) -> bool:
+    """A wait_until probe: the worker has finished `count` jobs (duplicates included)."""
+    return worker.processed >= count
+
+
 @contextlib.asynccontextmanager
 async def running_worker(settings: Settings, *, wait_assigned: bool = True
                          ) -> AsyncIterator[RunningWorker]:  # fmt: skip

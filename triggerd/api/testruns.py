@@ -86,7 +86,7 @@ class TestRuns:
         if "payload" in body:
             payload = body["payload"]
             if trigger.type == "webhook":
-                check_payload(self.validators, trigger, payload)
+                check_payload(self.validators.get(trigger), payload)
         else:
             payload = trigger.config.get("payload", {})
         record = _record(trigger.id, trigger.name, trigger.type, trigger.config, payload)
