@@ -320,12 +320,57 @@ def published_delays(db_port: int, database: str, trigger_id: str) -> list[float
     return values
 
 
+Procs = list[subprocess.Popen[bytes] | None]
+
+
+def throughput(args: argparse.Namespace, env: dict[str, str], url: str, mariadb: MariaDBServer,
+               work: Path, lua: Path, procs: Procs) -> None:  # fmt: skip
+    """triggerd's webhook route, the bare aiohttp ceiling and the naive handler under wrk."""
+    port = free_port()
+    trigger_id = insert_trigger(mariadb.port, "bench", None)
+    daemon = start_daemon(env, "api", port, work / "daemon-api.log")
+    procs.append(daemon)
+    ours = run_wrk(f"http://127.0.0.1:{port}/api/v1/webhook/{trigger_id}", args.seconds,
+                   args.connections, lua)  # fmt: skip
+    stop(daemon)
+    print(f"triggerd webhook (validate + group commit + publish): "
+          f"{ours['accepted_per_s']:,.0f} accepted req/s, p50 {ours['p50_ms']:.2f} ms, "
+          f"p99 {ours['p99_ms']:.2f} ms, non-2xx {ours['non_2xx']}, "
+          f"socket errors {ours['socket_errors']}")
+
+    cport = free_port()
+    ceiling = subprocess.Popen(pinned(0, [sys.executable, __file__, "--ceiling-server",
+                                          str(cport)]))  # fmt: skip
+    procs.append(ceiling)
+    time.sleep(1.5)
+    top = run_wrk(f"http://127.0.0.1:{cport}/hook/x", args.seconds, args.connections, lua)
+    stop(ceiling)
+    print(f"ceiling (aiohttp: parse JSON, 202): {top['accepted_per_s']:,.0f} req/s, "
+          f"p50 {top['p50_ms']:.2f} ms, p99 {top['p99_ms']:.2f} ms")
+    print(f"ratio triggerd/ceiling: {ours['accepted_per_s'] / top['accepted_per_s']:.2f}")
+
+    nport = free_port()
+    naive = subprocess.Popen(pinned(0, [sys.executable, __file__, "--naive-server",
+                                        str(nport), url]))  # fmt: skip
+    procs.append(naive)
+    time.sleep(1.5)
+    plain = run_wrk(f"http://127.0.0.1:{nport}/hook/{trigger_id}", args.seconds,
+                    args.connections, lua)  # fmt: skip
+    stop(naive)
+    print(f"naive (aiohttp + aiomysql, one INSERT per request, no validation or publish):"
+          f" {plain['accepted_per_s']:,.0f} req/s, p50 {plain['p50_ms']:.2f} ms,"
+          f" p99 {plain['p99_ms']:.2f} ms")
+
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--e2e-rate", type=int, default=1000)
     parser.add_argument("--e2e-seconds", type=float, default=10.0)
+    parser.add_argument("--e2e-only", action="store_true",
+                        help="skip the throughput runs (triggerd, ceiling, naive)")
     parser.add_argument("--ceiling-server", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--sink", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--naive-server", nargs=2, help=argparse.SUPPRESS)
@@ -341,7 +386,7 @@ def main() -> None:
     lua = work / "post.lua"
     lua.write_text(WRK_LUA % json.dumps(BODY))
     mariadb, broker = MariaDBServer(), KafkaBroker()
-    procs: list[subprocess.Popen[bytes] | None] = []
+    procs: Procs = []
     try:
         mariadb.start()
         broker.start()
@@ -354,40 +399,8 @@ def main() -> None:
         print(f"machine: {os.cpu_count()} CPUs; load {os.getloadavg()[0]:.2f}; "
               f"wrk -t1 -c{args.connections} -d{args.seconds}s (CPU 1), server on CPU 0")
 
-        port = free_port()
-        trigger_id = insert_trigger(mariadb.port, "bench", None)
-        daemon = start_daemon(env, "api", port, work / "daemon-api.log")
-        procs.append(daemon)
-        ours = run_wrk(f"http://127.0.0.1:{port}/api/v1/webhook/{trigger_id}", args.seconds,
-                       args.connections, lua)  # fmt: skip
-        stop(daemon)
-        print(f"triggerd webhook (validate + group commit + publish): "
-              f"{ours['accepted_per_s']:,.0f} accepted req/s, p50 {ours['p50_ms']:.2f} ms, "
-              f"p99 {ours['p99_ms']:.2f} ms, non-2xx {ours['non_2xx']}, "
-              f"socket errors {ours['socket_errors']}")
-
-        cport = free_port()
-        ceiling = subprocess.Popen(pinned(0, [sys.executable, __file__, "--ceiling-server",
-                                              str(cport)]))  # fmt: skip
-        procs.append(ceiling)
-        time.sleep(1.5)
-        top = run_wrk(f"http://127.0.0.1:{cport}/hook/x", args.seconds, args.connections, lua)
-        stop(ceiling)
-        print(f"ceiling (aiohttp: parse JSON, 202): {top['accepted_per_s']:,.0f} req/s, "
-              f"p50 {top['p50_ms']:.2f} ms, p99 {top['p99_ms']:.2f} ms")
-        print(f"ratio triggerd/ceiling: {ours['accepted_per_s'] / top['accepted_per_s']:.2f}")
-
-        nport = free_port()
-        naive = subprocess.Popen(pinned(0, [sys.executable, __file__, "--naive-server",
-                                            str(nport), url]))  # fmt: skip
-        procs.append(naive)
-        time.sleep(1.5)
-        plain = run_wrk(f"http://127.0.0.1:{nport}/hook/{trigger_id}", args.seconds,
-                        args.connections, lua)  # fmt: skip
-        stop(naive)
-        print(f"naive (aiohttp + aiomysql, one INSERT per request, no validation or publish):"
-              f" {plain['accepted_per_s']:,.0f} req/s, p50 {plain['p50_ms']:.2f} ms,"
-              f" p99 {plain['p99_ms']:.2f} ms")
+        if not args.e2e_only:
+            throughput(args, env, url, mariadb, work, lua, procs)
 
         sink_port, arrivals_file = free_port(), work / "arrivals.json"
         sink = subprocess.Popen([sys.executable, __file__, "--sink", str(sink_port),

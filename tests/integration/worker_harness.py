@@ -78,15 +78,21 @@ async def insert_event(db: Database, job: Job, config: dict[str, Any], *,
                        publish_at: datetime | None = None) -> None:  # fmt: skip
     """The event row of `job`, as a publisher writes it (owed to Kafka from `publish_at`,
     or already published when that is None)."""
-    record = EventRecord(
+    await insert_events_of(db, [job], config, publish_at=publish_at)
+
+
+async def insert_events_of(db: Database, jobs: list[Job], config: dict[str, Any], *,
+                           publish_at: datetime | None = None) -> None:  # fmt: skip
+    """insert_event for many jobs, in one statement."""
+    records = [EventRecord(
         id=job.event_id, trigger_id=job.trigger_id, trigger_name="worker-test",
         trigger_type=job.type, source=job.source, is_test_run=job.is_test_run,
         payload=job.payload, delivery=delivery_snapshot(config), fired_at=job.fired_at,
         scheduled_for=job.scheduled_for, publish_at=publish_at,
         published_at=None if publish_at else utcnow(),
-    )  # fmt: skip
+    ) for job in jobs]  # fmt: skip
     async with db.transaction() as cur:
-        await insert_events(cur, [record])
+        await insert_events(cur, records)
 
 
 async def find_event(db: Database, event_id: str) -> dict[str, Any] | None:

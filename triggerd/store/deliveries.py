@@ -12,15 +12,16 @@ late or duplicate job cannot move an event backwards.
 
 from __future__ import annotations
 
-import asyncio
+import secrets
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import orjson
 
+from triggerd.store.coalesce import Coalescer
 from triggerd.store.db import Database, is_duplicate_key
-from triggerd.timeutil import from_db, to_db
+from triggerd.timeutil import from_db, to_db, utcnow
 
 FINAL_STATUSES = ("success", "failed", "published")
 
@@ -96,51 +97,27 @@ async def load_event(db: Database, event_id: str) -> EventState | None:
 
 
 class EventLoader:
-    """load_event for many jobs at once: the calls made in one turn of the event loop
-    (the jobs of one Kafka fetch start together) share one `SELECT … WHERE id IN (…)`.
-    A failed query fails every call it served; callers retry as they would one query."""
+    """load_event for many jobs at once: the calls of one loop turn, or made while a load
+    is running, share one `SELECT … WHERE id IN (…)` (see store/coalesce.py)."""
 
     def __init__(self, db: Database, max_batch: int = 500) -> None:
         self.db = db
-        self.max_batch = max_batch
-        self._waiting: dict[str, list[asyncio.Future[EventState | None]]] = {}
-        self._running: set[asyncio.Task[None]] = set()
+        self.batches: Coalescer[str, EventState | None] = Coalescer(
+            self._load, max_batch=max_batch
+        )
 
     async def load(self, event_id: str) -> EventState | None:
-        loop = asyncio.get_running_loop()
-        if not self._waiting:
-            loop.call_soon(self._flush)
-        future: asyncio.Future[EventState | None] = loop.create_future()
-        self._waiting.setdefault(event_id, []).append(future)
-        return await future
+        return await self.batches.submit(event_id)
 
-    def _flush(self) -> None:
-        waiting, self._waiting = self._waiting, {}
-        ids = list(waiting)
-        for start in range(0, len(ids), self.max_batch):
-            chunk = {i: waiting[i] for i in ids[start : start + self.max_batch]}
-            task = asyncio.get_running_loop().create_task(self._load(chunk))
-            self._running.add(task)  # a reference until it is done
-            task.add_done_callback(self._running.discard)
-
-    async def _load(self, waiting: dict[str, list[asyncio.Future[EventState | None]]]) -> None:
-        try:
-            marks = ", ".join(["%s"] * len(waiting))
-            rows = await self.db.fetchall(
-                f"SELECT {_EVENT_COLUMNS} FROM event_logs WHERE id IN ({marks})", list(waiting)
-            )
-            # keyed as the column compares: ids match case-insensitively
-            found = {row["id"].lower(): EventState.from_row(row) for row in rows}
-        except Exception as exc:
-            for futures in waiting.values():
-                for future in futures:
-                    if not future.done():
-                        future.set_exception(exc)
-            return
-        for event_id, futures in waiting.items():
-            for future in futures:
-                if not future.done():
-                    future.set_result(found.get(event_id.lower()))
+    async def _load(self, ids: list[str]) -> list[EventState | None]:
+        unique = list(dict.fromkeys(ids))
+        marks = ", ".join(["%s"] * len(unique))
+        rows = await self.db.fetchall(
+            f"SELECT {_EVENT_COLUMNS} FROM event_logs WHERE id IN ({marks})", unique
+        )
+        # keyed as the column compares: ids match case-insensitively
+        found = {row["id"].lower(): EventState.from_row(row) for row in rows}
+        return [found.get(event_id.lower()) for event_id in ids]
 
 
 async def load_trigger(db: Database, trigger_id: str) -> TriggerRow | None:
@@ -193,6 +170,59 @@ async def start_attempt(
     return "busy" if row is not None and row["finished_at"] is None else "finished"
 
 
+class AttemptClaims:
+    """The first try of start_attempt for many jobs at once: one multi-row INSERT claims
+    the attempt rows of every job that reached this step in one loop turn (or while the
+    previous claim ran). `claim()` is True when the row was new and is now ours; False
+    sends the caller to start_attempt, which sorts out existing rows (finished, stale,
+    busy). Which rows the INSERT added is known from its row count when all were new,
+    and otherwise from the random `claim` token it wrote."""
+
+    def __init__(self, db: Database, max_batch: int = 200) -> None:
+        self.db = db
+        self.batches: Coalescer[tuple[str, int], bool] = Coalescer(
+            self._claim, max_batch=max_batch
+        )
+
+    async def claim(self, event_id: str, attempt: int) -> bool:
+        return await self.batches.submit((event_id, attempt))
+
+    async def _claim(self, keys: list[tuple[str, int]]) -> list[bool]:
+        # ids compare case-insensitively in the table: so do the keys here
+        unique = {(event_id.lower(), attempt): event_id for event_id, attempt in keys}
+        token = secrets.randbits(63)
+        now = to_db(utcnow())
+        rows = ", ".join(["(%s, %s, %s, %s)"] * len(unique))
+        params: list[Any] = []
+        for (_key, attempt), event_id in unique.items():
+            params += [event_id, attempt, now, token]
+        # ON DUPLICATE KEY … (a no-op) rather than INSERT IGNORE, which would also turn
+        # other errors into warnings; an existing row counts 0 affected rows.
+        added = await self.db.execute(
+            "INSERT INTO delivery_attempts (event_id, attempt, started_at, claim)"
+            f" VALUES {rows} ON DUPLICATE KEY UPDATE claim = claim",
+            params,
+        )
+        if added == len(unique):
+            ours = set(unique)
+        else:
+            marks = ", ".join(["%s"] * len(unique))
+            found = await self.db.fetchall(
+                "SELECT event_id, attempt FROM delivery_attempts"
+                f" WHERE event_id IN ({marks}) AND claim = %s",
+                [*unique.values(), token],
+            )
+            ours = {(row["event_id"].lower(), int(row["attempt"])) for row in found}
+        # A key twice in one batch (a job delivered twice in one fetch): the first call
+        # gets the row, the second goes the slow way and finds it busy, then finished.
+        answers = []
+        for event_id, attempt in keys:
+            key = (event_id.lower(), attempt)
+            answers.append(key in ours)
+            ours.discard(key)
+        return answers
+
+
 _FINISH_ATTEMPT = (
     "UPDATE delivery_attempts SET finished_at = %(finished_at)s,"
     " response_status = %(response_status)s, latency_ms = %(latency_ms)s, error = %(error)s"
@@ -240,6 +270,79 @@ async def record_outcome(db: Database, outcome: Outcome) -> bool:
             return False
         await cur.execute(_EVENT_OUTCOME[outcome.status], params)
     return True
+
+
+class _Fallback(Exception):
+    """Rolls a batch of outcomes back: some attempt was not ours to finish."""
+
+
+class OutcomeWriter:
+    """record_outcome for many jobs at once: the outcomes that arrive in one loop turn,
+    or while the previous batch is being written, are written in one transaction of two
+    joined UPDATEs (attempt rows, then events) instead of one transaction each.
+
+    If any attempt of the batch was already finished (another worker took a stale
+    attempt over and finished it), the batch is rolled back and each of its outcomes is
+    written alone by record_outcome, which tells whose it was."""
+
+    def __init__(self, db: Database, max_batch: int = 200) -> None:
+        self.db = db
+        self.batches: Coalescer[Outcome, bool | None] = Coalescer(
+            self._record, max_batch=max_batch
+        )
+
+    async def record(self, outcome: Outcome) -> bool:
+        done = await self.batches.submit(outcome)
+        return await record_outcome(self.db, outcome) if done is None else done
+
+    async def _record(self, outcomes: list[Outcome]) -> list[bool | None]:
+        if len(outcomes) == 1:
+            return [await record_outcome(self.db, outcomes[0])]
+        # rows locked in key order, so two batches cannot deadlock on each other
+        ordered = sorted(outcomes, key=lambda o: (o.event_id.lower(), o.attempt))
+        values, params = _outcome_rows(ordered)
+        try:
+            async with self.db.transaction() as cur:
+                finished = await cur.execute(
+                    f"UPDATE delivery_attempts d JOIN ({values}) v"
+                    " ON d.event_id = v.event_id AND d.attempt = v.attempt"
+                    " SET d.finished_at = v.finished_at, d.response_status = v.response_status,"
+                    " d.latency_ms = v.latency_ms, d.error = v.error"
+                    " WHERE d.finished_at IS NULL",
+                    params,
+                )
+                if finished != len(ordered):
+                    raise _Fallback
+                await cur.execute(_EVENT_OUTCOMES.format(values=values), params)
+        except _Fallback:
+            return [None] * len(outcomes)
+        return [True] * len(outcomes)
+
+
+def _outcome_rows(outcomes: list[Outcome]) -> tuple[str, list[Any]]:
+    """A derived table of the outcomes (`SELECT … UNION ALL SELECT …`, which both MySQL 8
+    and MariaDB accept). Ids carry the _ascii introducer so that they compare in the id
+    columns' own character set and the joins use the primary keys."""
+    first = ("SELECT _ascii%s AS event_id, %s AS attempt, %s AS status, %s AS finished_at,"
+             " %s AS response_status, %s AS latency_ms, %s AS error, %s AS retry_at")  # fmt: skip
+    rest = " UNION ALL SELECT _ascii%s, %s, %s, %s, %s, %s, %s, %s"
+    params: list[Any] = []
+    for o in outcomes:
+        params += [o.event_id, o.attempt, o.status, to_db(o.finished_at), o.response_status,
+                   o.latency_ms, o.error, to_db(o.retry_at)]  # fmt: skip
+    return first + rest * (len(outcomes) - 1), params
+
+
+# _EVENT_OUTCOME's three statements as one, the status taken from each row.
+_EVENT_OUTCOMES = (
+    "UPDATE event_logs e JOIN ({values}) v ON e.id = v.event_id"
+    " SET e.attempts = GREATEST(e.attempts, v.attempt), e.response_status = v.response_status,"
+    " e.error_message = IF(v.status = 'success', NULL, v.error),"
+    " e.delivered_at = IF(v.status = 'success', v.finished_at, e.delivered_at),"
+    " e.execution_status = v.status, e.publish_at = v.retry_at,"
+    " e.publish_attempt = IF(v.status = 'retrying', v.attempt + 1, e.publish_attempt)"
+    " WHERE e.publish_attempt <= v.attempt"
+)
 
 
 async def mark_published(db: Database, event_id: str, attempt: int) -> bool:

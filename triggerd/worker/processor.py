@@ -59,7 +59,10 @@ class JobProcessor:
         self.metrics = services.metrics
         self.http = http
         self.wake_relay = wake_relay
+        # The jobs of one fetch share their queries (store/coalesce.py).
         self.events = deliveries.EventLoader(self.db)
+        self.claims = deliveries.AttemptClaims(self.db)
+        self.outcomes = deliveries.OutcomeWriter(self.db)
         # How long a final write may outlive a cancellation (it normally takes ms; when
         # the database is down, waiting longer does not help: the job is redelivered).
         self.grace = min(2.0, services.settings.shutdown_timeout)
@@ -90,6 +93,11 @@ class JobProcessor:
         """Insert the attempt row, or take over one a dead worker left unfinished. A row
         started less than the target's timeout (+ margin) ago may be in flight elsewhere
         (a duplicate job, a rebalance): wait until it finishes or goes stale."""
+        new = await retry_transient(
+            lambda: self.claims.claim(event_id, attempt), "claiming a delivery attempt"
+        )
+        if new:
+            return "new"
         margin = timedelta(seconds=target.timeout + STALE_MARGIN)
 
         async def claim_once() -> str:
@@ -165,7 +173,7 @@ class JobProcessor:
         outcome = self._outcome(event, target, attempt, result)
         recorded = await shielded(
             retry_transient(
-                lambda: deliveries.record_outcome(self.db, outcome), "recording a delivery"
+                lambda: self.outcomes.record(outcome), "recording a delivery"
             ),
             grace=self.grace,
         )
