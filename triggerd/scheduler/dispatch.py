@@ -70,6 +70,9 @@ class Dispatcher:
         self._due: list[tuple[datetime, int, int]] = []  # (due, seq, schedule_id)
         self._seq = itertools.count()
         self._waiting: dict[int, Claim] = {}  # claimed, not yet published
+        # The unchecked among them by due time: the planner asks for the earliest ones on
+        # every turn, and a scan of thousands of held claims each time cost ~10% of a core.
+        self._unchecked: list[tuple[datetime, int, int]] = []  # (due, seq, schedule_id)
         self._unrecorded: dict[int, Claim] = {}  # published (or failed), not yet recorded
         self._arrived = asyncio.Event()
         self._outcomes: list[Outcome] = []
@@ -85,7 +88,10 @@ class Dispatcher:
     def add(self, claims: Iterable[Claim]) -> None:
         for claim in claims:
             self._waiting[claim.schedule_id] = claim
-            heapq.heappush(self._due, (claim.due, next(self._seq), claim.schedule_id))
+            entry = (claim.due, next(self._seq), claim.schedule_id)
+            heapq.heappush(self._due, entry)
+            if not claim.checked:
+                heapq.heappush(self._unchecked, entry)
         self._arrived.set()
 
     def leased(self) -> list[Claim]:
@@ -105,10 +111,33 @@ class Dispatcher:
             elif self._waiting.pop(claim.schedule_id, None) is not None:
                 log.info("occurrence %s no longer ours; not publishing it", claim.schedule_id)
 
-    def unchecked(self, due_by: datetime | None = None) -> list[Claim]:
-        """Unpublished claims not yet checked, due by `due_by` (all when None)."""
-        return [c for c in self._waiting.values()
-                if not c.checked and (due_by is None or c.due <= due_by)]  # fmt: skip
+    def unchecked(self, due_by: datetime) -> list[Claim]:
+        """Unpublished claims not yet checked, due by `due_by`, earliest first."""
+        found: dict[int, Claim] = {}
+        keep: list[tuple[datetime, int, int]] = []
+        while self._unchecked and self._unchecked[0][0] <= due_by:
+            entry = heapq.heappop(self._unchecked)
+            claim = self._unchecked_claim(entry)
+            if claim is not None and entry[2] not in found:
+                found[entry[2]] = claim
+                keep.append(entry)  # stays until renewed() marks it checked or drops it
+        for entry in keep:
+            heapq.heappush(self._unchecked, entry)
+        return list(found.values())
+
+    def next_unchecked(self) -> datetime | None:
+        """When the earliest unchecked claim is due."""
+        while self._unchecked:
+            if self._unchecked_claim(self._unchecked[0]) is not None:
+                return self._unchecked[0][0]
+            heapq.heappop(self._unchecked)  # checked, published or forgotten
+        return None
+
+    def _unchecked_claim(self, entry: tuple[datetime, int, int]) -> Claim | None:
+        claim = self._waiting.get(entry[2])
+        if claim is None or claim.checked or claim.due != entry[0]:
+            return None
+        return claim
 
     # ------------------------------------------------------------- publishing
 

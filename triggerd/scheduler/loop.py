@@ -134,8 +134,8 @@ class SchedulerRole:
             timeout = min(timeout, FULL_RECHECK)
         elif (due := window.next_due()) is not None:
             timeout = min(timeout, (due - self.claim_ahead - utcnow()).total_seconds())
-        if unchecked := dispatcher.unchecked():
-            check_at = min(c.due for c in unchecked) - CHECK_AHEAD
+        if (unchecked := dispatcher.next_unchecked()) is not None:
+            check_at = unchecked - CHECK_AHEAD
             timeout = min(timeout, (check_at - utcnow()).total_seconds())
         if wakeup.is_set():  # debounce: reload at most every WAKE_DEBOUNCE
             timeout = min(timeout, last_reload + WAKE_DEBOUNCE - time.monotonic())

@@ -9,6 +9,7 @@ delivery use the same column with the backoff as the time.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -16,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from triggerd.timeutil import to_db
+from triggerd.store.literals import Texts, Times, json_hex
 
 # Keys of a trigger's config that the worker needs to deliver; snapshotted into the
 # event so a later edit or delete of the trigger does not change an event in flight.
@@ -52,24 +53,6 @@ class EventRecord:
             return self.payload_json
         return orjson.dumps(self.payload)
 
-    def params(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "trigger_id": self.trigger_id,
-            "trigger_name": self.trigger_name,
-            "trigger_type": self.trigger_type,
-            "source": self.source,
-            "is_test_run": 1 if self.is_test_run else 0,
-            "note": self.note,
-            "payload": self.payload_bytes().decode(),
-            "delivery": orjson.dumps(self.delivery).decode(),
-            "scheduled_for": to_db(self.scheduled_for),
-            "fired_at": to_db(self.fired_at),
-            "publish_at": to_db(self.publish_at),
-            "published_at": to_db(self.published_at),
-            "execution_status": self.execution_status,
-        }
-
 
 INSERT_EVENT = (
     "INSERT IGNORE INTO event_logs (id, trigger_id, trigger_name, trigger_type, source,"
@@ -85,6 +68,55 @@ async def insert_events(cur: Any, records: Sequence[EventRecord]) -> int:
     """INSERT IGNORE: an event that already exists (same id) is left as it is, which is
     what makes re-claims and redeliveries unable to create a second event. Returns the
     number of rows actually inserted."""
-    if not records:
-        return 0
-    return int(await cur.executemany(INSERT_EVENT, [r.params() for r in records]))
+    inserted = 0
+    for statement in insert_statements(records, ignore=True):
+        inserted += int(await cur.execute(statement))
+    return inserted
+
+
+# The column list of event_rows.INSERT_EVENT (one definition of the row), as a multi-row
+# INSERT whose VALUES are rendered here (store/literals.py): at thousands of rows a second, the
+# generic parameter escaping of the driver costs more than the database does.
+_EVENT_COLUMNS = re.search(r"INTO event_logs \(([^)]*)\)", INSERT_EVENT)
+assert _EVENT_COLUMNS is not None
+INSERT_EVENTS_HEAD = f"INSERT INTO event_logs ({_EVENT_COLUMNS.group(1)}) VALUES "
+INSERT_IGNORE_EVENTS_HEAD = INSERT_EVENTS_HEAD.replace("INSERT", "INSERT IGNORE", 1)
+_MAX_STATEMENT = 2 * 1024 * 1024  # characters; well below any max_allowed_packet
+
+
+def insert_statements(records: Sequence[EventRecord], *, ignore: bool = False) -> list[str]:
+    """Multi-row INSERTs of `records` (the row of INSERT_EVENT; INSERT IGNORE when
+    `ignore`), literal values escaped as the driver does, each under _MAX_STATEMENT
+    characters.
+
+    Values that repeat across a batch (trigger ids and names, times, delivery settings,
+    one snapshot per trigger) are rendered once per batch."""
+    text, when = Texts(), Times()
+    deliveries: dict[int, str] = {}
+    head = INSERT_IGNORE_EVENTS_HEAD if ignore else INSERT_EVENTS_HEAD
+
+    def delivery(value: dict[str, Any]) -> str:
+        # By identity: the records of one trigger share its snapshot, alive meanwhile.
+        literal = deliveries.get(id(value))
+        if literal is None:
+            literal = deliveries[id(value)] = json_hex(orjson.dumps(value))
+        return literal
+
+    statements: list[str] = []
+    rows: list[str] = []
+    size = 0
+    for r in records:
+        fired = when(r.fired_at)
+        row = (f"({text(r.id)},{text(r.trigger_id)},{text(r.trigger_name)},"
+               f"{text(r.trigger_type)},{text(r.source)},{1 if r.is_test_run else 0},"
+               f"{text(r.note)},{json_hex(r.payload_bytes())},{delivery(r.delivery)},"
+               f"{when(r.scheduled_for)},{fired},{when(r.publish_at)},1,"
+               f"{when(r.published_at)},{text(r.execution_status)},'active',{fired})")  # fmt: skip
+        if rows and size + len(row) > _MAX_STATEMENT:
+            statements.append(head + ",".join(rows))
+            rows, size = [], 0
+        rows.append(row)
+        size += len(row) + 1
+    if rows:
+        statements.append(head + ",".join(rows))
+    return statements

@@ -25,23 +25,20 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import re
 import time
 from collections import defaultdict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any, Generic, TypeVar
-
-import orjson
-from pymysql.converters import escape_string
 
 from triggerd.bus.jobs import Job
 from triggerd.bus.producer import Bus
 from triggerd.errors import TriggerdError
 from triggerd.metrics import Metrics
 from triggerd.store.db import Database, is_transient
-from triggerd.store.event_rows import INSERT_EVENT, EventRecord
+from triggerd.store.event_rows import EventRecord, insert_statements
+from triggerd.store.literals import uuid_literals
 from triggerd.timeutil import to_db, utcnow
 
 log = logging.getLogger(__name__)
@@ -64,89 +61,6 @@ class IngestUnavailable(TriggerdError):
 
 def idempotency_hash(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-# The column list of event_rows.INSERT_EVENT (one definition of the row), as a multi-row
-# INSERT whose VALUES this module renders itself: at thousands of rows a second, the
-# generic parameter escaping of the driver costs more than the database does.
-_EVENT_COLUMNS = re.search(r"INTO event_logs \(([^)]*)\)", INSERT_EVENT)
-assert _EVENT_COLUMNS is not None
-INSERT_EVENTS_HEAD = f"INSERT INTO event_logs ({_EVENT_COLUMNS.group(1)}) VALUES "
-_MAX_STATEMENT = 2 * 1024 * 1024  # characters; well below any max_allowed_packet
-
-
-def _text(value: str | None) -> str:
-    return "NULL" if value is None else "'" + escape_string(value) + "'"
-
-
-def _json(value: bytes) -> str:
-    """JSON as a hex literal with a character set introducer: the server reads it as
-    utf8mb4 text (what a JSON column takes on MySQL 8 and MariaDB), and bytes.hex() costs
-    a fifteenth of escaping the text in Python."""
-    return "_utf8mb4 X'" + value.hex() + "'"
-
-
-_UUID_CHARS = re.compile(r"[0-9a-fA-F-]{36}")
-
-
-def uuid_literals(ids: Sequence[str]) -> str:
-    """`'id','id',…` for an IN list of a statement that also takes %s parameters: our
-    ids are canonical UUIDs, quoted as they are; anything else is escaped (and its %
-    doubled for the driver's formatting)."""
-    return ",".join(
-        "'" + i + "'" if _UUID_CHARS.fullmatch(i) else _text(i).replace("%", "%%")
-        for i in ids
-    )
-
-
-def insert_statements(records: Sequence[EventRecord]) -> list[str]:
-    """Multi-row INSERTs of `records` (the row of event_rows.INSERT_EVENT, literal values
-    escaped as the driver does), each under _MAX_STATEMENT characters.
-
-    Values that repeat across a batch (trigger ids and names, times, delivery settings,
-    one snapshot per trigger) are rendered once per batch."""
-    texts: dict[str | None, str] = {None: "NULL"}
-    times: dict[datetime | None, str] = {None: "NULL"}
-    deliveries: dict[int, str] = {}
-
-    def text(value: str | None) -> str:
-        literal = texts.get(value)
-        if literal is None:
-            literal = texts[value] = _text(value)
-        return literal
-
-    def when(value: datetime | None) -> str:
-        literal = times.get(value)
-        if literal is None and value is not None:
-            utc = value.astimezone(UTC) if value.tzinfo else value
-            literal = times[value] = "'" + utc.isoformat(" ", "milliseconds")[:23] + "'"
-        return literal or "NULL"
-
-    def delivery(value: dict[str, Any]) -> str:
-        # By identity: the records of one trigger share its snapshot, alive meanwhile.
-        literal = deliveries.get(id(value))
-        if literal is None:
-            literal = deliveries[id(value)] = _json(orjson.dumps(value))
-        return literal
-
-    statements: list[str] = []
-    rows: list[str] = []
-    size = 0
-    for r in records:
-        fired = when(r.fired_at)
-        row = (f"({text(r.id)},{text(r.trigger_id)},{text(r.trigger_name)},"
-               f"{text(r.trigger_type)},{text(r.source)},{1 if r.is_test_run else 0},"
-               f"{text(r.note)},{_json(r.payload_bytes())},{delivery(r.delivery)},"
-               f"{when(r.scheduled_for)},{fired},{when(r.publish_at)},1,"
-               f"{when(r.published_at)},{text(r.execution_status)},'active',{fired})")  # fmt: skip
-        if rows and size + len(row) > _MAX_STATEMENT:
-            statements.append(INSERT_EVENTS_HEAD + ",".join(rows))
-            rows, size = [], 0
-        rows.append(row)
-        size += len(row) + 1
-    if rows:
-        statements.append(INSERT_EVENTS_HEAD + ",".join(rows))
-    return statements
 
 
 def job_for(record: EventRecord, attempt: int = 1) -> Job:

@@ -1,5 +1,5 @@
-"""The literal SQL of group-commit ingestion (store/ingest.py): it bypasses the driver's
-parameter escaping for speed, so it must escape, quote and group exactly."""
+"""The literal SQL of event inserts (store/event_rows.py, store/literals.py): it bypasses
+the driver's parameter escaping for speed, so it must escape, quote and group exactly."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from triggerd.store import ingest
+from triggerd.store import event_rows, literals
 from triggerd.store.event_rows import EventRecord
 
 
@@ -27,9 +27,9 @@ def record(**changes: object) -> EventRecord:
 
 
 def test_one_row_renders_every_column() -> None:
-    [sql] = ingest.insert_statements([record(note="n\\ote")])
-    assert sql.startswith(ingest.INSERT_EVENTS_HEAD)
-    row = sql[len(ingest.INSERT_EVENTS_HEAD):]
+    [sql] = event_rows.insert_statements([record(note="n\\ote")])
+    assert sql.startswith(event_rows.INSERT_EVENTS_HEAD)
+    row = sql[len(event_rows.INSERT_EVENTS_HEAD):]
     payload_hex = orjson.dumps({"a": "x'y"}).hex()
     delivery_hex = orjson.dumps({"endpoint": "http://h/p"}).hex()
     assert row == (
@@ -42,23 +42,23 @@ def test_one_row_renders_every_column() -> None:
 
 def test_a_pre_encoded_payload_is_used() -> None:
     encoded = b'{"z":1}'
-    [sql] = ingest.insert_statements([record(payload_json=encoded)])
+    [sql] = event_rows.insert_statements([record(payload_json=encoded)])
     assert "_utf8mb4 X'" + encoded.hex() + "'" in sql
 
 
 def test_statements_are_split_under_the_size_cap(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ingest, "_MAX_STATEMENT", 1200)
-    statements = ingest.insert_statements([record(id=f"id-{i}") for i in range(10)])
+    monkeypatch.setattr(event_rows, "_MAX_STATEMENT", 1200)
+    statements = event_rows.insert_statements([record(id=f"id-{i}") for i in range(10)])
     assert len(statements) > 1
     assert sum(s.count("('id-") for s in statements) == 10
-    assert all(s.startswith(ingest.INSERT_EVENTS_HEAD) for s in statements)
+    assert all(s.startswith(event_rows.INSERT_EVENTS_HEAD) for s in statements)
 
 
 @given(st.lists(st.text(min_size=1, max_size=40), min_size=1, max_size=5))
 def test_uuid_literals_quote_or_escape(ids: list[str]) -> None:
-    rendered = ingest.uuid_literals(ids)
+    rendered = literals.uuid_literals(ids)
     for value in ids:
-        if ingest._UUID_CHARS.fullmatch(value):
+        if literals._UUID_CHARS.fullmatch(value):
             assert f"'{value}'" in rendered
     # whatever the ids, the list is safe to pass through the driver's %-formatting
     assert "%" not in rendered.replace("%%", "")
@@ -66,4 +66,21 @@ def test_uuid_literals_quote_or_escape(ids: list[str]) -> None:
 
 def test_uuid_literals_of_our_ids() -> None:
     ids = ["3a6b2ddc-9ce9-44dc-a665-de9f30193887", "0ec72573-2200-4000-8000-00000a44e3ca"]
-    assert ingest.uuid_literals(ids) == f"'{ids[0]}','{ids[1]}'"
+    assert literals.uuid_literals(ids) == f"'{ids[0]}','{ids[1]}'"
+
+
+def test_insert_ignore_statements_for_the_scheduler_and_worker() -> None:
+    [sql] = event_rows.insert_statements([record()], ignore=True)
+    assert sql.startswith("INSERT IGNORE INTO event_logs (")
+    assert sql[len(event_rows.INSERT_IGNORE_EVENTS_HEAD):] == (
+        event_rows.insert_statements([record()])[0][len(event_rows.INSERT_EVENTS_HEAD):]
+    )
+
+
+def test_time_and_text_literals() -> None:
+    when, text = literals.Times(), literals.Texts()
+    aware = datetime(2026, 3, 29, 1, 30, 0, 999999, tzinfo=UTC)
+    assert when(aware) == "'2026-03-29 01:30:00.999'"  # truncated as DATETIME(3) stores it
+    assert when(aware.replace(tzinfo=None)) == "'2026-03-29 01:30:00.999'"
+    assert when(None) == "NULL"
+    assert text("it's") == "'it\\'s'" and text(None) == "NULL"
