@@ -23,6 +23,7 @@ from triggerd.bus.producer import Bus
 from triggerd.config import Settings
 from triggerd.errors import SchemaVersionError
 from triggerd.gauges import refresh_forever as refresh_gauges
+from triggerd.gctune import settle_after_startup
 from triggerd.metrics import Metrics
 from triggerd.services import Services
 from triggerd.store.db import Database
@@ -94,7 +95,11 @@ async def serve(settings: Settings, notifier: Notifier | None = None) -> int:
         metrics=metrics,
         uses_kafka=bool(_KAFKA_ROLES & set(settings.roles)),
     )
-    supervisor = Supervisor(build_roles(services), on_all_ready=notifier.ready)
+    def all_ready() -> None:
+        settle_after_startup()
+        notifier.ready()
+
+    supervisor = Supervisor(build_roles(services), on_all_ready=all_ready)
     services.role_states = lambda: dict(supervisor.states)
 
     stop = asyncio.Event()
