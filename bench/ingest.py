@@ -40,6 +40,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from machine import describe  # noqa: E402  (bench/machine.py, beside this script)
+
 from triggerd.devstack import KafkaBroker, MariaDBServer, free_port  # noqa: E402
 
 SCHEMA = {
@@ -396,8 +398,8 @@ def main() -> None:
                "TRIGGERD_KAFKA_PARTITIONS": "3"}  # fmt: skip
         subprocess.run([sys.executable, "-m", "triggerd", "migrate"], env={**os.environ, **env},
                        check=True, capture_output=True)  # fmt: skip
-        print(f"machine: {os.cpu_count()} CPUs; load {os.getloadavg()[0]:.2f}; "
-              f"wrk -t1 -c{args.connections} -d{args.seconds}s (CPU 1), server on CPU 0")
+        print(describe())
+        print(f"wrk -t1 -c{args.connections} -d{args.seconds}s (CPU 1), server on CPU 0")
 
         if not args.e2e_only:
             throughput(args, env, url, mariadb, work, lua, procs)

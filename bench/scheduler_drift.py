@@ -37,6 +37,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from machine import describe  # noqa: E402  (bench/machine.py, beside this script)
+
 from triggerd.devstack import KafkaBroker, MariaDBServer, free_port  # noqa: E402
 
 ENDPOINT = "http://127.0.0.1:9/hook"
@@ -334,8 +336,8 @@ def main() -> None:
         return
 
     print(f"scheduler drift: {args.triggers} triggers (~{args.triggers // INTERVAL}/s), "
-          f"burst {args.burst}, {args.seconds:g}s measured, {os.cpu_count()} CPUs",
-          flush=True)  # fmt: skip
+          f"burst {args.burst}, {args.seconds:g}s measured", flush=True)  # fmt: skip
+    print(describe(), flush=True)
     with tempfile.TemporaryDirectory(prefix="triggerd-bench-") as work:
         ours = asyncio.run(run_triggerd(args, Path(work)))
     print("triggerd (scheduler role, publish delay = Kafka record timestamp - scheduled_for)")
