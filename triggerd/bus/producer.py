@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.structs import RecordMetadata
 
 from triggerd.backoff import Backoff
@@ -62,6 +63,7 @@ class Bus:
         self.settings = settings
         self.topic = settings.kafka_topic
         self._producer: AIOKafkaProducer | None = None
+        self._partitioner = _RememberingPartitioner()
         self._connected = asyncio.Event()
         self.healthy = False
         self.last_error: str | None = "not connected yet"
@@ -101,7 +103,7 @@ class Bus:
             request_timeout_ms=5000,
             retry_backoff_ms=100,
             max_batch_size=256 * 1024,
-            partitioner=_RememberingPartitioner(),
+            partitioner=self._partitioner,
         )
         try:
             await producer.start()
@@ -195,18 +197,59 @@ class Bus:
         self, records: Sequence[tuple[bytes, bytes]]
     ) -> list[asyncio.Future[RecordMetadata] | BaseException]:
         """The first half of publish_encoded: queue the jobs on the producer (the record
-        timestamps are taken now) and return at once; `acked()` waits for the broker."""
+        timestamps are taken now) and return at once; `acked()` waits for the broker.
+
+        The jobs are appended to one batch per partition (partitioned as a send() of
+        each would be), and the batches handed to the producer whole: aiokafka's
+        send() costs ~20 µs a record in Python, an append to a batch a few; at a cron
+        second where a thousand jobs fall due at once, that is the last job's delay."""
         producer = self._producer
         if producer is None or not self.healthy:
             error = BusUnavailable(self.last_error or "kafka not connected")
             return [error for _ in records]
-        futures: list[asyncio.Future[RecordMetadata] | BaseException] = []
-        for key, value in records:
+        cluster = producer.client.cluster
+        partitions = cluster.partitions_for_topic(self.topic)
+        available = cluster.available_partitions_for_topic(self.topic)
+        if not partitions or not available:  # send() waits for the metadata, or fails
+            return [await self._send_one(producer, key, value) for key, value in records]
+        all_partitions, live = list(partitions), list(available)  # as aiokafka passes them
+        results: list[asyncio.Future[RecordMetadata] | BaseException | None] = [None] * len(
+            records
+        )
+        batches: list[tuple[int, BatchBuilder, list[int]]] = []
+        open_batch: dict[int, tuple[BatchBuilder, list[int]]] = {}
+        oversized: list[int] = []
+        for i, (key, value) in enumerate(records):  # every append first: the timestamps
+            partition = self._partitioner(key, all_partitions, live)
+            builder, members = open_batch.get(partition) or (None, [])
+            if builder is None or builder.append(key=key, value=value, timestamp=None) is None:
+                builder, members = producer.create_batch(), []
+                if builder.append(key=key, value=value, timestamp=None) is None:
+                    oversized.append(i)  # larger than a batch: send() sizes one for it
+                    continue
+                open_batch[partition] = (builder, members)
+                batches.append((partition, builder, members))
+            members.append(i)
+        for partition, builder, members in batches:
+            sent: asyncio.Future[RecordMetadata] | BaseException
             try:
-                futures.append(await producer.send(self.topic, value, key=key))
+                sent = await producer.send_batch(builder, self.topic, partition=partition)
             except KafkaError as exc:
-                futures.append(BusUnavailable(str(exc)))
-        return futures
+                sent = BusUnavailable(str(exc))
+            for i in members:
+                results[i] = sent
+        for i in oversized:
+            results[i] = await self._send_one(producer, *records[i])
+        return [r if r is not None else BusUnavailable("not sent") for r in results]
+
+    async def _send_one(
+        self, producer: AIOKafkaProducer, key: bytes, value: bytes
+    ) -> asyncio.Future[RecordMetadata] | BaseException:
+        try:
+            sent: asyncio.Future[RecordMetadata] = await producer.send(self.topic, value, key=key)
+            return sent
+        except KafkaError as exc:
+            return BusUnavailable(str(exc))
 
     @staticmethod
     async def acked(

@@ -1,0 +1,82 @@
+"""The producer side of the bus on the real broker: jobs sent in batches land on the
+partition a send() of each would pick (the default partitioner's), in order within a
+partition, each with its own answer, and a job larger than a batch still goes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.structs import RecordMetadata
+
+from triggerd.bus.producer import Bus
+from triggerd.config import load_settings
+from triggerd.models import new_id
+
+
+@pytest.fixture
+async def bus(kafka_bootstrap: str) -> AsyncIterator[Bus]:
+    settings = load_settings({
+        "TRIGGERD_DATABASE_URL": "mysql://root@127.0.0.1:3306/unused",
+        "TRIGGERD_KAFKA_BOOTSTRAP": kafka_bootstrap,
+        "TRIGGERD_KAFKA_TOPIC": f"bus-{new_id()[:10]}", "TRIGGERD_KAFKA_PARTITIONS": "3",
+    })  # fmt: skip
+    bus = Bus(settings)
+    running = asyncio.create_task(bus.run())
+    try:
+        assert await bus.wait_connected(timeout=30)
+        yield bus
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+
+
+async def _read(bootstrap: str, topic: str, count: int) -> list[tuple[int, bytes, bytes, int]]:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
+                                auto_offset_reset="earliest")  # fmt: skip
+    await consumer.start()
+    found: list[tuple[int, bytes, bytes, int]] = []
+    try:
+        deadline = time.monotonic() + 30
+        while len(found) < count and time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                found += [(r.partition, r.key, r.value, r.timestamp) for r in records]
+    finally:
+        await consumer.stop()
+    return found
+
+
+async def test_batched_sends_keep_partitions_order_and_answers(
+    bus: Bus, kafka_bootstrap: str
+) -> None:
+    keys = [new_id().encode() for _ in range(40)]
+    records = [(keys[i % len(keys)], b'{"n":%d}' % i) for i in range(1500)]
+    records.append((keys[0], b'{"big":"' + b"x" * (300 * 1024) + b'"}'))  # > one batch
+    before = time.time() * 1000
+    sent = await bus.send_encoded(records)
+    after = time.time() * 1000
+    results = await bus.acked(sent)
+    assert all(isinstance(r, RecordMetadata) for r in results), results[:3]
+
+    found = await _read(kafka_bootstrap, bus.topic, len(records))
+    assert sorted((k, v) for _p, k, v, _t in found) == sorted(records)
+    partitioner = DefaultPartitioner()
+    by_partition: dict[int, list[bytes]] = defaultdict(list)
+    for partition, key, value, timestamp in found:
+        assert partition == partitioner(key, [0, 1, 2], [0, 1, 2])  # as send() would
+        assert before - 1 <= timestamp <= after + 1  # taken when queued
+        by_partition[partition].append(value)
+    for values in by_partition.values():  # each partition in the order sent
+        mine = set(values)
+        assert values == [v for _k, v in records if v in mine]
+
+
+async def test_a_bus_that_is_down_answers_each_job(bus: Bus) -> None:
+    bus.healthy = False
+    sent = await bus.send_encoded([(b"k", b"{}"), (b"k2", b"{}")])
+    assert len(sent) == 2 and all(isinstance(s, Exception) for s in sent)
