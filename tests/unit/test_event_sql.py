@@ -78,7 +78,7 @@ def test_insert_ignore_statements_for_the_scheduler_and_worker() -> None:
 
 
 def test_time_and_text_literals() -> None:
-    when, text = literals.Times(), literals.Texts()
+    when, text = literals.times(), literals.texts()
     aware = datetime(2026, 3, 29, 1, 30, 0, 999999, tzinfo=UTC)
     assert when(aware) == "'2026-03-29 01:30:00.999'"  # truncated as DATETIME(3) stores it
     assert when(aware.replace(tzinfo=None)) == "'2026-03-29 01:30:00.999'"

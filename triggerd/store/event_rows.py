@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from triggerd.store.literals import Texts, Times, json_hex
+from triggerd.store.literals import json_hex, texts, times
 
 # Keys of a trigger's config that the worker needs to deliver; snapshotted into the
 # event so a later edit or delete of the trigger does not change an event in flight.
@@ -91,7 +91,7 @@ def insert_statements(records: Sequence[EventRecord], *, ignore: bool = False) -
 
     Values that repeat across a batch (trigger ids and names, times, delivery settings,
     one snapshot per trigger) are rendered once per batch."""
-    text, when = Texts(), Times()
+    text, when = texts(), times()
     deliveries: dict[int, str] = {}
     head = INSERT_IGNORE_EVENTS_HEAD if ignore else INSERT_EVENTS_HEAD
 

@@ -9,10 +9,13 @@ triggerd never sets NO_BACKSLASH_ESCAPES).
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 from datetime import UTC, datetime
+from typing import Generic, TypeVar
 
 from pymysql.converters import escape_string
+
+V = TypeVar("V", bound=Hashable)
 
 
 def text(value: str | None) -> str:
@@ -39,37 +42,33 @@ def uuid_literals(ids: Sequence[str]) -> str:
     )
 
 
+def time_literal(value: datetime) -> str:
+    """A DATETIME(3) literal of a UTC time (naive values are taken as UTC)."""
+    utc = value.astimezone(UTC) if value.tzinfo else value
+    return "'" + utc.isoformat(" ", "milliseconds")[:23] + "'"
 
 
-class Times:
-    """DATETIME(3) literals of UTC times, each rendered once per batch (the rows of one
-    batch share a handful of times)."""
+class Literals(Generic[V]):
+    """The literals of one batch, each value rendered once: the rows of a batch share a
+    handful of times, trigger ids and names. None is NULL."""
 
-    __slots__ = ("_seen",)
+    __slots__ = ("_render", "_seen")
 
-    def __init__(self) -> None:
-        self._seen: dict[datetime | None, str] = {None: "NULL"}
+    def __init__(self, render: Callable[[V], str]) -> None:
+        self._render = render
+        self._seen: dict[V | None, str] = {None: "NULL"}
 
-    def __call__(self, value: datetime | None) -> str:
+    def __call__(self, value: V | None) -> str:
         literal = self._seen.get(value)
         if literal is None:
-            assert value is not None
-            utc = value.astimezone(UTC) if value.tzinfo else value
-            literal = self._seen[value] = "'" + utc.isoformat(" ", "milliseconds")[:23] + "'"
+            assert value is not None  # None is in _seen from the start
+            literal = self._seen[value] = self._render(value)
         return literal
 
 
-class Texts:
-    """String literals, each rendered once per batch."""
+def times() -> Literals[datetime]:
+    return Literals(time_literal)
 
-    __slots__ = ("_seen",)
 
-    def __init__(self) -> None:
-        self._seen: dict[str | None, str] = {None: "NULL"}
-
-    def __call__(self, value: str | None) -> str:
-        literal = self._seen.get(value)
-        if literal is None:
-            assert value is not None
-            literal = self._seen[value] = text(value)
-        return literal
+def texts() -> Literals[str]:
+    return Literals(text)

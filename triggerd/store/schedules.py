@@ -27,7 +27,7 @@ import aiomysql
 
 from triggerd.store.db import Database
 from triggerd.store.event_rows import EventRecord, insert_events
-from triggerd.store.literals import Texts, Times
+from triggerd.store.literals import texts, times
 from triggerd.timeutil import from_db, to_db
 
 EVENT_CHUNK = 100  # rows per INSERT: rendering them is the costliest CPU work here; the
@@ -143,7 +143,7 @@ def _dt(value: Any) -> datetime:
 def _next_rows(fired: Sequence[Fired], now: datetime) -> str:
     """The VALUES rows of _INSERT_NEXT for the next occurrences of `fired` (literals:
     the driver's escaping of 5 values a row showed up in the scheduler's profile)."""
-    text, when = Texts(), Times()
+    text, when = texts(), times()
     stamp = when(now)
     return ",".join(f"({text(f.trigger_id)},{when(f.next_fire_at)},'pending',{stamp},{stamp})"
                     for f in fired)  # fmt: skip
