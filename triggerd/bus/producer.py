@@ -213,34 +213,31 @@ class Bus:
         if not partitions or not available:  # send() waits for the metadata, or fails
             return [await self._send_one(producer, key, value) for key, value in records]
         all_partitions, live = list(partitions), list(available)  # as aiokafka passes them
-        results: list[asyncio.Future[RecordMetadata] | BaseException | None] = [None] * len(
-            records
-        )
-        batches: list[tuple[int, BatchBuilder, list[int]]] = []
+        batches: list[tuple[int, BatchBuilder, list[int]]] = []  # partition, batch, jobs
         open_batch: dict[int, tuple[BatchBuilder, list[int]]] = {}
         oversized: list[int] = []
         for i, (key, value) in enumerate(records):  # every append first: the timestamps
             partition = self._partitioner(key, all_partitions, live)
-            builder, members = open_batch.get(partition) or (None, [])
-            if builder is None or builder.append(key=key, value=value, timestamp=None) is None:
-                builder, members = producer.create_batch(), []
-                if builder.append(key=key, value=value, timestamp=None) is None:
+            current = open_batch.get(partition)
+            if current is None or current[0].append(key=key, value=value, timestamp=None) is None:
+                current = (producer.create_batch(), [])
+                if current[0].append(key=key, value=value, timestamp=None) is None:
                     oversized.append(i)  # larger than a batch: send() sizes one for it
                     continue
-                open_batch[partition] = (builder, members)
-                batches.append((partition, builder, members))
-            members.append(i)
+                open_batch[partition] = current
+                batches.append((partition, *current))
+            current[1].append(i)
+        results: dict[int, asyncio.Future[RecordMetadata] | BaseException] = {}
         for partition, builder, members in batches:
             sent: asyncio.Future[RecordMetadata] | BaseException
             try:
                 sent = await producer.send_batch(builder, self.topic, partition=partition)
             except KafkaError as exc:
                 sent = BusUnavailable(str(exc))
-            for i in members:
-                results[i] = sent
+            results.update(dict.fromkeys(members, sent))
         for i in oversized:
             results[i] = await self._send_one(producer, *records[i])
-        return [r if r is not None else BusUnavailable("not sent") for r in results]
+        return [results[i] for i in range(len(records))]
 
     async def _send_one(
         self, producer: AIOKafkaProducer, key: bytes, value: bytes

@@ -9,7 +9,6 @@ delivery use the same column with the backoff as the time.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -54,16 +53,6 @@ class EventRecord:
         return orjson.dumps(self.payload)
 
 
-INSERT_EVENT = (
-    "INSERT IGNORE INTO event_logs (id, trigger_id, trigger_name, trigger_type, source,"
-    " is_test_run, note, payload, delivery, scheduled_for, fired_at, publish_at,"
-    " publish_attempt, published_at, execution_status, retention_status, created_at)"
-    " VALUES (%(id)s, %(trigger_id)s, %(trigger_name)s, %(trigger_type)s, %(source)s,"
-    " %(is_test_run)s, %(note)s, %(payload)s, %(delivery)s, %(scheduled_for)s, %(fired_at)s,"
-    " %(publish_at)s, 1, %(published_at)s, %(execution_status)s, 'active', %(fired_at)s)"
-)
-
-
 async def insert_events(cur: Any, records: Sequence[EventRecord]) -> int:
     """INSERT IGNORE: an event that already exists (same id) is left as it is, which is
     what makes re-claims and redeliveries unable to create a second event. Returns the
@@ -74,20 +63,20 @@ async def insert_events(cur: Any, records: Sequence[EventRecord]) -> int:
     return inserted
 
 
-# The column list of event_rows.INSERT_EVENT (one definition of the row), as a multi-row
-# INSERT whose VALUES are rendered here (store/literals.py): at thousands of rows a second, the
-# generic parameter escaping of the driver costs more than the database does.
-_EVENT_COLUMNS = re.search(r"INTO event_logs \(([^)]*)\)", INSERT_EVENT)
-assert _EVENT_COLUMNS is not None
-INSERT_EVENTS_HEAD = f"INSERT INTO event_logs ({_EVENT_COLUMNS.group(1)}) VALUES "
-INSERT_IGNORE_EVENTS_HEAD = INSERT_EVENTS_HEAD.replace("INSERT", "INSERT IGNORE", 1)
+# One row of event_logs, as the multi-row INSERTs below write it. The VALUES are rendered
+# here (store/literals.py): at thousands of rows a second, the generic parameter
+# escaping of the driver costs more than the database does.
+_EVENT_COLUMNS = ("id, trigger_id, trigger_name, trigger_type, source, is_test_run, note,"
+                  " payload, delivery, scheduled_for, fired_at, publish_at, publish_attempt,"
+                  " published_at, execution_status, retention_status, created_at")  # fmt: skip
+INSERT_EVENTS_HEAD = f"INSERT INTO event_logs ({_EVENT_COLUMNS}) VALUES "
+INSERT_IGNORE_EVENTS_HEAD = f"INSERT IGNORE INTO event_logs ({_EVENT_COLUMNS}) VALUES "
 _MAX_STATEMENT = 2 * 1024 * 1024  # characters; well below any max_allowed_packet
 
 
 def insert_statements(records: Sequence[EventRecord], *, ignore: bool = False) -> list[str]:
-    """Multi-row INSERTs of `records` (the row of INSERT_EVENT; INSERT IGNORE when
-    `ignore`), literal values escaped as the driver does, each under _MAX_STATEMENT
-    characters.
+    """Multi-row INSERTs of `records` (INSERT IGNORE when `ignore`), literal values
+    escaped as the driver does, each under _MAX_STATEMENT characters.
 
     Values that repeat across a batch (trigger ids and names, times, delivery settings,
     one snapshot per trigger) are rendered once per batch."""
