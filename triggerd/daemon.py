@@ -18,6 +18,7 @@ import signal
 from aiohttp import web
 
 from triggerd.api.app import build_app
+from triggerd.api.server import AppRunner
 from triggerd.backoff import Backoff
 from triggerd.bus.producer import Bus
 from triggerd.config import Settings
@@ -122,7 +123,7 @@ async def serve(settings: Settings, notifier: Notifier | None = None) -> int:
         log.warning("TRIGGERD_API_KEYS is not set: the API is open to anyone who can reach it")
 
     app = build_app(services, with_api="api" in settings.roles)
-    runner = web.AppRunner(
+    runner = AppRunner(
         app, handle_signals=False, access_log=None, shutdown_timeout=settings.shutdown_timeout
     )
     await runner.setup()

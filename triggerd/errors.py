@@ -24,6 +24,7 @@ class SchemaVersionError(TriggerdError):
 class ApiError(TriggerdError):
     status: int = 400
     code: str = "bad_request"
+    close_connection: bool = False  # after the answer (the request's framing is broken)
 
     def __init__(
         self,
@@ -69,3 +70,11 @@ class Conflict(ApiError):
 class Unauthorized(ApiError):
     status = 401
     code = "unauthorized"
+
+
+class ClientGone(ApiError):
+    """The client hung up while sending its request: not a fault of ours, nor a
+    dependency outage. The answer goes nowhere; it only keeps the logs honest."""
+
+    status = 400
+    code = "client_gone"

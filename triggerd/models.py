@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -33,12 +34,16 @@ def new_id() -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+_UUID_TEXT = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
+
+
 def parse_uuid(value: str) -> str | None:
-    """The canonical form of a UUID path parameter, or None when malformed (→ 404)."""
-    try:
-        return str(uuid.UUID(value))
-    except (ValueError, AttributeError, TypeError):
+    """The canonical (lower-case) form of a UUID path parameter, or None when it is not
+    one (→ 404). Only the hyphenated 36-character form is an id: uuid.UUID() would also
+    take `urn:uuid:…`, braces and 32 bare hex digits."""
+    if not isinstance(value, str) or _UUID_TEXT.fullmatch(value) is None:
         return None
+    return value.lower()
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,22 @@ class Wakeup:
         return self._event.is_set()
 
 
+class TriggerChanges:
+    """Tells in-process caches of trigger rows (webhook ingestion's) that a trigger was
+    updated or deleted here, so the next request reads it again: a client that
+    deactivates a trigger and posts to it at once gets its 409."""
+
+    def __init__(self) -> None:
+        self._listeners: list[Callable[[str], None]] = []
+
+    def subscribe(self, listener: Callable[[str], None]) -> None:
+        self._listeners.append(listener)
+
+    def notify(self, trigger_id: str) -> None:
+        for listener in self._listeners:
+            listener(trigger_id)
+
+
 @dataclass
 class Services:
     settings: Settings
@@ -39,6 +55,7 @@ class Services:
     bus: Bus
     metrics: Metrics
     wakeup: Wakeup = field(default_factory=Wakeup)
+    trigger_changes: TriggerChanges = field(default_factory=TriggerChanges)
     # Filled by the daemon: the supervisor's per-role state, for /health.
     role_states: Callable[[], dict[str, str]] = dict
     # False until the database answered and the schema was checked.

@@ -3,11 +3,15 @@ X-Request-ID; 404 / 405 / 413 / 415 / malformed JSON; never a 500 for bad input.
 
 from __future__ import annotations
 
+import asyncio
+import gzip
 import re
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import quote
 
+import orjson
 import pymysql
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -140,10 +144,113 @@ async def test_request_id_is_echoed_or_generated(api: ApiDaemon, trigger_path: s
             assert reply.error["request_id"] == given
     generated = await api.client.get("/nowhere")
     assert re.fullmatch(r"[0-9a-f]{32}", generated.headers["X-Request-ID"])
-    for bad in ("has spaces", "x" * 200, "semi;colon"):
+    for odd in ("has spaces", "semi;colon", "{json: 'like'}"):  # printable: echoed as given
+        reply = await api.client.request("GET", "/nowhere", headers={"X-Request-ID": odd})
+        assert reply.headers["X-Request-ID"] == odd
+        assert reply.error["request_id"] == odd
+    for bad in ("x" * 201, "tab\there"):  # too long, or a control character: replaced
         reply = await api.client.request("GET", "/nowhere", headers={"X-Request-ID": bad})
         assert reply.headers["X-Request-ID"] != bad
         assert reply.error["request_id"] == reply.headers["X-Request-ID"]
+
+
+async def raw_exchange(api: ApiDaemon, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send bytes no well-behaved client would and read the whole answer (the server
+    closes the connection after a malformed request)."""
+    host, port = api.daemon.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(request)
+        await writer.drain()
+        async with asyncio.timeout(10):
+            raw = await reader.read()
+    finally:
+        writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in header_lines:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return int(status_line.split()[1]), headers, body
+
+
+MALFORMED = {
+    "bad content-length": (b"POST /api/v1/triggers HTTP/1.1\r\nHost: x\r\n"
+                           b"Content-Length: abc\r\n\r\n{}", 400),
+    "two content-lengths": (b"POST /api/v1/triggers HTTP/1.1\r\nHost: x\r\nContent-Length: 2"
+                            b"\r\nContent-Length: 3\r\n\r\n{}", 400),
+    "header line too long": (b"GET /api/v1/triggers HTTP/1.1\r\nHost: x\r\nX-Big: "
+                             + b"y" * 9000 + b"\r\n\r\n", 431),
+    "request line too long": (b"GET /api/v1/triggers?" + b"a" * 9000
+                              + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+    "bad chunk size": (b"POST /api/v1/triggers HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                       b"application/json\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n{}\r\n"
+                       b"0\r\n\r\n", 400),
+    "undecodable encoding": (b"POST /api/v1/triggers HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                             b"application/json\r\nContent-Encoding: zstd\r\n"
+                             b"Content-Length: 2\r\n\r\n{}", 415),
+    "no HTTP at all": (b"HELLO THERE\r\n\r\n", 400),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(MALFORMED))
+async def test_requests_the_http_parser_rejects_get_the_envelope(
+    api: ApiDaemon, case: str
+) -> None:
+    """aiohttp answers these before any middleware runs; they still get the envelope
+    and an X-Request-ID, with a status saying what was wrong."""
+    request, expected = MALFORMED[case]
+    status, headers, body = await raw_exchange(api, request)
+    assert status == expected, body
+    assert headers["content-type"].startswith("application/json")
+    error = orjson.loads(body)["error"]
+    assert error["code"] and error["message"]
+    assert error["request_id"] == headers["x-request-id"]
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+@pytest.mark.parametrize("method", ["POST", "PATCH"])
+async def test_a_body_that_is_not_what_its_encoding_says_is_a_400(
+    api: ApiDaemon, trigger_path: str, method: str, encoding: str
+) -> None:
+    path = BASE if method == "POST" else trigger_path
+    reply = await api.client.request(method, path, data=b'{"name": "t"}', headers={
+        "Content-Type": "application/json", "Content-Encoding": encoding})  # fmt: skip
+    assert reply.status == 400, reply.body
+    assert reply.error["code"] == "malformed_body"
+
+
+async def test_a_gzip_body_is_read(api: ApiDaemon) -> None:
+    reply = await api.client.request("POST", BASE, data=gzip.compress(orjson.dumps(VALID)),
+                                     headers={"Content-Type": "application/json",
+                                              "Content-Encoding": "gzip"})  # fmt: skip
+    assert reply.status == 201, reply.body
+
+
+@pytest.mark.parametrize("name", ["page", "limit"])
+@pytest.mark.parametrize("value", ["9" * 4301, "0" * 4000 + "5" * 400, "99999999999999999999"])
+@pytest.mark.parametrize("path", [BASE, "/api/v1/events"])
+async def test_huge_integers_in_the_query_are_a_400_naming_the_parameter(
+    api: ApiDaemon, path: str, name: str, value: str
+) -> None:
+    reply = await api.client.get(path, **{name: value})
+    assert reply.status == 400, reply.body
+    assert reply.error["details"]["field"] == name
+
+
+@pytest.mark.parametrize("spelling", [
+    lambda u: u.hex, lambda u: "urn:uuid:" + str(u), lambda u: "{" + str(u) + "}",
+    lambda u: str(u) + " ", lambda u: str(u)[:-1],
+])  # fmt: skip
+async def test_ids_are_the_hyphenated_uuid_form_only(
+    api: ApiDaemon, trigger_path: str, spelling: Any
+) -> None:
+    trigger_id = uuid.UUID(trigger_path.rsplit("/", 1)[1])
+    assert (await api.client.get(f"{BASE}/{str(trigger_id).upper()}")).status == 200
+    reply = await api.client.get(f"{BASE}/{quote(spelling(trigger_id))}")
+    assert reply.status == 404
+    assert reply.error["code"] == "not_found"
 
 
 async def test_open_api_is_announced_in_the_start_up_log(api: ApiDaemon) -> None:

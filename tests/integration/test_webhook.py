@@ -185,7 +185,11 @@ async def test_signature_required_when_the_trigger_has_a_secret(api: Api) -> Non
     status, body = await api.request("POST", url, data=raw,
                                      headers={**json_type, "X-Signature": good})  # fmt: skip
     assert status == 202, body
-    assert await api.count_events() == 1
+    shouting = "SHA256=" + good[7:].upper()  # the scheme and hex digits in either case
+    status, body = await api.request("POST", url, data=raw,
+                                     headers={**json_type, "X-Signature": shouting})  # fmt: skip
+    assert status == 202, body
+    assert await api.count_events() == 2
 
 
 async def test_idempotency_key_returns_the_first_event(api: Api) -> None:
@@ -238,6 +242,36 @@ async def test_status_change_takes_effect_within_the_cache_ttl(api: Api) -> None
         return (await api.post(url, {"a": 1}))[0] == 404
 
     await wait_until(gone, timeout=2.5, interval=0.1, what="404 after delete")
+
+
+async def test_changes_through_this_api_apply_to_the_very_next_webhook(api: Api) -> None:
+    """No cache delay for what this process changed itself: deactivate, change the
+    schema or delete through the API, and the next webhook already sees it."""
+    status, created = await api.post("/api/v1/triggers", {
+        "name": "hook", "type": "webhook", "config": {"schema": {"type": "object"}}})  # fmt: skip
+    assert status == 201, created
+    item = f"/api/v1/triggers/{created['id']}"
+    url = f"/api/v1/webhook/{created['id']}"
+    assert (await api.post(url, {"a": 1}))[0] == 202  # now cached
+    assert (await api.request("PATCH", item, json={"status": "inactive"}))[0] == 200
+    assert (await api.post(url, {"a": 1}))[0] == 409
+    assert (await api.request("PATCH", item, json={"status": "active"}))[0] == 200
+    assert (await api.post(url, {"a": 1}))[0] == 202
+    strict = {"config": {"schema": {"type": "object", "required": ["b"]}}}
+    assert (await api.request("PUT", item, json=strict))[0] == 200
+    status, body = await api.post(url, {"a": 1})
+    assert status == 400 and body["error"]["details"]["violations"], body
+    assert (await api.request("DELETE", item))[0] == 204
+    assert (await api.post(url, {"b": 1}))[0] == 404
+
+
+async def test_a_body_not_in_its_declared_encoding_is_400(api: Api) -> None:
+    trigger_id = await make_trigger(api.db)
+    status, body = await api.request("POST", f"/api/v1/webhook/{trigger_id}", data=b'{"a": 1}',
+                                     headers={"Content-Type": "application/json",
+                                              "Content-Encoding": "gzip"})  # fmt: skip
+    assert status == 400 and body["error"]["code"] == "malformed_body", body
+    assert await api.count_events() == 0
 
 
 async def test_schema_change_uses_the_new_version(api: Api) -> None:

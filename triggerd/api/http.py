@@ -6,8 +6,9 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
-from triggerd.errors import ApiError, ValidationError
+from triggerd.errors import ApiError, ClientGone, ValidationError
 
 
 def json_response(
@@ -34,10 +35,28 @@ async def read_raw_json(request: web.Request, *, optional: bool = False) -> tupl
     reading, turned into the envelope by the error middleware), 400 for malformed JSON.
     With `optional`, an empty body (of any declared type) parses to None.
     """
-    raw = await request.read()
+    raw = await read_body(request)
     if optional and not raw.strip(b" \t\r\n"):  # JSON whitespace only
         return raw, None
     return raw, parse_json(request, raw)
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The request body: 400 when it cannot be decoded (a `Content-Encoding: gzip` body
+    that is not gzip, broken chunked framing), ClientGone when the client hung up while
+    sending it (not a dependency outage: nothing to log beyond a line)."""
+    try:
+        return await request.read()
+    except RequestPayloadError as exc:
+        # The rest of the body is unreadable: mark it consumed (else aiohttp tries to read
+        # it again after the answer and logs that as an unhandled error), and close the
+        # connection after the 400, since the framing of what follows is unknown.
+        request.content.feed_eof()
+        error = ApiError(f"the request body could not be read: {exc}", code="malformed_body")
+        error.close_connection = True
+        raise error from None
+    except ConnectionError as exc:
+        raise ClientGone(str(exc) or "connection lost") from None
 
 
 def parse_json(request: web.Request, raw: bytes) -> Any:
@@ -66,7 +85,9 @@ def query_int(request: web.Request, name: str, default: int, lo: int, hi: int) -
     # ASCII digits only: int() would also take "1_0" and non-ASCII digits.
     digits = raw[1:] if raw.startswith("-") else raw
     if not digits.isascii() or not digits.isdigit():
-        raise ValidationError(name, f"must be an integer, got {raw!r}")
+        raise ValidationError(name, f"must be an integer, got {raw[:40]!r}")
+    if len(digits.lstrip("0")) > 18:  # beyond any bound here; int() refuses 4,300 digits
+        raise ValidationError(name, f"must be between {lo} and {hi}")
     value = int(raw)
     if not lo <= value <= hi:
         raise ValidationError(name, f"must be between {lo} and {hi}")

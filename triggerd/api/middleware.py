@@ -23,7 +23,9 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-_REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+# Echoed as given when it is printable ASCII (no control characters to forge log lines
+# with) of sane length; anything else is replaced by a new id.
+_REQUEST_ID_OK = re.compile(r"^[\x20-\x7e]{1,200}$")
 _HTTP_CODES = {
     400: "bad_request",
     401: "unauthorized",
@@ -42,6 +44,13 @@ _HTTP_CODES = {
     431: "headers_too_large",
     503: "unavailable",
 }
+
+
+class KeyRequired(ApiError):
+    """401 from the API-key check (answered with a `WWW-Authenticate` challenge)."""
+
+    status = 401
+    code = "unauthorized"
 
 
 def error_body(status: int, code: str, message: str, details: object = None) -> dict[str, object]:
@@ -96,10 +105,8 @@ def api_middleware(
                       request.headers.get("X-API-Key", "")]  # fmt: skip
         # Either header may carry the key; a request passes when one of them is valid.
         if not any([allowed(c) for c in candidates if c]):
-            raise ApiError(
-                "missing or invalid API key (Authorization: Bearer <key> or X-API-Key)",
-                status=401,
-                code="unauthorized",
+            raise KeyRequired(
+                "missing or invalid API key (Authorization: Bearer <key> or X-API-Key)"
             )
 
     def observe(request: web.Request, seconds: float) -> None:
@@ -127,6 +134,10 @@ def api_middleware(
                 response = await handler(request)
             except ApiError as exc:
                 response = error_response(exc.status, exc.code, exc.message, exc.details)
+                if exc.close_connection:
+                    response.force_close()
+                if isinstance(exc, KeyRequired):
+                    response.headers["WWW-Authenticate"] = 'Bearer realm="triggerd"'
             except web.HTTPException as exc:
                 if exc.status < 400:  # a redirect: aiohttp sends it as it is
                     exc.headers["X-Request-ID"] = request_id

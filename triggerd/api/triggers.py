@@ -122,6 +122,7 @@ class TriggerRoutes:
             record = await self.store.update(trigger_id, change, now)
             if record is None:
                 raise _not_found()
+            self.services.trigger_changes.notify(trigger_id)
             self.services.wakeup.notify()
             log.info("trigger updated (version %d)", record.trigger.version)
         return json_response(self._json(record))
@@ -131,6 +132,7 @@ class TriggerRoutes:
         with log_context(trigger_id=trigger_id):
             if not await self.store.delete(trigger_id, utcnow()):
                 raise _not_found()
+            self.services.trigger_changes.notify(trigger_id)
             self.services.wakeup.notify()
             log.info("trigger deleted")
         return web.Response(status=204)

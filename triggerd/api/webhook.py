@@ -9,8 +9,9 @@ raw bytes before parsing), content type (415), JSON (400), schema (400 with
 
 Caches, both per process:
 - webhook targets (the trigger row, prepared) by id for TRIGGER_TTL (1 s), unknown ids
-  too: a status change, an update or a delete takes effect on ingestion within one
-  second;
+  too. An update or a delete through this process's API drops the entry at once
+  (Services.trigger_changes); one made through another process takes effect here
+  within one second;
 - compiled schema validators by (trigger id, version), LRU-bounded: an update bumps
   the version, so a changed schema is never validated with a stale validator.
 
@@ -32,7 +33,7 @@ from typing import Any
 
 from aiohttp import web
 
-from triggerd.api.http import parse_json
+from triggerd.api.http import parse_json, read_body
 from triggerd.api.payloads import Validator, compile_schema, encode_payload, violations
 from triggerd.errors import ApiError, Conflict, NotFound, Unauthorized, ValidationError
 from triggerd.models import Trigger, new_id, parse_uuid
@@ -111,9 +112,9 @@ class ValidatorCache:
 
 
 class TargetCache:
-    """Webhook targets by the id as it appears in the URL, for `ttl` seconds (unknown
-    ids too), LRU-bounded; concurrent misses for one id share one query. A reload of
-    an unchanged trigger reuses its compiled validator."""
+    """Webhook targets by trigger id (the URL's id as given when it is not a UUID), for
+    `ttl` seconds (unknown ids too), LRU-bounded; concurrent misses for one id share one
+    query. A reload of an unchanged trigger reuses its compiled validator."""
 
     def __init__(self, db: Database, ttl: float = TRIGGER_TTL,
                  max_size: int = MAX_CACHED_TRIGGERS) -> None:  # fmt: skip
@@ -123,34 +124,44 @@ class TargetCache:
         self.validators = ValidatorCache()
         self._entries: OrderedDict[str, tuple[float, Target | None]] = OrderedDict()
         self._loading: dict[str, asyncio.Future[Target | None]] = {}
+        # Bumped by forget(): a load that began before a change must not cache its row.
+        self._generation = 0
+
+    def forget(self, trigger_id: str) -> None:
+        """The trigger changed (or went): read it again on its next request."""
+        self._entries.pop(trigger_id, None)
+        self._generation += 1
 
     async def get(self, raw_id: str) -> Target | None:
-        entry = self._entries.get(raw_id)
+        key = parse_uuid(raw_id) or raw_id
+        entry = self._entries.get(key)
         now = time.monotonic()
         if entry is not None and entry[0] > now:
             return entry[1]
-        loading = self._loading.get(raw_id)
+        loading = self._loading.get(key)
         if loading is not None:
             return await asyncio.shield(loading)
         future: asyncio.Future[Target | None] = asyncio.get_running_loop().create_future()
-        self._loading[raw_id] = future
+        self._loading[key] = future
+        generation = self._generation
         try:
-            target = await self._load(raw_id)
+            target = await self._load(key)
         except Exception as exc:
             future.set_exception(exc)
             future.exception()  # mark retrieved: waiters (if any) get it too
             raise
         finally:
-            del self._loading[raw_id]
+            del self._loading[key]
         future.set_result(target)
-        self._entries[raw_id] = (now + self.ttl, target)
-        self._entries.move_to_end(raw_id)
-        while len(self._entries) > self.max_size:
-            self._entries.popitem(last=False)
+        if generation == self._generation:
+            self._entries[key] = (now + self.ttl, target)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_size:
+                self._entries.popitem(last=False)
         return target
 
-    async def _load(self, raw_id: str) -> Target | None:
-        trigger_id = parse_uuid(raw_id)
+    async def _load(self, key: str) -> Target | None:
+        trigger_id = parse_uuid(key)
         if trigger_id is None:
             return None
         trigger = await fetch_trigger(self.db, trigger_id)
@@ -173,8 +184,10 @@ def check_payload(validator: Validator | None, payload: Any) -> None:
 
 
 def check_signature(secret: str, raw: bytes, header: str | None) -> None:
-    if not header or not header.startswith("sha256="):
+    if not header:
         raise Unauthorized("missing X-Signature: sha256=<hex HMAC-SHA256 of the body>")
+    if header[:7].lower() != "sha256=":
+        raise Unauthorized("X-Signature must be sha256=<hex HMAC-SHA256 of the body>")
     expected = hmac.new(secret.encode(), raw, hashlib.sha256).hexdigest()
     if not hmac.compare_digest(header[7:].strip().lower().encode(), expected.encode()):
         raise Unauthorized("X-Signature does not match the body")
@@ -193,6 +206,7 @@ class WebhookHandler:
     def __init__(self, services: Services, pipeline: IngestPipeline) -> None:
         self.pipeline = pipeline
         self.targets = TargetCache(services.db)
+        services.trigger_changes.subscribe(self.targets.forget)
         counter = services.metrics.webhook_requests
         self._counters: dict[int, Callable[[], None]] = {}
         self._counter = counter
@@ -229,7 +243,7 @@ class WebhookHandler:
     async def _ingest(self, request: web.Request) -> web.Response:
         target = await self._target(request.match_info["trigger_id"])
         trigger = target.trigger
-        raw = await request.read()
+        raw = await read_body(request)
         if target.secret:
             check_signature(target.secret, raw, request.headers.get("X-Signature"))
         payload = parse_json(request, raw)
