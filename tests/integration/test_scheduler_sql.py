@@ -43,7 +43,7 @@ async def test_loop_queries_use_indexes(db: Database) -> None:
     checks = [
         (schedules.DUE_POINTS, {"horizon": horizon}, "ix_schedules_due"),
         (schedules.LEASE_POINTS, {"horizon": horizon}, "ix_schedules_lease"),
-        (schedules.CLAIM_EXPIRED, {"now": to_db(now), "limit": 1000, "stale_before": until},
+        (schedules.CLAIM_EXPIRED, {"now": to_db(now), "limit": 1000, "reclaim_stale_before": until},
          "ix_schedules_lease"),
         (schedules.CLAIM_PENDING, {"now": to_db(now), "until": until, "limit": 1000,
                                    "stale_before": until}, "ix_schedules_due"),
@@ -76,6 +76,7 @@ async def test_concurrent_claims_never_share_a_row(db: Database) -> None:
             rows = await schedules.claim_due(
                 db, instance=name, now=utcnow(), until=utcnow(), limit=50,
                 lease_until=utcnow() + timedelta(seconds=30), stale_before=utcnow(),
+                reclaim_stale_before=utcnow(),
             )  # fmt: skip
             if not rows:
                 return got
@@ -106,6 +107,7 @@ async def test_a_failed_catch_up_keeps_its_decision(db: Database) -> None:
     [row] = await schedules.claim_due(
         db, instance="me", now=now, until=now, limit=10,
         lease_until=now + timedelta(seconds=30), stale_before=now - timedelta(seconds=10),
+        reclaim_stale_before=now - timedelta(seconds=10),
     )  # fmt: skip
     assert row.stale
     retry_at = now + timedelta(seconds=2)
@@ -118,3 +120,45 @@ async def test_a_failed_catch_up_keeps_its_decision(db: Database) -> None:
     )  # fmt: skip
     assert [(r["status"], r["attempt_count"]) for r in rows] == [("cancelled", 0), ("pending", 1)]
     assert rows[1]["fire_at"] == to_db(latest) and rows[1]["retry_at"] == to_db(retry_at)
+
+
+async def test_pending_and_reclaimed_rows_have_their_own_downtime_cut_off(db: Database) -> None:
+    """A pending row due before the cut-off is stale (missed); a row a dead holder leased
+    is judged by its own cut-off (its job may already be on Kafka)."""
+    now = utcnow()
+    due = now - timedelta(seconds=20)
+    pending, leased = str(uuid.uuid4()), str(uuid.uuid4())
+    await db.execute(
+        "INSERT INTO trigger_schedules (trigger_id, fire_at, status, claimed_by, lease_until,"
+        " created_at, updated_at) VALUES (%s, %s, 'pending', NULL, NULL, %s, %s),"
+        " (%s, %s, 'processing', 'dead', %s, %s, %s)",
+        [pending, to_db(due), to_db(due), to_db(due),
+         leased, to_db(due), to_db(now - timedelta(seconds=1)), to_db(due), to_db(due)],
+    )  # fmt: skip
+    rows = await schedules.claim_due(
+        db, instance="me", now=now, until=now, limit=10,
+        lease_until=now + timedelta(seconds=30), stale_before=now - timedelta(seconds=10),
+        reclaim_stale_before=now - timedelta(seconds=60),
+    )  # fmt: skip
+    assert {row.trigger_id: row.stale for row in rows} == {pending: True, leased: False}
+
+
+async def test_a_restarted_scheduler_takes_over_its_own_leases_at_once(db: Database) -> None:
+    now = utcnow()
+    mine, other = str(uuid.uuid4()), str(uuid.uuid4())
+    lease = to_db(now + timedelta(seconds=30))
+    await db.execute(
+        "INSERT INTO trigger_schedules (trigger_id, fire_at, status, claimed_by, lease_until,"
+        " created_at, updated_at) VALUES (%s, %s, 'processing', 'me', %s, %s, %s),"
+        " (%s, %s, 'processing', 'someone-else', %s, %s, %s)",
+        [mine, to_db(now), lease, to_db(now), to_db(now),
+         other, to_db(now), lease, to_db(now), to_db(now)],
+    )  # fmt: skip
+    assert await schedules.expire_own_leases(db, instance="me", now=now) == 1
+    later = now + timedelta(milliseconds=5)
+    rows = await schedules.claim_due(
+        db, instance="me", now=later, until=later, limit=10,
+        lease_until=later + timedelta(seconds=30), stale_before=now - timedelta(seconds=60),
+        reclaim_stale_before=now - timedelta(seconds=60),
+    )  # fmt: skip
+    assert [row.trigger_id for row in rows] == [mine]  # the other process's lease holds

@@ -49,6 +49,8 @@ WAKE_DEBOUNCE = 0.1  # seconds between reloads caused by API wake-ups
 FULL_RECHECK = 0.05  # seconds between looks while the dispatcher holds its maximum
 INITIAL_CLAIM_RATE = 5000.0  # rows/s, until measured
 BUS_START_WAIT = 10.0  # seconds the first claim waits for Kafka at start-up
+# Rows due at least this long before the role started were missed while it was down.
+STARTUP_MARGIN = timedelta(seconds=1)
 # Claims are re-read this long before due: a trigger deleted or deactivated after its
 # occurrence was claimed (up to the claim-ahead plus a second early) is then not fired.
 CHECK_AHEAD = timedelta(milliseconds=500)
@@ -64,8 +66,12 @@ class SchedulerRole:
         self.claim_ahead = timedelta(seconds=min(MAX_CLAIM_AHEAD, settings.scheduler_lease / 4))
         # A publish needs this much lease left; a refresh happens at half the lease.
         self.lease_margin = min(self.lease / 4, timedelta(seconds=5))
-        # Pending this long past due without an attempt = missed while no scheduler ran.
+        # The downtime rule (claims.py) applies to rows nobody attempted that were due
+        # before this role started (missed while no scheduler ran), or that stayed
+        # pending this long past due while it ran. A dead holder's rows are taken over
+        # as they are unless older than this grace: it may have published them already.
         self.grace = 2 * self.lease
+        self.started = utcnow()
         self.max_held = 20 * settings.scheduler_batch_size  # claims in memory, ~2 KB each
         # A crowded second starts claiming earlier, by up to this (all within a third of
         # the lease), at the claim rate measured here (rows/s, a moving average).
@@ -95,12 +101,17 @@ class SchedulerRole:
         services, settings = self.services, self.services.settings
         backoff = Backoff(base=0.5, cap=10.0)
         next_reload, last_reload, serving = 0.0, float("-inf"), False
+        self.started = utcnow()
         # Claims made before the producer is up would only fail; give it a moment.
         await services.bus.wait_connected(BUS_START_WAIT)
+        taken_over = False
         while True:
             try:
                 now = time.monotonic()
                 woken = services.wakeup.is_set() and now - last_reload >= WAKE_DEBOUNCE
+                if not taken_over:
+                    await self._take_over_own_leases()
+                    taken_over = True
                 if now >= next_reload or woken:
                     services.wakeup.clear()
                     await window.reload(services.db, utcnow(), self.claim_rate)
@@ -174,7 +185,8 @@ class SchedulerRole:
         claiming = asyncio.ensure_future(schedules.claim_due(
             services.db, instance=settings.instance_id, now=now, until=until,
             lease_until=lease_until, limit=settings.scheduler_batch_size,
-            stale_before=now - self.grace,
+            stale_before=max(now - self.grace, self.started - STARTUP_MARGIN),
+            reclaim_stale_before=now - self.grace,
         ))  # fmt: skip
         self._claiming = claiming
         # Shielded: if we are cancelled mid-claim, _wind_down waits for it and releases.
@@ -210,6 +222,14 @@ class SchedulerRole:
                                     now=utcnow(), status="cancelled")  # fmt: skip
         self._limbo = []
         return len(rows) >= settings.scheduler_batch_size
+
+    async def _take_over_own_leases(self) -> None:
+        instance = self.services.settings.instance_id
+        count = await schedules.expire_own_leases(self.services.db, instance=instance,
+                                                  now=utcnow())  # fmt: skip
+        if count:
+            log.info("taking over %d occurrence(s) claimed by an earlier process named %s",
+                     count, instance)  # fmt: skip
 
     async def _check_ownership(self, dispatcher: Dispatcher) -> None:
         now = utcnow()

@@ -74,17 +74,20 @@ LEASE_POINTS = (  # a dead holder's rows become claimable once their leases ran 
     " GROUP BY TO_SECONDS(lease_until) ORDER BY NULL"
 )
 # fire_at as text: datetime.fromisoformat is far cheaper than the driver's conversion.
-# stale: pending since longer than the grace after due (the downtime rule, claims.py).
+# stale: due and created before the given time (the downtime rule, claims.py); the
+# time differs for pending rows and for rows a dead holder's lease kept (claim_due).
 _CLAIM_COLUMNS = (
     "SELECT id, trigger_id, CAST(fire_at AS CHAR), attempt_count,"
-    " GREATEST(fire_at, created_at) < %(stale_before)s FROM trigger_schedules"
+    " GREATEST(fire_at, created_at) < %({})s FROM trigger_schedules"
 )
 CLAIM_EXPIRED = (
-    f"{_CLAIM_COLUMNS} WHERE status = 'processing' AND lease_until < %(now)s"
+    _CLAIM_COLUMNS.format("reclaim_stale_before")
+    + " WHERE status = 'processing' AND lease_until < %(now)s"
     " ORDER BY lease_until LIMIT %(limit)s FOR UPDATE SKIP LOCKED"
 )
 CLAIM_PENDING = (
-    f"{_CLAIM_COLUMNS} WHERE status = 'pending' AND fire_at <= %(until)s"
+    _CLAIM_COLUMNS.format("stale_before")
+    + " WHERE status = 'pending' AND fire_at <= %(until)s"
     " AND (retry_at IS NULL OR retry_at <= %(now)s)"
     " ORDER BY fire_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED"
 )
@@ -107,7 +110,7 @@ class ClaimedRow:
     trigger_id: str
     fire_at: datetime
     attempt_count: int
-    stale: bool  # due (or created) longer ago than the grace
+    stale: bool  # due and created before the downtime cut-off (claim_due)
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,12 +204,15 @@ async def due_points(
 
 async def claim_due(
     db: Database, *, instance: str, now: datetime, until: datetime, lease_until: datetime,
-    limit: int, stale_before: datetime,
+    limit: int, stale_before: datetime, reclaim_stale_before: datetime,
 ) -> list[ClaimedRow]:  # fmt: skip
     """Lease up to `limit` rows: expired leases of a dead holder first, then pending rows
-    due by `until` (the claim-ahead) whose publish backoff is over."""
+    due by `until` (the claim-ahead) whose publish backoff is over. A row is `stale` when
+    it was due and created before `stale_before` (pending rows) or
+    `reclaim_stale_before` (expired leases)."""
     params = {"now": to_db(now), "until": to_db(until), "limit": limit,
-              "stale_before": to_db(stale_before)}  # fmt: skip
+              "stale_before": to_db(stale_before),
+              "reclaim_stale_before": to_db(reclaim_stale_before)}  # fmt: skip
     async with _transaction(db, read_committed=True) as cur:
         await cur.execute(CLAIM_EXPIRED, params)
         found = list(await cur.fetchall())
@@ -303,6 +309,18 @@ async def release(
         f" updated_at = %s WHERE id IN ({_in(ids)}) AND status = 'processing'"
         " AND claimed_by = %s",
         [status, to_db(now), *ids, instance],
+    )
+
+
+async def expire_own_leases(db: Database, *, instance: str, now: datetime) -> int:
+    """Rows still leased to `instance` when a scheduler of that name starts were held by
+    an earlier process of the same name that died (instance ids are unique per live
+    process): their leases end now, so they are taken over at once, the way any dead
+    holder's rows are (and may already be on Kafka), instead of after the lease."""
+    return await db.execute(
+        "UPDATE trigger_schedules SET lease_until = %s, updated_at = %s"
+        " WHERE status = 'processing' AND claimed_by = %s AND lease_until > %s",
+        [to_db(now), to_db(now), instance, to_db(now)],
     )
 
 
