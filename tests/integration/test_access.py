@@ -95,7 +95,8 @@ async def test_either_header_with_any_configured_key_works(
     assert reply.status == 200, reply.body
 
 
-@pytest.mark.parametrize("path", ["/health", "/metrics", "/api/docs", "/api/docs/swagger.json"])
+@pytest.mark.parametrize("path", ["/health", "/metrics", "/api/docs", "/api/docs/swagger.json",
+                                  "/api/docs/", "/api/docs/static/swagger-ui.css"])  # fmt: skip
 async def test_operations_and_docs_stay_open(anonymous: Client, path: str) -> None:
     assert (await anonymous.get(path)).status == 200
 

@@ -11,9 +11,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import jsonschema_rs
 import pytest
 from aiohttp import web
+from yarl import URL
 
 from tests.integration.api_daemon import ApiDaemon, Client, api_daemon
 from triggerd.api import docs
@@ -38,6 +40,8 @@ SPEC_OPERATIONS = {
     ("GET", "/health"), ("GET", "/metrics"),
     ("GET", "/api/docs"), ("GET", "/api/docs/swagger.json"),
 }  # fmt: skip
+# Both schemes, either one enough (SPEC §3 "Access").
+SECURITY = [{"bearerAuth": []}, {"apiKeyAuth": []}]
 
 
 def build(*keys: str) -> tuple[web.Application, dict[str, Any]]:
@@ -46,7 +50,7 @@ def build(*keys: str) -> tuple[web.Application, dict[str, Any]]:
     services = Services(settings=settings, db=Database(settings.database), bus=Bus(settings),
                         metrics=Metrics())  # fmt: skip
     app = build_app(services, with_api=True)
-    return app, docs.build_document(app, secured=bool(keys))
+    return app, docs.build_document(app)
 
 
 def operations(document: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
@@ -69,22 +73,21 @@ def test_every_registered_route_is_documented_with_its_responses(keys: tuple[str
     documented = operations(document)
     routes = docs.registered_routes(app)
     assert {(m, shape(p)) for m, p in SPEC_OPERATIONS} <= {(m, shape(p)) for m, p in routes}
-    static = [r for r in app.router.resources() if isinstance(r, web.StaticResource)]
-    assert [r.canonical for r in static] == [docs.STATIC_PREFIX]  # the only route left out
+    # No directory served wholesale: every route, the UI's files included, is documented.
+    assert not [r for r in app.router.resources() if isinstance(r, web.StaticResource)]
     for route in app.router.routes():
-        if route.resource is None or isinstance(route.resource, web.StaticResource):
-            continue
+        assert route.resource is not None
         key = (route.method, route.resource.canonical)
         assert key in documented, key
         op = documented[key]
         assert op["tags"] != ["undocumented"], key
         assert op["summary"] and op["operationId"], key
         statuses = set(op["responses"])
-        assert any(status.startswith("2") for status in statuses), key
+        assert any(status.startswith(("2", "3")) for status in statuses), key
         for status, response in op["responses"].items():
             assert response["description"]
             assert "X-Request-ID" in response["headers"], (key, status)
-            if status.startswith(("4", "5")) and key[1].startswith("/api/v1"):
+            if status.startswith(("4", "5")) and key[1].startswith(("/api/v1", "/api/docs")):
                 schema = response["content"]["application/json"]["schema"]
                 assert schema == {"$ref": "#/components/schemas/ErrorEnvelope"}, (key, status)
         replay = route.resource.canonical == "/api/v1/events/{id}/replay"
@@ -93,8 +96,7 @@ def test_every_registered_route_is_documented_with_its_responses(keys: tuple[str
             assert {"400", "413", "415"} <= statuses, key
         if "{" in route.resource.canonical and route.resource.canonical.startswith("/api/v1"):
             assert "404" in statuses, key
-    assert len(documented) == len([r for r in app.router.routes()
-                                   if not isinstance(r.resource, web.StaticResource)])  # fmt: skip
+    assert len(documented) == len(app.router.routes())
 
 
 def test_the_document_is_valid_openapi_3() -> None:
@@ -126,17 +128,36 @@ def test_request_schemas_are_closed_and_typed() -> None:
     assert set(envelope["required"]) == {"code", "message", "details", "request_id"}
 
 
-def test_security_follows_the_deployment() -> None:
-    _, open_document = build()
-    assert "securitySchemes" not in open_document["components"]
-    assert all("security" not in op for op in operations(open_document).values())
-
-    _, document = build(KEY)
-    assert set(document["components"]["securitySchemes"]) == {"bearerAuth", "apiKeyAuth"}
+def test_security_is_documented_whatever_the_deployment() -> None:
+    """Keys are part of the contract: the document says so even where none are set."""
+    _, document = build()
+    assert build(KEY)[1] == document
+    schemes = document["components"]["securitySchemes"]
+    assert {name: {k: v for k, v in scheme.items() if k != "description"}
+            for name, scheme in schemes.items()} == {
+        "bearerAuth": {"type": "http", "scheme": "bearer"},
+        "apiKeyAuth": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+    }  # fmt: skip
+    assert "security" not in document  # no global requirement: /health and the docs are open
+    envelope = {"$ref": "#/components/schemas/ErrorEnvelope"}
+    ingestion = ("POST", "/api/v1/webhook/{trigger_id}")
+    seen = set()
     for (method, path), op in operations(document).items():
-        guarded = path.startswith("/api/v1") and not path.startswith("/api/v1/webhook/")
-        assert bool(op["security"]) == guarded, (method, path)
-        assert ("401" in op["responses"]) == (guarded or path.startswith("/api/v1/webhook/"))
+        responses = op["responses"]
+        if (method, path) == ingestion:
+            assert op["security"] == []  # needs no key, even where keys are set
+            assert "X-Signature" in responses["401"]["description"]
+            assert responses["401"]["content"]["application/json"]["schema"] == envelope
+        elif path.startswith("/api/v1"):
+            seen.add((method, shape(path)))
+            assert op["security"] == SECURITY, (method, path)
+            assert responses["401"]["content"]["application/json"]["schema"] == envelope
+            assert "API key" in responses["401"]["description"], (method, path)
+        else:  # /health, /metrics, the docs
+            assert "security" not in op, (method, path)
+            assert "401" not in responses, (method, path)
+    guarded = {(m, shape(p)) for m, p in SPEC_OPERATIONS if p.startswith("/api/v1")}
+    assert seen == guarded - {("POST", shape(ingestion[1]))}
 
 
 # --- against the daemon ----------------------------------------------------------------------
@@ -172,8 +193,49 @@ async def test_the_daemon_serves_the_document_and_the_ui_without_a_key(api: ApiD
             assert types[Path(asset).suffix] in reply.headers["Content-Type"], asset
         bundle = (docs.STATIC_DIR / "swagger-ui-bundle.js").read_text(encoding="utf-8")
         assert "SwaggerUIBundle" in bundle and len(bundle) > 1_000_000
-        assert (await anonymous.get("/api/docs/static/../../../setup.cfg")).status == 404
-        assert (await anonymous.get("/api/docs/static/")).status in (403, 404)
+
+
+async def test_every_ui_file_is_served_with_its_type(api: ApiDaemon) -> None:
+    async with Client(api.daemon.url) as anonymous:
+        for name, media in docs.ASSETS.items():
+            reply = await anonymous.get(f"{docs.STATIC_PREFIX}/{name}")
+            assert reply.status == 200, name
+            assert reply.raw == (docs.STATIC_DIR / name).read_bytes(), name
+            assert reply.headers["Content-Type"] == media, name
+            assert reply.headers["X-Content-Type-Options"] == "nosniff"
+            assert "ETag" in reply.headers and "Last-Modified" in reply.headers
+            assert reply.headers["X-Request-ID"]
+            etag = {"If-None-Match": reply.headers["ETag"]}
+            again = await anonymous.request("GET", f"{docs.STATIC_PREFIX}/{name}", headers=etag)
+            assert again.status == 304, name
+
+
+@pytest.mark.parametrize("path", [
+    "/api/docs/static/nope.js", "/api/docs/static/", "/api/docs/static",
+    "/api/docs/static/README.txt",  # in the directory, but not one of the UI's files
+    "/api/docs/static/..%2F..%2F..%2Fsetup.cfg", "/api/docs/static/%2e%2e%2fdocs.py",
+    "/api/docs/static/../docs.py", "/api/docs/static/swagger-ui.css/x",
+])  # fmt: skip
+async def test_a_missing_ui_file_is_a_404_in_the_envelope(api: ApiDaemon, path: str) -> None:
+    async with Client(api.daemon.url) as anonymous:
+        reply = await anonymous.request("GET", path, headers={"X-Request-ID": "docs-404"})
+    assert reply.status == 404, (path, reply.status, reply.raw[:200])
+    assert reply.headers["Content-Type"].startswith("application/json")
+    assert reply.headers["X-Request-ID"] == "docs-404"
+    assert reply.error["code"] == "not_found"
+
+
+async def test_the_ui_with_a_trailing_slash_redirects_to_the_ui(api: ApiDaemon) -> None:
+    async with aiohttp.ClientSession() as http:
+        url = f"{api.daemon.url}/api/docs/"
+        async with http.get(url, allow_redirects=False, headers={"X-Request-ID": "r1"}) as resp:
+            assert resp.status == 308
+            assert resp.headers["X-Request-ID"] == "r1"
+            assert resp.url.join(URL(resp.headers["Location"])).path == "/api/docs"
+        async with http.get(url) as followed:  # a browser lands on the page, whose relative
+            assert followed.status == 200  # URLs then resolve under /api/docs/
+            assert followed.url.path == "/api/docs"
+            assert followed.headers["Content-Type"].startswith("text/html")
 
 
 

@@ -8,8 +8,11 @@ marshmallow schemas of `api.schemas`, converted by apispec. Route modules need n
 decorators. A registered route missing from the table is still listed, with only the
 error envelope, and logged; the tests require there be none.
 
-`security` follows this deployment: with TRIGGERD_API_KEYS set, every `/api/v1`
-operation but webhook ingestion requires a key and documents its 401.
+`security` is part of the contract whatever this deployment's settings: every `/api/v1`
+operation but webhook ingestion (the rule of `middleware.requires_key`) takes a key, by
+either scheme, and documents its 401; keys are enforced only where TRIGGERD_API_KEYS is
+set. The Swagger UI files are served by name from a fixed set, so a missing one is the
+envelope's 404 like any other.
 """
 
 from __future__ import annotations
@@ -28,8 +31,9 @@ from marshmallow import Schema
 
 from triggerd import __version__
 from triggerd.api import schemas
-from triggerd.api.ops import SERVICES
+from triggerd.api.middleware import requires_key
 from triggerd.api.validation import STATUSES, TRIGGER_TYPES
+from triggerd.errors import NotFound
 
 with warnings.catch_warnings():
     # apispec 3 (pinned below 4 in setup.cfg) still uses distutils' LooseVersion.
@@ -43,6 +47,15 @@ SPEC_PATH = "/api/docs/swagger.json"
 UI_PATH = "/api/docs"
 STATIC_PREFIX = "/api/docs/static"
 STATIC_DIR = Path(__file__).parent / "static"
+_JS, _TEXT = "text/javascript; charset=utf-8", "text/plain; charset=utf-8"
+# The files under STATIC_PREFIX, by name, with their Content-Type: nothing else in
+# STATIC_DIR is reachable (no listing, no path traversal).
+ASSETS: dict[str, str] = {
+    "swagger-ui-bundle.js": _JS, "swagger-initializer.js": _JS,
+    "swagger-ui.css": "text/css; charset=utf-8", "favicon-32x32.png": "image/png",
+    "swagger-ui-bundle.js.LICENSE.txt": _TEXT, "swagger-ui-LICENSE": _TEXT,
+    "swagger-ui-NOTICE": _TEXT,
+}  # fmt: skip
 OPENAPI_VERSION = "3.0.3"
 
 JSON = "application/json"
@@ -52,16 +65,20 @@ _VAR = re.compile(r"\{([^{}:]+)(?::[^{}]*)?\}")
 # --- the operations ----------------------------------------------------------------------
 
 
+Media = str | tuple[str, ...]  # a response's media type, or its several
+
+
 @dataclass(frozen=True)
 class Op:
     """One operation. `responses`: status -> (description, schema name or None, media
-    type). `errors`: statuses answered with the error envelope. `body`: a schema name,
-    or a raw schema dict."""
+    type or types). `errors`: statuses answered with the error envelope, described by
+    `error_text` or else `_ERRORS`. `body`: a schema name, or a raw schema dict."""
 
     summary: str
     tag: str
-    responses: Mapping[int, tuple[str, str | None, str]]
+    responses: Mapping[int, tuple[str, str | None, Media]]
     errors: tuple[int, ...] = ()
+    error_text: Mapping[int, str] = field(default_factory=dict)
     body: str | dict[str, Any] | None = None
     body_required: bool = True
     body_description: str = ""
@@ -69,7 +86,7 @@ class Op:
     query: tuple[dict[str, Any], ...] = ()
     headers: tuple[dict[str, Any], ...] = ()
     path_params: tuple[str, ...] = ()  # descriptions, in the order of the path's variables
-    auth: bool = True  # guarded by API keys when they are configured
+    path_schemas: Mapping[str, dict[str, Any]] = field(default_factory=dict)  # default: string
     description: str = ""
     response_headers: Mapping[int, Mapping[str, str]] = field(default_factory=dict)
 
@@ -97,7 +114,7 @@ def _paging(max_page: int = 10_000_000) -> tuple[dict[str, Any], ...]:
     )  # fmt: skip
 
 
-def _ok(description: str, schema: str | None, media: str = JSON) -> tuple[str, str | None, str]:
+def _ok(description: str, schema: str | None, media: Media = JSON) -> tuple[str, str | None, Media]:
     return description, schema, media
 
 
@@ -121,13 +138,13 @@ _CREATE_EXAMPLES: dict[str, tuple[str, Any]] = {
         "config": {"schema": {"type": "object", "required": ["order_id"],
                               "properties": {"order_id": {"type": "integer"}}},
                    "endpoint": _HOOK, "secret": "<shared secret>"}}),
-}
+}  # fmt: skip
 _UPDATE_EXAMPLES: dict[str, tuple[str, Any]] = {
     "pause": ("Stop future firings", {"status": "inactive"}),
     "rename": ("Rename", {"name": "nightly export"}),
     "reschedule": ("New cron (the config is replaced whole)", {
         "config": {"cron": "30 2 * * *", "timezone": "Europe/Berlin", "endpoint": _HOOK}}),
-}
+}  # fmt: skip
 _TRIGGER = _ok("The trigger", "Trigger")
 _ACCEPTED = _ok("The event was recorded and will be published", "Accepted")
 
@@ -188,7 +205,9 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         (400, 401, 404, 409, 413, 415, 503),
         body={"description": "Any JSON value, validated against the trigger's schema"},
         body_description="The payload",
-        path_params=("Webhook trigger ID",), auth=False,
+        path_params=("Webhook trigger ID",),
+        error_text={401: "X-Signature missing or wrong: the trigger has config.secret, and "
+                         "the header must be sha256=<hex HMAC-SHA256 of the raw body>"},
         headers=(
             {"in": "header", "name": "Idempotency-Key", "required": False,
              "schema": {"type": "string", "minLength": 1, "maxLength": 255},
@@ -200,7 +219,7 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         ),
         description="202 once the event is durably recorded. 400 lists `details.violations` "
                     "(JSON Pointer + message); 404 unknown or non-webhook trigger; 409 inactive; "
-                    "401 bad signature. Needs no API key.",
+                    "401 bad signature. Needs no API key, even where keys are configured.",
     ),
     ("GET", "/api/v1/events"): Op(
         "List events, newest first", "events", {200: _ok("A page of events", "EventList")},
@@ -237,45 +256,55 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ("GET", "/health"): Op(
         "Health of this process", "operations",
         {200: _ok("Every check is ok", "Health"), 503: _ok("A check failed", "Health")},
-        auth=False,
     ),
     ("HEAD", "/health"): Op(
         "Health of this process, status only", "operations",
-        {200: _ok("Every check is ok", None), 503: _ok("A check failed", None)}, auth=False,
+        {200: _ok("Every check is ok", None), 503: _ok("A check failed", None)},
     ),
     ("GET", "/health/live"): Op(
         "Liveness of this process (200 while its event loop answers)", "operations",
-        {200: _ok("The process is alive", "object")}, auth=False,
+        {200: _ok("The process is alive", "object")},
     ),
     ("HEAD", "/health/live"): Op(
         "Liveness of this process, status only", "operations",
-        {200: _ok("The process is alive", None)}, auth=False,
+        {200: _ok("The process is alive", None)},
     ),
     ("GET", "/metrics"): Op(
         "Prometheus metrics", "operations",
-        {200: _ok("Prometheus text exposition format", "text", "text/plain")}, auth=False,
+        {200: _ok("Prometheus text exposition format", "text", "text/plain")},
     ),
     ("HEAD", "/metrics"): Op(
         "Prometheus metrics, headers only", "operations", {200: _ok("Metrics", None)},
-        auth=False,
     ),
     ("GET", UI_PATH): Op(
-        "Swagger UI", "docs", {200: _ok("The Swagger UI page", "text", "text/html")}, auth=False,
+        "Swagger UI", "docs", {200: _ok("The Swagger UI page", "text", "text/html")},
+    ),
+    ("GET", UI_PATH + "/"): Op(
+        "Swagger UI, redirected", "docs", {308: _ok("Permanent redirect to the UI", None)},
+        response_headers={308: {"Location": "../docs (relative: /api/docs here)"}},
+    ),
+    ("GET", STATIC_PREFIX + "/{name}"): Op(
+        "A file of the Swagger UI page", "docs",
+        {200: _ok("The file", "text", tuple(sorted({t.split(";")[0] for t in ASSETS.values()})))},
+        (404,),
+        error_text={404: "No such file"}, path_params=("File name",),
+        path_schemas={"name": _choice(ASSETS)},
     ),
     ("GET", SPEC_PATH): Op(
-        "This OpenAPI document", "docs", {200: _ok("OpenAPI 3 document", "object")}, auth=False,
+        "This OpenAPI document", "docs", {200: _ok("OpenAPI 3 document", "object")},
     ),
-}
+}  # fmt: skip
 
 _ERRORS = {
     400: "Invalid input: `details.field` names the field or query parameter",
-    401: "Missing or invalid credentials",
+    401: "Missing or invalid API key (Authorization: Bearer <key> or X-API-Key); only "
+         "where the deployment sets TRIGGERD_API_KEYS",
     404: "Not found (also for a malformed id)",
     409: "Conflict with the resource's state",
     413: "Body larger than the limit (default 1 MiB)",
     415: "Content-Type is not application/json",
     503: "Storage unavailable right now (database down, or overloaded); retry shortly",
-}
+}  # fmt: skip
 
 # Schemas in the order apispec must see them (nested ones first).
 _SCHEMAS: tuple[type[Schema], ...] = (
@@ -310,7 +339,7 @@ def _schema_ref(name: str) -> dict[str, Any]:
     return dict(_INLINE[name]) if name in _INLINE else {"$ref": _REF + name}
 
 
-def _response(description: str, schema: str | None, media: str, method: str,
+def _response(description: str, schema: str | None, media: Media, method: str,
               headers: Mapping[str, str] | None = None) -> dict[str, Any]:  # fmt: skip
     out: dict[str, Any] = {
         "description": description,
@@ -319,23 +348,28 @@ def _response(description: str, schema: str | None, media: str, method: str,
     for name, text in (headers or {}).items():
         out["headers"][name] = {"description": text, "schema": {"type": "string"}}
     if schema is not None and method != "HEAD":
-        out["content"] = {media: {"schema": _schema_ref(schema)}}
+        types = (media,) if isinstance(media, str) else media
+        out["content"] = {each: {"schema": _schema_ref(schema)} for each in types}
     return out
 
 
-def _operation(op: Op, method: str, path: str, *, secured: bool) -> dict[str, Any]:
+# Either scheme will do (SPEC §3 "Access").
+_SECURITY: list[dict[str, list[str]]] = [{"bearerAuth": []}, {"apiKeyAuth": []}]
+
+
+def _operation(op: Op, method: str, path: str) -> dict[str, Any]:
     responses = {
         str(status): _response(text, schema, media, method, op.response_headers.get(status))
         for status, (text, schema, media) in op.responses.items()
     }
-    errors = list(op.errors)
-    if secured and op.auth and 401 not in errors:
-        errors.append(401)
-    for status in sorted(errors):
-        responses[str(status)] = _response(_ERRORS[status], "ErrorEnvelope", JSON, method)
+    guarded = requires_key(path)
+    for status in sorted({*op.errors, *((401,) if guarded else ())}):
+        text = op.error_text.get(status, _ERRORS[status])
+        responses[str(status)] = _response(text, "ErrorEnvelope", JSON, method)
     variables = _VAR.findall(path)
     parameters: list[dict[str, Any]] = [
-        {"in": "path", "name": name, "required": True, "schema": {"type": "string"},
+        {"in": "path", "name": name, "required": True,
+         "schema": op.path_schemas.get(name, {"type": "string"}),
          "description": op.path_params[i] if i < len(op.path_params) else name}
         for i, name in enumerate(variables)
     ]  # fmt: skip
@@ -354,15 +388,17 @@ def _operation(op: Op, method: str, path: str, *, secured: bool) -> dict[str, An
         schema = op.body if isinstance(op.body, dict) else _schema_ref(op.body)
         media: dict[str, Any] = {"schema": schema}
         if op.body_examples:
-            media["examples"] = {name: {"summary": summary, "value": value}
-                                 for name, (summary, value) in op.body_examples.items()}
+            media["examples"] = {
+                name: {"summary": summary, "value": value}
+                for name, (summary, value) in op.body_examples.items()
+            }
         operation["requestBody"] = {
             "required": op.body_required,
             "content": {JSON: media},
             **({"description": op.body_description} if op.body_description else {}),
         }
-    if secured:
-        operation["security"] = [{"bearerAuth": []}, {"apiKeyAuth": []}] if op.auth else []
+    if path.startswith("/api/v1"):  # webhook ingestion says outright that it needs no key
+        operation["security"] = _SECURITY if guarded else []
     return operation
 
 
@@ -371,24 +407,18 @@ def _operation_id(method: str, path: str) -> str:
     return f"{method.lower()}_{words}"
 
 
-def _undocumented(method: str, path: str, *, secured: bool) -> dict[str, Any]:
-    errors = (401,) if secured and path.startswith("/api/v1") else ()
-    op = Op(f"{method} {path}", "undocumented", {200: _ok("Success", None)}, errors)
-    return _operation(op, method, path, secured=secured)
+def _undocumented(method: str, path: str) -> dict[str, Any]:
+    op = Op(f"{method} {path}", "undocumented", {200: _ok("Success", None)})
+    return _operation(op, method, path)
 
 
 def registered_routes(app: web.Application) -> list[tuple[str, str]]:
-    """(method, path) of every route of the app, the static Swagger UI assets aside."""
-    found: list[tuple[str, str]] = []
-    for route in app.router.routes():
-        resource = route.resource
-        if resource is None or isinstance(resource, web.StaticResource):
-            continue
-        found.append((route.method.upper(), resource.canonical))
-    return found
+    """(method, path) of every route of the app."""
+    return [(route.method.upper(), route.resource.canonical)
+            for route in app.router.routes() if route.resource is not None]  # fmt: skip
 
 
-def build_document(app: web.Application, *, secured: bool) -> dict[str, Any]:
+def build_document(app: web.Application) -> dict[str, Any]:
     """The OpenAPI 3 document of the routes registered on `app`."""
     spec = APISpec(
         title="triggerd",
@@ -412,19 +442,23 @@ def build_document(app: web.Application, *, secured: bool) -> dict[str, Any]:
                        "of A-Z a-z 0-9 . _ : - is replaced by a generated one, as is a missing "
                        "one",
     })  # fmt: skip
-    if secured:
-        spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer"})
-        spec.components.security_scheme(
-            "apiKeyAuth", {"type": "apiKey", "in": "header", "name": "X-API-Key"}
-        )
+    enforced = "Enforced where the deployment sets TRIGGERD_API_KEYS; an open one ignores it"
+    spec.components.security_scheme("bearerAuth", {
+        "type": "http", "scheme": "bearer",
+        "description": f"Authorization: Bearer <key>. {enforced}",
+    })  # fmt: skip
+    spec.components.security_scheme("apiKeyAuth", {
+        "type": "apiKey", "in": "header", "name": "X-API-Key",
+        "description": f"X-API-Key: <key>. {enforced}",
+    })  # fmt: skip
     paths: dict[str, dict[str, Any]] = {}
     for method, path in registered_routes(app):
         op = _BY_SHAPE.get((method, _shape(path)))
         if op is None:
             log.warning("route %s %s is not in the OpenAPI table (api/docs.py)", method, path)
-            operation = _undocumented(method, path, secured=secured)
+            operation = _undocumented(method, path)
         else:
-            operation = _operation(op, method, path, secured=secured)
+            operation = _operation(op, method, path)
         paths.setdefault(path, {})[method.lower()] = operation
     for path, operations in paths.items():
         spec.path(path=path, operations=operations)
@@ -488,9 +522,28 @@ _UI_HEADERS = {
 }
 
 
+# The files change only with the package: a browser revalidates (ETag, Last-Modified), and
+# the 304 is cheap.
+_ASSET_HEADERS = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
+
+
+async def _asset(request: web.Request) -> web.FileResponse:
+    """One file of ASSETS; any other name (there is no listing) is the envelope's 404."""
+    name = request.match_info["name"]
+    media = ASSETS.get(name)
+    if media is None:
+        raise NotFound("no such file")
+    return web.FileResponse(STATIC_DIR / name, headers={"Content-Type": media, **_ASSET_HEADERS})
+
+
+async def _to_ui(request: web.Request) -> web.StreamResponse:
+    # Relative, like the page's own URLs, so it holds behind a proxy that mounts us under a
+    # prefix; those `docs/static/...` URLs resolve only from /api/docs, not /api/docs/.
+    raise web.HTTPPermanentRedirect("../docs")
+
+
 def setup(app: web.Application) -> None:
     """Register the docs routes, then document every route of the app (call it last)."""
-    secured = bool(app[SERVICES].settings.all_api_keys())
     state: dict[str, bytes] = {}
 
     async def spec_json(request: web.Request) -> web.Response:
@@ -501,5 +554,6 @@ def setup(app: web.Application) -> None:
 
     app.router.add_get(SPEC_PATH, spec_json, allow_head=False)
     app.router.add_get(UI_PATH, ui, allow_head=False)
-    app.router.add_static(STATIC_PREFIX, STATIC_DIR, show_index=False, follow_symlinks=False)
-    state["spec"] = orjson.dumps(build_document(app, secured=secured))
+    app.router.add_get(UI_PATH + "/", _to_ui, allow_head=False)
+    app.router.add_get(STATIC_PREFIX + "/{name}", _asset, allow_head=False)
+    state["spec"] = orjson.dumps(build_document(app))

@@ -78,6 +78,12 @@ def _message(exc: web.HTTPException) -> str:
     return exc.reason
 
 
+def requires_key(path: str) -> bool:
+    """Whether API keys, when configured, guard `path`: all of `/api/v1` but webhook
+    ingestion (SPEC §3 "Access"). The OpenAPI document's `security` follows it too."""
+    return path.startswith("/api/v1") and not path.startswith("/api/v1/webhook/")
+
+
 def api_middleware(
     metrics: Metrics, keys: tuple[str, ...]
 ) -> Callable[..., Awaitable[web.StreamResponse]]:
@@ -97,8 +103,7 @@ def api_middleware(
         return any([hmac.compare_digest(given, key) for key in encoded])
 
     def check_key(request: web.Request) -> None:
-        path = request.path
-        if not path.startswith("/api/v1") or path.startswith("/api/v1/webhook/"):
+        if not requires_key(request.path):
             return
         auth = request.headers.get("Authorization", "")
         candidates = [auth[7:].strip() if auth[:7].lower() == "bearer " else "",
