@@ -239,9 +239,13 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         "Event statistics", "events", {200: _ok("Counts and percentiles", "EventStats")}, (400,),
         query=(_filter("trigger_id", {"type": "string", "format": "uuid"}, "Only this trigger"),
                _filter("window", {"type": "string", "default": "48h"},
-                       "Duration to look back, 1s-48h: 90s, 15m, 2h")),
-        description="Per trigger over the window: total and counts by execution_status, "
-                    "source and retention_status; fire-delay and delivery-latency percentiles.",
+                       "Duration to look back, 1s-48h: 90s, 15m, 2h"),
+               _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000,
+                                "default": 100}, "Most triggers listed, busiest first")),
+        description="Over the window, overall and per trigger: total and counts by "
+                    "execution_status, source and retention_status (every value, zeros "
+                    "included); fire-delay and delivery-latency percentiles. `truncated` "
+                    "says when the per-trigger list leaves triggers out.",
     ),
     ("GET", "/api/v1/events/{id}"): Op(
         "Get an event with its delivery attempts", "events",
@@ -312,7 +316,8 @@ _SCHEMAS: tuple[type[Schema], ...] = (
     *schemas.CONFIG_SCHEMAS.values(), *schemas.CREATE_SCHEMAS.values(), schemas.TriggerUpdate,
     schemas.Trigger, schemas.TriggerList, schemas.Accepted, schemas.TestRunBody,
     schemas.Event, schemas.DeliveryAttempt, schemas.EventDetail, schemas.EventList,
-    schemas.Percentiles, schemas.TriggerTotal, schemas.EventStats, schemas.Health,
+    schemas.Percentiles, schemas.ByExecutionStatus, schemas.BySource, schemas.ByRetentionStatus,
+    schemas.TriggerCounts, schemas.EventStats, schemas.Health,
 )  # fmt: skip
 _INLINE = {"text": {"type": "string"}, "object": {"type": "object"}}
 _TAGS = (

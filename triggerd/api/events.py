@@ -6,12 +6,16 @@
   offset or `Z`, `page` ≥ 1, `limit` 1–100 (default 20). Newest first
   (`fired_at` DESC, then `id` DESC). A bad value is a 400 naming the parameter.
 - `GET /api/v1/events/{id}`: the event (archived too) with its `delivery_attempts`.
-- `GET /api/v1/events/stats?trigger_id=&window=48h`: counts over the window (total,
-  by execution_status, by source, by retention_status) and p50/p95/p99 of the fire
-  delay (`fired_at − scheduled_for`) and the delivery latency, in milliseconds,
-  over the newest 10,000 events/attempts of the window (`count` says how many).
-  `window` is 1s–48h. Without `trigger_id`, the numbers cover every event in the
-  window and `triggers` lists the 100 busiest triggers with their totals.
+- `GET /api/v1/events/stats?trigger_id=&window=48h&limit=100`: counts over the window
+  (total, by execution_status, by source, by retention_status, every value listed,
+  zeros included), overall and per trigger, and p50/p95/p99 of the fire delay
+  (`fired_at − scheduled_for`) and the delivery latency, in milliseconds, over the
+  newest 10,000 events/attempts of the window (`count` says how many). `window` is
+  1s–48h. Without `trigger_id`, the numbers cover every event in the window and
+  `triggers` lists the `limit` (1–1000, default 100) busiest triggers, ephemeral test
+  runs as one entry with trigger_id and trigger_name null; `trigger_count` says how
+  many had events and `truncated` whether some were left out. With `trigger_id`,
+  `triggers` is that trigger alone (zeros when it has no events in the window).
 - `POST /api/v1/events/{id}/replay`: 202; a new attempt series of the same event
   (attempts continue), published at once; 409 while a series is still in progress.
 """
@@ -31,9 +35,10 @@ from triggerd.store import events as store
 from triggerd.store.ingest import PUBLISH_GRACE, IngestPipeline
 from triggerd.timeutil import from_db, parse_duration, parse_iso_utc, to_iso, utcnow
 
-SOURCES = ("webhook", "scheduler", "manual-test")
-EXECUTION_STATUSES = ("pending", "retrying", "success", "failed", "published")
-RETENTION_STATUSES = ("active", "archived", "all")
+SOURCES = store.SOURCES
+EXECUTION_STATUSES = store.EXECUTION_STATUSES
+RETENTION_STATUSES = (*store.RETENTION_STATUSES, "all")
+MAX_STATS_TRIGGERS = 1000
 MAX_PAGE = 1_000_000
 
 
@@ -124,6 +129,7 @@ class EventsApi:
         window = timedelta(seconds=seconds)
         if not timedelta(seconds=1) <= window <= store.MAX_STATS_WINDOW:
             raise ValidationError("window", "must be between 1s and 48h")
+        limit = query_int(request, "limit", 100, 1, MAX_STATS_TRIGGERS)
         until = utcnow()
         since = until - window
         body: dict[str, object] = {
@@ -133,9 +139,11 @@ class EventsApi:
             "since": to_iso(since),
             "until": to_iso(until),
         }
-        body.update(await store.event_stats(self.db, trigger_id, since))
-        if trigger_id is None:
-            body["triggers"] = await store.top_triggers(self.db, since)
+        scope = store.StatsScope(since=since, trigger_id=trigger_id)
+        overall, per_trigger = await store.event_counts(self.db, scope, limit)
+        body.update(overall)
+        body.update(await store.event_percentiles(self.db, scope))
+        body.update(per_trigger)
         return json_response(body)
 
     async def replay(self, request: web.Request) -> web.Response:

@@ -371,33 +371,76 @@ class Percentiles(Schema):
     p99 = fields.Float(allow_none=True)
 
 
-class TriggerTotal(Schema):
-    trigger_id = fields.String(allow_none=True)
-    trigger_name = fields.String()
-    total = fields.Integer()
+def _counts_of(name: str, values: tuple[str, ...]) -> type[Schema]:
+    """An object with a count for every value (zeros included)."""
+    return closed(Schema.from_dict({v: fields.Integer(required=True) for v in values}, name=name))
 
 
-def _counts(what: str) -> fields.Dict:
-    return fields.Dict(keys=fields.String(), values=fields.Integer(), required=True,
-                       metadata=_meta(f"Event counts by {what}"))  # fmt: skip
+ByExecutionStatus = _counts_of("ByExecutionStatus", EXECUTION_STATUSES)
+BySource = _counts_of("BySource", EVENT_SOURCES)
+ByRetentionStatus = _counts_of("ByRetentionStatus", RETENTION_STATUSES)
 
 
-class EventStats(Schema):
-    """Counts over the window, and fire-delay / delivery-latency percentiles (ms)."""
+def _counts(what: str, schema: type[Schema]) -> fields.Nested:
+    return fields.Nested(schema, required=True,
+                         metadata=_meta(f"Event counts by {what}, every value listed"))  # fmt: skip
 
-    trigger_id = fields.String(allow_none=True, metadata=_meta("The trigger asked about, or null"))
-    window = fields.String(metadata=_meta("The window as given, e.g. 48h"))
-    window_seconds = fields.Float()
+
+class EventCounts(Schema):
+    total = fields.Integer(required=True, metadata=_meta("Events fired in the window"))
+    by_execution_status = _counts("execution_status", ByExecutionStatus)
+    by_source = _counts("source", BySource)
+    by_retention_status = _counts("retention_status", ByRetentionStatus)
+
+
+class TriggerCounts(EventCounts):
+    trigger_id = fields.String(
+        required=True,
+        allow_none=True,
+        metadata=_meta("Null: the ephemeral test runs (no trigger), as one entry"),
+    )
+    trigger_name = fields.String(
+        required=True,
+        allow_none=True,
+        metadata=_meta(
+            "The trigger's name (for a deleted trigger, the name on its newest event); "
+            "null for the ephemeral test runs and for an unknown trigger"
+        ),
+    )
+
+
+class EventStats(EventCounts):
+    """Counts over the window, overall and per trigger, and fire-delay / delivery-latency
+    percentiles (ms)."""
+
+    trigger_id = fields.String(
+        required=True, allow_none=True, metadata=_meta("The trigger asked about, or null")
+    )
+    window = fields.String(required=True, metadata=_meta("The window as given, e.g. 48h"))
+    window_seconds = fields.Float(required=True)
     since = _timestamp("Start of the window")
     until = _timestamp("End of the window (now)")
-    total = fields.Integer(required=True)
-    by_execution_status = _counts("execution_status")
-    by_source = _counts("source")
-    by_retention_status = _counts("retention_status")
-    fire_delay_ms = fields.Nested(Percentiles, metadata=_meta("Fired minus due time"))
-    delivery_latency_ms = fields.Nested(Percentiles, metadata=_meta("Delivery request latency"))
-    triggers = fields.List(fields.Nested(TriggerTotal),
-                           metadata=_meta("Without trigger_id: the busiest triggers"))
+    fire_delay_ms = fields.Nested(
+        Percentiles, required=True, metadata=_meta("Fired minus due time")
+    )
+    delivery_latency_ms = fields.Nested(
+        Percentiles, required=True, metadata=_meta("Delivery request latency")
+    )
+    triggers = fields.List(
+        fields.Nested(TriggerCounts),
+        required=True,
+        metadata=_meta(
+            "Per trigger, busiest first, at most `limit`; with trigger_id, that trigger "
+            "alone (zeros when it has no events in the window)"
+        ),
+    )
+    trigger_count = fields.Integer(
+        required=True,
+        metadata=_meta("Triggers with events in the window (the ephemeral test runs: one)"),
+    )
+    truncated = fields.Boolean(
+        required=True, metadata=_meta("True when `triggers` leaves some out (see `limit`)")
+    )
 
 
 # --- operations ----------------------------------------------------------------------------

@@ -9,8 +9,10 @@ InnoDB appends the primary key to each secondary index, so `ORDER BY fired_at DE
 id DESC` is an index walk, not a sort.
 
 Stats bound their work: the window is at most MAX_STATS_WINDOW; counts are one grouped
-COUNT over the index range; percentiles are computed over the newest STATS_SAMPLE
-events (and delivery attempts) of the window, and say how many they used.
+COUNT (per trigger, execution status, source and retention status) over the index range
+of `(fired_at)`, or of `(trigger_id, fired_at)` for one trigger, folded here into the
+overall and the per-trigger numbers; percentiles are computed over the newest
+STATS_SAMPLE events (and delivery attempts) of the window, and say how many they used.
 """
 
 from __future__ import annotations
@@ -187,6 +189,13 @@ def replay_job(row: Row, attempt: int, fired_at: datetime) -> Job:
 
 # --- stats -------------------------------------------------------------------------------
 
+SOURCES = ("webhook", "scheduler", "manual-test")
+EXECUTION_STATUSES = ("pending", "retrying", "success", "failed", "published")
+RETENTION_STATUSES = ("active", "archived")
+# The breakdowns of a count, each listing every value (zeros included).
+_BREAKDOWNS = {"execution_status": EXECUTION_STATUSES, "source": SOURCES,
+               "retention_status": RETENTION_STATUSES}  # fmt: skip
+
 
 def percentiles(values: list[float]) -> dict[str, float | int | None]:
     """p50/p95/p99 (nearest rank) of a sample, and its size."""
@@ -200,58 +209,111 @@ def percentiles(values: list[float]) -> dict[str, float | int | None]:
     return {"count": len(ordered), "p50": rank(50), "p95": rank(95), "p99": rank(99)}
 
 
-async def event_stats(db: Database, trigger_id: str | None, since: datetime) -> dict[str, Any]:
-    params: dict[str, Any] = {"since": to_db(since), "sample": STATS_SAMPLE,
-                              "trigger_id": trigger_id}  # fmt: skip
+def empty_counts() -> dict[str, Any]:
+    """`total` and `by_<column>` with every known value at zero."""
+    counts: dict[str, Any] = {"total": 0}
+    for column, values in _BREAKDOWNS.items():
+        counts[f"by_{column}"] = dict.fromkeys(values, 0)
+    return counts
 
-    def scope_of(table: str = "") -> str:
+
+def _add(counts: dict[str, Any], row: Row) -> None:
+    n = int(row["n"])
+    counts["total"] += n
+    for column in _BREAKDOWNS:
+        by = counts[f"by_{column}"]
+        by[row[column]] = by.get(row[column], 0) + n
+
+
+@dataclass(frozen=True)
+class StatsScope:
+    """The events a stats request covers: fired since `since`, of one trigger or all."""
+
+    since: datetime
+    trigger_id: str | None = None
+
+    def where(self, table: str = "") -> tuple[str, dict[str, Any]]:
         where = f"{table}fired_at >= %(since)s"
-        if trigger_id is not None:
+        if self.trigger_id is not None:
             where = f"{table}trigger_id = %(trigger_id)s AND {where}"
-        return where
+        return where, {"since": to_db(self.since), "trigger_id": self.trigger_id}
 
-    scope = scope_of()
-    groups = await db.fetchall(
-        "SELECT execution_status, source, retention_status, COUNT(*) AS n FROM event_logs"
-        f" WHERE {scope} GROUP BY execution_status, source, retention_status",
-        params,
-    )
-    by: dict[str, dict[str, int]] = {"execution_status": {}, "source": {}, "retention_status": {}}
-    total = 0
-    for row in groups:
-        total += int(row["n"])
-        for column, counts in by.items():
-            counts[row[column]] = counts.get(row[column], 0) + int(row["n"])
+
+def counts_sql(scope: StatsScope) -> tuple[str, dict[str, Any]]:
+    """One grouped COUNT over the window: a range of `ix_events_fired`, or of
+    `ix_events_trigger` for one trigger."""
+    where, params = scope.where()
+    return ("SELECT trigger_id, execution_status, source, retention_status, COUNT(*) AS n"
+            f" FROM event_logs WHERE {where}"
+            " GROUP BY trigger_id, execution_status, source, retention_status", params)  # fmt: skip
+
+
+async def event_counts(db: Database, scope: StatsScope, limit: int
+                       ) -> tuple[dict[str, Any], dict[str, Any]]:  # fmt: skip
+    """Counts over the window: overall, and per trigger (`triggers`, busiest first, at
+    most `limit`; `truncated` says when more triggers had events). Ephemeral test runs
+    (trigger_id null) are one entry with trigger_id and trigger_name null. For one
+    trigger, the list is that trigger, with zeros when it has no events in the window."""
+    sql, params = counts_sql(scope)
+    overall = empty_counts()
+    per_trigger: dict[str | None, dict[str, Any]] = {}
+    if scope.trigger_id is not None:
+        per_trigger[scope.trigger_id] = empty_counts()
+    for row in await db.fetchall(sql, params):
+        _add(overall, row)
+        _add(per_trigger.setdefault(row["trigger_id"], empty_counts()), row)
+    busiest = sorted(per_trigger.items(), key=lambda item: (-item[1]["total"], item[0] or ""))
+    listed = busiest[:limit]
+    names = await trigger_names(db, [t for t, _ in listed if t is not None])
+    return overall, {
+        "triggers": [{"trigger_id": t, "trigger_name": names.get(t) if t else None, **counts}
+                     for t, counts in listed],
+        "trigger_count": sum(1 for counts in per_trigger.values() if counts["total"]),
+        "truncated": len(busiest) > limit,
+    }  # fmt: skip
+
+
+async def trigger_names(db: Database, trigger_ids: list[str]) -> dict[str, str]:
+    """The current name of each trigger; for a deleted one, the name on its newest event."""
+    if not trigger_ids:
+        return {}
+    marks = ", ".join(["%s"] * len(trigger_ids))
+    rows = await db.fetchall(f"SELECT id, name FROM triggers WHERE id IN ({marks})",
+                             trigger_ids)  # fmt: skip
+    names = {r["id"]: r["name"] for r in rows}
+    gone = [t for t in trigger_ids if t not in names]
+    if gone:
+        marks = ", ".join(["%s"] * len(gone))
+        rows = await db.fetchall(
+            "SELECT e.trigger_id, e.trigger_name FROM event_logs e JOIN"
+            " (SELECT trigger_id, MAX(fired_at) AS fired_at FROM event_logs"
+            f"  WHERE trigger_id IN ({marks}) GROUP BY trigger_id) newest"
+            " ON e.trigger_id = newest.trigger_id AND e.fired_at = newest.fired_at",
+            gone,
+        )
+        names.update({r["trigger_id"]: r["trigger_name"] for r in rows})
+    return names
+
+
+async def event_percentiles(db: Database, scope: StatsScope) -> dict[str, Any]:
+    """Fire delay and delivery latency (ms) over the newest STATS_SAMPLE of the window."""
+    where, params = scope.where()
+    params["sample"] = STATS_SAMPLE
     delays = await db.fetchall(
         "SELECT TIMESTAMPDIFF(MICROSECOND, scheduled_for, fired_at) / 1000 AS ms"
-        f" FROM event_logs WHERE {scope} AND scheduled_for IS NOT NULL"
+        f" FROM event_logs WHERE {where} AND scheduled_for IS NOT NULL"
         " ORDER BY fired_at DESC LIMIT %(sample)s",
         params,
     )
-    scope_e = scope_of("e.")
+    where_e, _ = scope.where("e.")
     latencies = await db.fetchall(
         "SELECT a.latency_ms AS ms FROM event_logs e"
         " JOIN delivery_attempts a ON a.event_id = e.id"
-        f" WHERE {scope_e} AND a.latency_ms IS NOT NULL"
+        f" WHERE {where_e} AND a.latency_ms IS NOT NULL"
         " ORDER BY e.fired_at DESC LIMIT %(sample)s",
         params,
     )
     return {
-        "total": total,
-        "by_execution_status": by["execution_status"],
-        "by_source": by["source"],
-        "by_retention_status": by["retention_status"],
         "fire_delay_ms": percentiles([float(r["ms"]) for r in delays]),
         "delivery_latency_ms": percentiles([float(r["ms"]) for r in latencies]),
     }
-
-
-async def top_triggers(db: Database, since: datetime, limit: int = 100) -> list[dict[str, Any]]:
-    """Event counts per trigger over the window, busiest first (stats without trigger_id)."""
-    rows = await db.fetchall(
-        "SELECT trigger_id, MAX(trigger_name) AS trigger_name, COUNT(*) AS n FROM event_logs"
-        " WHERE fired_at >= %s GROUP BY trigger_id ORDER BY n DESC LIMIT %s",
-        (to_db(since), limit),
-    )
-    return [{"trigger_id": r["trigger_id"], "trigger_name": r["trigger_name"],
-             "total": int(r["n"])} for r in rows]  # fmt: skip
