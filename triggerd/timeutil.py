@@ -9,6 +9,11 @@ from datetime import UTC, datetime
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+MAX_DURATION = 100 * 365 * 86400.0  # seconds: past any sane setting; timedelta's range ends
+# A space where an offset's sign belongs: a `+` that reached a query string unencoded.
+_SPACE_FOR_PLUS = re.compile(
+    r"^(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?) (\d{2}:?\d{2})$"
+)
 
 
 def utcnow() -> datetime:
@@ -33,11 +38,16 @@ def parse_duration(value: str | int | float) -> float:
     if isinstance(value, (int, float)):
         if value < 0:
             raise ValueError("must not be negative")
-        return float(value)
-    match = _DURATION.match(str(value))
-    if not match:
-        raise ValueError(f"{value!r} is not a duration (use 500ms, 90s, 15m, 2h, 1d)")
-    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if not match:
+            shown = str(value) if len(str(value)) <= 40 else str(value)[:40] + "…"
+            raise ValueError(f"{shown!r} is not a duration (use 500ms, 90s, 15m, 2h, 1d)")
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if not seconds <= MAX_DURATION:  # also NaN and infinity
+        raise ValueError("is too large (at most 100 years)")
+    return seconds
 
 
 def to_iso(value: datetime | None) -> str | None:
@@ -74,11 +84,23 @@ def parse_iso_utc(value: str) -> datetime:
     return parsed.astimezone(UTC)
 
 
+def parse_query_time(value: str) -> datetime:
+    """A timestamp from a query string, read leniently: an offset or `Z` when given, UTC
+    when not (`2026-11-22T10:00:00`, a date alone), and `+01:00` whose `+` arrived as a
+    space because the client did not encode it."""
+    text = _SPACE_FOR_PLUS.sub(r"\1+\2", value.strip())
+    parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
 __all__ = [
     "from_db",
     "monotonic",
     "parse_duration",
     "parse_iso_utc",
+    "parse_query_time",
     "to_db",
     "to_iso",
     "utcnow",

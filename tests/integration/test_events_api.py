@@ -4,7 +4,7 @@ attempts, stats, replay, and the indexes behind the list queries."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import timedelta, timezone
 from typing import Any
 
 import pytest
@@ -55,6 +55,13 @@ async def test_list_filters_order_and_pagination(api: Api) -> None:
     assert await _ids(api, is_test_run="true") == [e[3]]
     assert await _ids(api, is_test_run="false") == e[:3]
     assert await _ids(api, since=to_iso(at[2]) or "", until=to_iso(at[0]) or "") == [e[1], e[2]]
+    # Times without an offset are UTC; a "+" the client left unencoded arrives as a space.
+    naive = [at[i].replace(tzinfo=None).isoformat() for i in (2, 0)]
+    assert await _ids(api, since=naive[0], until=naive[1]) == [e[1], e[2]]
+    spaced = [at[i].astimezone(timezone(timedelta(hours=2))).isoformat().replace("+", " ")
+              for i in (2, 0)]  # fmt: skip
+    assert await _ids(api, since=spaced[0], until=spaced[1]) == [e[1], e[2]]
+    assert await _ids(api, page="", limit="", source="") == e[:4]  # empty = not given
 
     status, body = await api.get("/api/v1/events", limit="2", page="2", retention_status="all")
     assert status == 200
@@ -75,7 +82,8 @@ async def test_list_filters_order_and_pagination(api: Api) -> None:
     ("param", "value"),
     [("limit", "0"), ("limit", "101"), ("page", "0"), ("page", "x"), ("source", "cron"),
      ("execution_status", "done"), ("retention_status", "deleted"), ("is_test_run", "maybe"),
-     ("since", "yesterday"), ("until", "2024-01-01T00:00:00"), ("trigger_id", "abc")],
+     ("since", "yesterday"), ("until", "2024-13-01T00:00:00"), ("trigger_id", "abc"),
+     ("limit", "9" * 4301), ("page", "1e3")],
 )  # fmt: skip
 async def test_bad_query_values_are_400_naming_the_parameter(api: Api, param: str,
                                                              value: str) -> None:  # fmt: skip
@@ -147,7 +155,7 @@ async def test_stats_counts_and_percentiles(api: Api) -> None:
     assert body["triggers"][0]["trigger_id"] == trigger
     assert body["triggers"][0]["trigger_name"] == "seeded"  # deleted: its events' name
     assert body["triggers"][0]["total"] == 11
-    for bad in ("49h", "0s", "soon"):
+    for bad in ("49h", "0s", "soon", "9" * 4301, "1" * 400 + "d"):
         status, body = await api.get("/api/v1/events/stats", window=bad)
         assert status == 400 and body["error"]["details"]["field"] == "window"
 

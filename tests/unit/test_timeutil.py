@@ -8,11 +8,12 @@ import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from triggerd.models import new_id
-from triggerd.timeutil import to_iso, utcnow
+from triggerd.timeutil import parse_duration, parse_query_time, to_iso, utcnow
 
 
 def test_utcnow_is_aware_utc_in_whole_milliseconds() -> None:
@@ -53,3 +54,21 @@ def test_new_id_is_a_random_version_4_uuid() -> None:
         assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
         assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}",
                             value)  # fmt: skip
+
+
+@pytest.mark.parametrize("value", ["9" * 400, "1" * 30 + "d", 1e300, float("inf"), float("nan")])
+def test_durations_past_a_century_are_refused_not_overflowed(value: object) -> None:
+    with pytest.raises(ValueError, match="too large"):
+        parse_duration(value)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("2026-11-22T10:00:00Z", "2026-11-22T10:00:00.000Z"),
+     ("2026-11-22T10:00:00", "2026-11-22T10:00:00.000Z"),  # no offset: UTC
+     ("2026-11-22", "2026-11-22T00:00:00.000Z"),
+     ("2026-11-22T12:00:00 02:00", "2026-11-22T10:00:00.000Z"),  # "+" sent unencoded
+     ("2026-11-22T12:00:00.5+02:00", "2026-11-22T10:00:00.500Z")],
+)  # fmt: skip
+def test_query_times_are_read_leniently(text: str, expected: str) -> None:
+    assert to_iso(parse_query_time(text)) == expected

@@ -2,9 +2,10 @@
 
 - `GET /api/v1/events`: filters `trigger_id`, `source`, `execution_status`,
   `retention_status` (default `active`; `archived`, `all`), `is_test_run`
-  (`true`/`false`), `since` (inclusive) and `until` (exclusive) as ISO 8601 with an
-  offset or `Z`, `page` ≥ 1, `limit` 1–100 (default 20). Newest first
-  (`fired_at` DESC, then `id` DESC). A bad value is a 400 naming the parameter.
+  (`true`/`false`), `since` (inclusive) and `until` (exclusive) as ISO 8601 (UTC
+  when it has no offset; a date alone is its midnight UTC), `page` ≥ 1, `limit` 1–100
+  (default 20); an empty value is no value. Newest first (`fired_at` DESC, then `id`
+  DESC). A bad value is a 400 naming the parameter.
 - `GET /api/v1/events/{id}`: the event (archived too) with its `delivery_attempts`.
 - `GET /api/v1/events/stats?trigger_id=&window=48h&limit=100`: counts over the window
   (total, by execution_status, by source, by retention_status, every value listed,
@@ -33,7 +34,7 @@ from triggerd.models import parse_uuid
 from triggerd.services import Services
 from triggerd.store import events as store
 from triggerd.store.ingest import PUBLISH_GRACE, IngestPipeline
-from triggerd.timeutil import from_db, parse_duration, parse_iso_utc, to_iso, utcnow
+from triggerd.timeutil import from_db, parse_duration, parse_query_time, to_iso, utcnow
 
 SOURCES = store.SOURCES
 EXECUTION_STATUSES = store.EXECUTION_STATUSES
@@ -57,9 +58,10 @@ def _time_param(request: web.Request, name: str) -> datetime | None:
     if raw is None or raw == "":
         return None
     try:
-        return parse_iso_utc(raw)
-    except ValueError:
-        raise ValidationError(name, "must be an ISO 8601 timestamp with an offset or Z") from None
+        return parse_query_time(raw)
+    except (ValueError, OverflowError):
+        raise ValidationError(name, "must be an ISO 8601 timestamp, e.g. 2026-01-31T12:00:00Z"
+                              ) from None  # fmt: skip
 
 
 def _bool_param(request: web.Request, name: str) -> bool | None:

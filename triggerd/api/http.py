@@ -80,7 +80,7 @@ async def read_json(request: web.Request, *, optional: bool = False) -> Any:
 
 def query_int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
     raw = request.query.get(name)
-    if raw is None:
+    if raw is None or raw == "":  # `?page=` as every other empty filter: not given
         return default
     # ASCII digits only: int() would also take "1_0" and non-ASCII digits.
     digits = raw[1:] if raw.startswith("-") else raw
