@@ -297,3 +297,21 @@ async def test_a_full_queue_is_503_and_stores_nothing(api: Api) -> None:
     writer.max_queue = 5000
     assert (await api.post(f"/api/v1/webhook/{trigger_id}", {"a": 1}))[0] == 202
     assert await api.count_events() == 1
+
+
+async def test_integers_beyond_64_bits_are_refused_not_rounded(api: Api) -> None:
+    """orjson would read them as floats, and the target would get another number."""
+    trigger_id = await make_trigger(api.db)
+    url = f"/api/v1/webhook/{trigger_id}"
+    json_type = {"Content-Type": "application/json"}
+    for raw in (b'{"a": 123456789012345678901234567890}', b'[1, [18446744073709551616]]',
+                b'{"a": {"b": -9223372036854775809}}'):
+        status, body = await api.request("POST", url, data=raw, headers=json_type)
+        assert status == 400 and body["error"]["code"] == "number_out_of_range", (raw, body)
+    assert await api.count_events() == 0
+    edge = (b'{"max": 18446744073709551615, "min": -9223372036854775808,'
+            b' "id": "1234567890123456789012"}')
+    status, body = await api.request("POST", url, data=edge, headers=json_type)
+    assert status == 202, body
+    row = await api.event_row(body["event_id"])
+    assert row is not None and orjson.loads(row["payload"]) == orjson.loads(edge)

@@ -335,3 +335,32 @@ def test_no_schema_uri_translates_2020_only_keywords() -> None:
 def test_ref_into_renamed_location_fails_at_compile() -> None:
     compile_error({"$schema": D2020, "prefixItems": [{"type": "integer"}],
                    "properties": {"a": {"$ref": "#/prefixItems/0"}}})
+
+
+ENDLESS = {
+    "itself": {"$ref": "#/definitions/a", "definitions": {"a": {"$ref": "#/definitions/a"}}},
+    "two steps": {"$ref": "#/definitions/a", "definitions": {
+        "a": {"$ref": "#/definitions/b"}, "b": {"allOf": [{"$ref": "#/definitions/a"}]}}},
+    "the root": {"anyOf": [{"$ref": "#"}]},
+    "behind properties": {"properties": {"x": {"$ref": "#/definitions/a"}},
+                          "definitions": {"a": {"not": {"$ref": "#/definitions/a"}}}},
+    "2020-12": {"$schema": "https://json-schema.org/draft/2020-12/schema",
+                "$defs": {"a": {"$ref": "#/$defs/a", "type": "object"}}, "$ref": "#/$defs/a"},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(ENDLESS))
+def test_a_ref_loop_that_reads_none_of_the_payload_is_refused(name: str) -> None:
+    with pytest.raises(ValidationError, match="refers to itself without end"):
+        compile_schema(ENDLESS[name])
+
+
+@pytest.mark.parametrize("schema", [
+    {"type": "object", "properties": {"children": {"type": "array", "items": {"$ref": "#"}}}},
+    {"$ref": "#/definitions/node", "definitions": {"node": {
+        "type": "object", "properties": {"next": {"$ref": "#/definitions/node"}}}}},
+])  # fmt: skip
+def test_recursive_schemas_that_descend_into_the_payload_work(schema: dict[str, Any]) -> None:
+    validator = compile_schema(schema)
+    payload = {"children": [{"children": []}], "next": {"next": {}}}
+    assert violations(validator, payload) == []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 import orjson
@@ -69,9 +71,36 @@ def parse_json(request: web.Request, raw: bytes) -> Any:
             code="unsupported_media_type",
         )
     try:
-        return orjson.loads(raw)
+        value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise ApiError(f"malformed JSON body: {exc}", code="malformed_json") from None
+    if _LONG_DIGITS.search(raw) is not None:
+        _refuse_wide_integers(raw)
+    return value
+
+
+# orjson reads an integer beyond 64 bits as a float, silently changing the payload a
+# target receives; 19 digits or more in a row is where one might be (or a long string).
+_LONG_DIGITS = re.compile(rb"\d{19}")
+_INT_RANGE = range(-(2**63), 2**64)
+
+
+def _refuse_wide_integers(raw: bytes) -> None:
+    """400 when the body holds an integer orjson would have turned into a float."""
+    try:
+        exact = json.loads(raw)  # Python's own reader keeps integers exact
+    except (ValueError, RecursionError):
+        return
+    stack = [exact]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack += item.values()
+        elif isinstance(item, list):
+            stack += item
+        elif type(item) is int and item not in _INT_RANGE:
+            raise ApiError("integers must fit in 64 bits (-2^63 to 2^64-1); send larger "
+                           "numbers as strings", code="number_out_of_range")  # fmt: skip
 
 
 async def read_json(request: web.Request, *, optional: bool = False) -> Any:

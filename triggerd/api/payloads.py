@@ -43,6 +43,7 @@ from typing import Any, NoReturn
 import fastjsonschema
 import orjson
 
+from triggerd.api.refcycles import endless_ref_loop
 from triggerd.errors import ValidationError
 
 Validator = Callable[[Any], Any]
@@ -104,6 +105,10 @@ def compile_schema(schema: object) -> Validator:
         _walk_only(translated, "", 0)
     if mode != "draft-04":
         _check_meta(translated)
+    loop = endless_ref_loop(translated)
+    if loop is not None:
+        _fail("it refers to itself without end ($ref loop that reads none of the payload)",
+              loop)  # fmt: skip
     return _compile(translated)
 
 
