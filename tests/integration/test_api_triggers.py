@@ -339,6 +339,21 @@ async def test_partial_update(api: ApiDaemon, method: str) -> None:
     assert row is not None and row["version"] == 4
 
 
+async def test_a_trigger_read_with_get_can_be_edited_and_put_back_whole(api: ApiDaemon) -> None:
+    trigger = await create(api, body("cron_scheduled", cron="*/10 * * * *"))
+    path = f"{BASE}/{trigger['id']}"
+    edited = {**(await api.client.get(path)).body, "name": "edited"}
+    edited["config"]["cron"] = "*/20 * * * *"
+    reply = await api.client.put(path, edited)
+    assert reply.status == 200, reply.body
+    assert reply.body["name"] == "edited" and reply.body["config"]["cron"] == "*/20 * * * *"
+    assert at(reply.body["next_scheduled_run"]).minute % 20 == 0  # the new cron's
+    assert reply.body["created_at"] == trigger["created_at"]
+    other = await create(api, body("webhook"))
+    wrong = await api.client.put(path, {**edited, "id": other["id"]})
+    assert wrong.status == 400 and wrong.field == "id"
+
+
 async def test_type_cannot_change(api: ApiDaemon) -> None:
     trigger = await create(api, body("webhook"))
     reply = await api.client.patch(f"{BASE}/{trigger['id']}", {"type": "cron_scheduled"})

@@ -49,3 +49,15 @@ async def test_webhook_delivered_then_replayed(start_daemon: Any, db: Database) 
             assert body is not None
             assert [a["attempt"] for a in body["delivery_attempts"]] == [1, 2]
             assert all(a["response_status"] == 200 for a in body["delivery_attempts"])
+            # A replay after the endpoint was fixed goes where the trigger points now.
+            config = {"endpoint": sink.url("/moved"), "schema": {"type": "object"}}
+            async with http.patch(f"{daemon.url}/api/v1/triggers/{trigger_id}",
+                                  json={"config": config}) as resp:  # fmt: skip
+                assert resp.status == 200, await resp.text()
+            async with http.post(f"{daemon.url}/api/v1/events/{event_id}/replay") as resp:
+                assert resp.status == 202, await resp.text()
+                assert (await resp.json())["attempt"] == 3
+            moved = await sink.wait_for(1, path="/moved")
+            assert moved[0].headers["X-Event-Id"] == event_id
+            assert moved[0].json() == {"order": 42}
+            await wait_until(lambda: event("success", 3), timeout=15, what="replay to the new URL")

@@ -116,7 +116,7 @@ class TriggerRoutes:
         now = utcnow()
 
         def change(current: TriggerDefinition) -> TriggerDefinition:
-            return validate_update(body, current, now=now)
+            return validate_update(body, current, now=now, trigger_id=trigger_id)
 
         with log_context(trigger_id=trigger_id):
             record = await self.store.update(trigger_id, change, now)

@@ -44,6 +44,9 @@ DEFAULT_TIMEOUT = 10
 DEFAULT_RETRY = {"max_attempts": 5, "backoff_seconds": 1, "max_backoff_seconds": 300}
 
 _TOP_KEYS = ("name", "type", "status", "config")
+# What GET returns beside those: accepted and ignored on update, so a trigger read with
+# GET can be edited and sent back whole (`id` must then be the trigger's own).
+_READ_ONLY_KEYS = ("id", "webhook_url", "next_scheduled_run", "created_at", "updated_at")
 _COMMON_KEYS = ("endpoint", "http_method", "headers", "payload", "timeout_seconds", "retry",
                 "signing_secret")
 _TYPE_KEYS = {
@@ -84,12 +87,15 @@ def validate_create(body: object, *, now: datetime) -> TriggerDefinition:
 
 
 def validate_update(
-    body: object, current: TriggerDefinition, *, now: datetime
+    body: object, current: TriggerDefinition, *, now: datetime, trigger_id: str | None = None
 ) -> TriggerDefinition:
     """Partial update of name, status and config; a new config replaces the old one
-    and is validated as on create. `type` may be repeated but not changed."""
+    and is validated as on create. `type` may be repeated but not changed; the other
+    fields GET returns are ignored (`id`, when given, must be `trigger_id`)."""
     data = _object(body, "body")
-    _reject_unknown(data, _TOP_KEYS, "")
+    _reject_unknown(data, _TOP_KEYS + _READ_ONLY_KEYS, "")
+    if data.get("id") is not None and data["id"] != trigger_id:
+        raise ValidationError("id", "is not the id of the trigger being updated")
     if data.get("type") is not None and data["type"] != current.type:
         raise ValidationError("type", "cannot be changed")
     name = current.name if data.get("name") is None else _name(data["name"])

@@ -27,6 +27,7 @@ import orjson
 from triggerd.bus.jobs import Job
 from triggerd.models import Trigger
 from triggerd.store.db import Database, Row
+from triggerd.store.event_rows import delivery_snapshot
 from triggerd.timeutil import from_db, to_db, to_iso
 
 MAX_STATS_WINDOW = timedelta(hours=48)
@@ -157,7 +158,12 @@ _REPLAY_COLUMNS = (
 
 async def start_replay(db: Database, event_id: str, publish_at: datetime) -> Replay:
     """A new attempt series for an event: attempts continue from `attempts + 1`. Refused
-    while a series is still in progress (pending/retrying), so two never overlap."""
+    while a series is still in progress (pending/retrying), so two never overlap.
+
+    The series delivers the way the trigger says *now* (endpoint, method, headers,
+    timeout, retries, signing): a replay usually follows fixing a broken endpoint. An
+    event whose trigger is gone (deleted, or an ephemeral test run) keeps the delivery
+    settings it was fired with."""
     async with db.transaction() as cur:
         await cur.execute(f"SELECT {_REPLAY_COLUMNS} FROM event_logs WHERE id = %s FOR UPDATE",
                           (event_id,))  # fmt: skip
@@ -167,12 +173,19 @@ async def start_replay(db: Database, event_id: str, publish_at: datetime) -> Rep
         if row["execution_status"] in ("pending", "retrying"):
             return Replay("in_progress", row)
         attempt = int(row["attempts"]) + 1
+        delivery = None
+        if row["trigger_id"] is not None:
+            await cur.execute("SELECT config FROM triggers WHERE id = %s", (row["trigger_id"],))
+            trigger = await cur.fetchone()
+            if trigger is not None:
+                snapshot = delivery_snapshot(orjson.loads(trigger["config"]))
+                delivery = orjson.dumps(snapshot).decode()
         await cur.execute(
             "UPDATE event_logs SET attempt_base = attempts, publish_attempt = %s,"
             " execution_status = 'pending', publish_at = %s, published_at = NULL,"
-            " response_status = NULL, error_message = NULL, delivered_at = NULL"
-            " WHERE id = %s",
-            (attempt, to_db(publish_at), event_id),
+            " response_status = NULL, error_message = NULL, delivered_at = NULL,"
+            " delivery = COALESCE(%s, delivery) WHERE id = %s",
+            (attempt, to_db(publish_at), delivery, event_id),
         )
     return Replay("started", row, attempt)
 
