@@ -364,3 +364,18 @@ def test_recursive_schemas_that_descend_into_the_payload_work(schema: dict[str, 
     validator = compile_schema(schema)
     payload = {"children": [{"children": []}], "next": {"next": {}}}
     assert violations(validator, payload) == []
+
+
+def test_each_missing_or_unexpected_property_is_its_own_violation() -> None:
+    validator = compile_schema({
+        "type": "object", "required": ["a", "b"], "additionalProperties": False,
+        "properties": {"a": {}, "b": {}, "n": {"type": "object", "required": ["z"]}},
+    })  # fmt: skip
+    found = violations(validator, {"x": 1, "y": 2, "n": {}})
+    assert sorted((v["path"], v["message"]) for v in found) == [
+        ("", "must have required property 'a'"),
+        ("", "must have required property 'b'"),
+        ("", "must not have additional property 'x'"),
+        ("", "must not have additional property 'y'"),
+        ("/n", "must have required property 'z'"),
+    ]

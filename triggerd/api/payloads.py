@@ -122,8 +122,8 @@ def violations(validator: Validator, payload: Any) -> list[dict[str, str]]:
         validator(payload)
     except fastjsonschema.JsonSchemaException as exc:
         errors = getattr(exc, "errors", None) or [exc]
-        found = [_violation(payload, err) for err in errors[:MAX_VIOLATIONS]]
-        return found or [{"path": "", "message": str(exc)}]
+        found = [v for err in errors for v in _violations_of(payload, err)]
+        return found[:MAX_VIOLATIONS] or [{"path": "", "message": str(exc)}]
     except Exception:  # e.g. RecursionError on a very deep payload
         return [{"path": "", "message": "payload could not be checked against the schema"}]
     return []
@@ -346,6 +346,32 @@ def _meta_validator() -> Validator:
 
 
 # --- error reporting ---------------------------------------------------------------------
+
+
+def _violations_of(document: Any, exc: Any) -> list[dict[str, str]]:
+    """One violation per missing or unexpected property, where fastjsonschema reports
+    them all in one message (`must contain ['a', 'b'] properties`); the path stays the
+    object's, as other validators (jsonschema, ajv) report it."""
+    rule, value = getattr(exc, "rule", None), getattr(exc, "value", None)
+    if rule in ("required", "additionalProperties") and isinstance(value, dict):
+        where = _violation(document, exc)["path"]
+        if rule == "required":
+            wanted = getattr(exc, "rule_definition", None) or []
+            names = [n for n in wanted if isinstance(n, str) and n not in value]
+            text = "must have required property {!r}"
+        else:
+            names = sorted(_extra_properties(exc, value))
+            text = "must not have additional property {!r}"
+        if names:
+            return [{"path": where, "message": text.format(name)} for name in names]
+    return [_violation(document, exc)]
+
+
+def _extra_properties(exc: Any, value: dict[str, Any]) -> set[str]:
+    """The properties an additionalProperties error is about, read back from the
+    message's set literal and confirmed against the object."""
+    message = str(getattr(exc, "message", ""))
+    return {key for key in value if isinstance(key, str) and repr(key) in message}
 
 
 def _violation(document: Any, exc: Any) -> dict[str, str]:
