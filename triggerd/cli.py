@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def _migrate(settings: Settings) -> int:
-    from triggerd.store.db import Database, is_transient
+    from triggerd.store.db import Database, is_transient, url_error
     from triggerd.store.migrations import migrate
 
     db = Database(settings.database, pool_size=2)
@@ -77,6 +77,9 @@ async def _migrate(settings: Settings) -> int:
         await db.connect()
         applied = await migrate(db)
     except Exception as exc:
+        fatal = url_error(db.url, exc)
+        if fatal is not None:
+            raise fatal from None
         if not is_transient(exc):
             raise
         raise TriggerdError(f"cannot reach the database: {exc}") from None

@@ -67,6 +67,8 @@ def _int_range(lo: int, hi: int) -> Callable[[Any], int]:
     def parse(value: Any) -> int:
         if isinstance(value, bool):
             raise ValueError("must be an integer")
+        if isinstance(value, float) and not value.is_integer():
+            raise ValueError(f"{value!r} is not a whole number")  # never truncated
         try:
             number = int(value)
         except (TypeError, ValueError):
@@ -245,7 +247,8 @@ def load_settings(
 
     path = config_file or env.get("TRIGGERD_CONFIG")
     if path:
-        for key, value in _read_toml(path).items():
+        source = "--config" if config_file else "TRIGGERD_CONFIG"
+        for key, value in _read_toml(path, source).items():
             if key not in _PARSERS:
                 raise ConfigError(f"{key}: unknown setting in {path}")
             raw[key] = (key, value)
@@ -265,42 +268,51 @@ def load_settings(
             raw[key] = (f"--{key.replace('_', '-')}", value)
 
     values: dict[str, Any] = {}
-    for key, (where, value) in raw.items():
+    for key, (origin, value) in raw.items():
         try:
             values[key] = _PARSERS[key](value)
         except (ValueError, TypeError) as exc:
-            raise ConfigError(f"{where}: {exc}") from None
+            raise ConfigError(f"{origin}: {exc}") from None
+
+    def where(key: str) -> str:  # the name the value was given under, as in the per-key errors
+        return raw[key][0] if key in raw else PREFIX + key.upper()
 
     settings = Settings(**values)
     if settings.database_url:
         try:
             DatabaseUrl.parse(settings.database_url)
         except ValueError as exc:
-            where = raw["database_url"][0]
-            raise ConfigError(f"{where}: {exc}") from None
+            raise ConfigError(f"{where('database_url')}: {exc}") from None
     if settings.retention_delete_after < settings.retention_archive_after:
-        raise ConfigError("TRIGGERD_RETENTION_DELETE_AFTER: must not be shorter than ARCHIVE_AFTER")
+        archive, delete = where("retention_archive_after"), where("retention_delete_after")
+        if "retention_delete_after" in raw:
+            raise ConfigError(f"{delete}: must not be shorter than {archive}")
+        raise ConfigError(f"{archive}: must not be longer than {delete}")
     if settings.kafka_heartbeat_interval >= settings.kafka_session_timeout:
-        raise ConfigError("TRIGGERD_KAFKA_HEARTBEAT_INTERVAL: must be below the session timeout")
+        heartbeat, session = where("kafka_heartbeat_interval"), where("kafka_session_timeout")
+        if "kafka_heartbeat_interval" not in raw and "kafka_session_timeout" in raw:
+            raise ConfigError(f"{session}: must be above {heartbeat}")
+        raise ConfigError(f"{heartbeat}: must be below {session}")
     if settings.api_keys_file:
         try:
             settings.all_api_keys()
         except OSError as exc:
-            raise ConfigError(f"TRIGGERD_API_KEYS_FILE: cannot read: {exc.strerror}") from None
+            raise ConfigError(f"{where('api_keys_file')}: cannot read: {exc.strerror}") from None
     if not settings.instance_id:
         instance = f"{socket.gethostname()}-{os.getpid()}"[:64]
         settings = Settings(**{**values, "instance_id": instance})
     return settings
 
 
-def _read_toml(path: str) -> dict[str, Any]:
+def _read_toml(path: str, source: str) -> dict[str, Any]:
+    """`source` names where the path came from (`--config` or TRIGGERD_CONFIG)."""
     try:
         with open(path, "rb") as handle:
             data = tomllib.load(handle)
     except OSError as exc:
-        raise ConfigError(f"TRIGGERD_CONFIG: cannot read {path}: {exc.strerror}") from None
+        raise ConfigError(f"{source}: cannot read {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"TRIGGERD_CONFIG: {path} is not valid TOML: {exc}") from None
+        raise ConfigError(f"{source}: {path} is not valid TOML: {exc}") from None
     for key, value in data.items():
         if isinstance(value, dict):
             raise ConfigError(f"{key}: the config file takes flat keys, not tables")

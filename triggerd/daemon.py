@@ -4,16 +4,21 @@ server and the roles once, passes them explicitly, and owns the shutdown order.
 Shutdown (SIGTERM/SIGINT), as uvicorn does it: stop accepting HTTP and let in-flight
 requests finish, then cancel the roles (each stops intake and drains up to
 `shutdown_timeout`), then flush the producer and close the pool. A second signal
-exits at once.
+exits at once (still 0: the operator asked for the stop; leases and uncommitted
+offsets hand the unfinished work to another process).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import signal
+import sys
+from collections.abc import Callable
+from typing import NoReturn
 
 from aiohttp import web
 
@@ -22,12 +27,12 @@ from triggerd.api.server import AppRunner
 from triggerd.backoff import Backoff
 from triggerd.bus.producer import Bus
 from triggerd.config import Settings
-from triggerd.errors import SchemaVersionError
+from triggerd.errors import ConfigError, SchemaVersionError
 from triggerd.gauges import refresh_forever as refresh_gauges
 from triggerd.gctune import settle_after_startup
 from triggerd.metrics import Metrics
 from triggerd.services import Services
-from triggerd.store.db import Database
+from triggerd.store.db import Database, url_error
 from triggerd.store.migrations import check_schema
 from triggerd.supervisor import Role, RoleCrashLoop, Supervisor
 from triggerd.systemd import Notifier
@@ -65,17 +70,24 @@ def build_roles(services: Services) -> list[Role]:
 
 
 async def _wait_for_database(db: Database, stop: asyncio.Event) -> bool:
-    """Connect and check the schema, retrying while the server is unreachable.
-    Returns False if asked to stop first. A wrong schema is fatal (SchemaVersionError)."""
+    """Connect and check the schema, retrying with backoff while the server is down
+    (the HTTP server is up meanwhile, /health naming the database). Returns False if
+    asked to stop first. Fatal, as ConfigError or SchemaVersionError: a URL the server
+    rejects (no such database, bad credentials, no privilege) and a wrong schema."""
     backoff = Backoff(base=0.5, cap=10.0)
     while not stop.is_set():
         try:
+            if not db.connected:
+                await db.connect()
             await db.ping()
             await check_schema(db)
             return True
         except SchemaVersionError:
             raise
         except Exception as exc:
+            fatal = url_error(db.url, exc)
+            if fatal is not None:
+                raise fatal from None
             delay = backoff.next()
             log.warning("database unavailable (%s); retrying in %.1fs", exc, delay)
             with contextlib.suppress(TimeoutError):
@@ -84,7 +96,38 @@ async def _wait_for_database(db: Database, stop: asyncio.Event) -> bool:
     return False
 
 
-async def serve(settings: Settings, notifier: Notifier | None = None) -> int:
+async def _listen(runner: AppRunner, settings: Settings) -> None:
+    """Start the HTTP site; a port in use or a host we cannot bind is a bad setting."""
+    host, port = settings.http_host, settings.http_port
+    site = web.TCPSite(runner, host, port, reuse_address=True)
+    try:
+        await site.start()
+    except OSError as exc:
+        if exc.errno is not None and exc.errno > 0:
+            reason = os.strerror(exc.errno).lower()
+        else:  # getaddrinfo (socket.gaierror) numbers its errors apart
+            reason = str(exc.strerror or exc).lower()
+        bad_port = exc.errno in (errno.EADDRINUSE, errno.EACCES)
+        key = "TRIGGERD_HTTP_PORT" if bad_port else "TRIGGERD_HTTP_HOST"
+        raise ConfigError(f"{key}: cannot listen on {host}:{port}: {reason}") from None
+
+
+def _exit_now(code: int) -> NoReturn:
+    """Leave at once (a second signal): no drain, no waiting on anything."""
+    with contextlib.suppress(Exception):
+        logging.shutdown()  # flush the log handlers
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)
+
+
+async def serve(
+    settings: Settings,
+    notifier: Notifier | None = None,
+    on_force_exit: Callable[[], None] | None = None,
+) -> int:
+    """Run the configured roles until SIGTERM/SIGINT. A second signal exits 0 at once,
+    after `on_force_exit()` (synchronous cleanup: `triggerd dev` stops its servers)."""
     notifier = notifier or Notifier()
     metrics = Metrics()
     db = Database(settings.database, pool_size=settings.db_pool_size)
@@ -111,8 +154,11 @@ async def serve(settings: Settings, notifier: Notifier | None = None) -> int:
         nonlocal signals_seen
         signals_seen += 1
         if signals_seen > 1:
-            log.warning("second %s: exiting now", signal.Signals(signum).name)
-            os._exit(EXIT_CRASH)
+            log.warning("second %s: exiting now, without draining", signal.Signals(signum).name)
+            if on_force_exit is not None:
+                with contextlib.suppress(Exception):
+                    on_force_exit()
+            _exit_now(EXIT_OK)
         log.info("%s received; shutting down", signal.Signals(signum).name)
         stop.set()
 
@@ -127,18 +173,15 @@ async def serve(settings: Settings, notifier: Notifier | None = None) -> int:
         app, handle_signals=False, access_log=None, shutdown_timeout=settings.shutdown_timeout
     )
     await runner.setup()
-    site = web.TCPSite(runner, settings.http_host, settings.http_port, reuse_address=True)
-    await site.start()
-    log.info(
-        "triggerd listening on %s:%d with roles %s",
-        settings.http_host,
-        settings.http_port,
-        ",".join(settings.roles),
-    )
-
     exit_code = EXIT_OK
-    await db.connect()
     try:
+        await _listen(runner, settings)
+        log.info(
+            "triggerd listening on %s:%d with roles %s",
+            settings.http_host,
+            settings.http_port,
+            ",".join(settings.roles),
+        )
         if not await _wait_for_database(db, stop):
             return EXIT_OK
         async with asyncio.TaskGroup() as group:

@@ -5,12 +5,16 @@ temp dirs. Every TRIGGERD_* setting is honoured except the database and the brok
 from __future__ import annotations
 
 import os
+import signal
+from collections.abc import Callable
 
 from triggerd.config import load_settings
 from triggerd.devstack import KafkaBroker, MariaDBServer
 from triggerd.eventloop import run
 from triggerd.logs import setup_logging
 from triggerd.systemd import Notifier
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class _PrintUrls(Notifier):
@@ -34,6 +38,13 @@ def run_dev(config_file: str | None) -> int:
     setup_logging(settings.log_level, settings.log_format)
     database = MariaDBServer()
     broker = KafkaBroker()
+
+    def clean_up() -> None:
+        """Stop the private servers and remove their temp dirs; runs on the way out and,
+        synchronously, on a second Ctrl-C (which skips the drain, not this)."""
+        broker.close()
+        database.close()
+
     try:
         database.start()
         broker.start()
@@ -44,15 +55,22 @@ def run_dev(config_file: str | None) -> int:
         if "TRIGGERD_PUBLIC_URL" not in environ:
             overrides["public_url"] = base
         settings = load_settings(environ, config_file=config_file, overrides=overrides)
-        return run(_migrate_and_serve(settings, _PrintUrls(base)), settings.event_loop)
+        serving = _migrate_and_serve(settings, _PrintUrls(base), clean_up)
+        return run(serving, settings.event_loop)
     except KeyboardInterrupt:
         return 0
     finally:
-        broker.close()
-        database.close()
+        # Another Ctrl-C must not interrupt the cleanup half-way (a server or dir left).
+        previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in _STOP_SIGNALS}
+        try:
+            clean_up()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
-async def _migrate_and_serve(settings: object, notifier: Notifier) -> int:
+async def _migrate_and_serve(settings: object, notifier: Notifier,
+                             on_force_exit: Callable[[], None]) -> int:  # fmt: skip
     from triggerd.config import Settings
     from triggerd.daemon import serve
     from triggerd.store.db import Database
@@ -65,4 +83,4 @@ async def _migrate_and_serve(settings: object, notifier: Notifier) -> int:
         await migrate(db)
     finally:
         await db.close()
-    return await serve(settings, notifier)
+    return await serve(settings, notifier, on_force_exit)

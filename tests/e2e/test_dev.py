@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -96,3 +97,63 @@ async def test_dev_runs_everything_and_ctrl_c_leaves_nothing(tmp_path: Path) -> 
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def _dev_env(port: int, tmpdir: Path) -> dict[str, str]:
+    """A clean environment whose temp dirs (the private MariaDB's) land in `tmpdir`."""
+    tmpdir.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRIGGERD_")}
+    env.update(TRIGGERD_HTTP_PORT=str(port), TRIGGERD_LOG_LEVEL="info", TMPDIR=str(tmpdir))
+    return env
+
+
+async def test_double_ctrl_c_still_cleans_up_and_exits_zero(tmp_path: Path) -> None:
+    port = free_port()
+    tmpdir = tmp_path / "tmp"
+    env = _dev_env(port, tmpdir)
+    log = tmp_path / "dev.log"
+    with open(log, "wb") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "triggerd", "dev"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=err)  # fmt: skip
+    try:
+        async with aiohttp.ClientSession() as http:
+
+            async def healthy() -> bool:
+                if proc.poll() is not None:
+                    raise AssertionError(f"dev exited {proc.returncode}: {log.read_text()}")
+                async with http.get(f"http://127.0.0.1:{port}/health") as resp:
+                    return resp.status == 200
+
+            await wait_until(healthy, timeout=90, what="triggerd dev healthy")
+        servers = children_of(proc.pid)
+        assert len(servers) >= 2, servers
+        assert [p.name for p in tmpdir.iterdir()], "the private MariaDB's dir is in TMPDIR"
+
+        proc.send_signal(signal.SIGINT)
+        await asyncio.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        code = await asyncio.to_thread(proc.wait, 40)
+        assert code == 0, log.read_text()[-5000:]
+        assert not [pid for pid in servers if alive(pid)]
+        assert list(tmpdir.iterdir()) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_dev_on_a_taken_port_fails_with_one_line_and_cleans_up(tmp_path: Path) -> None:
+    tmpdir = tmp_path / "tmp"
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "triggerd", "dev"], env=_dev_env(port, tmpdir),
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("triggerd: TRIGGERD_HTTP_PORT: cannot listen on "), result.stderr
+    assert list(tmpdir.iterdir()) == []

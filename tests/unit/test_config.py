@@ -133,3 +133,45 @@ def test_event_loop_setting() -> None:
 
     assert run(loop_type(), "uvloop") is uvloop.Loop
     assert not issubclass(run(loop_type(), "asyncio"), uvloop.Loop)
+
+
+@pytest.mark.parametrize("value", ["8080.5", "true", '"80.5"', "inf", "nan"])
+def test_file_integers_are_not_truncated(tmp_path: Path, value: str) -> None:
+    config = tmp_path / "t.toml"
+    config.write_text(f"http_port = {value}\n")
+    with pytest.raises(ConfigError, match=r"^http_port: ") as info:
+        load_settings({}, config_file=str(config))
+    assert "\n" not in str(info.value)
+
+
+def test_whole_float_in_the_file_is_the_integer(tmp_path: Path) -> None:
+    config = tmp_path / "t.toml"
+    config.write_text("http_port = 8081.0\n")
+    assert load_settings({}, config_file=str(config)).http_port == 8081
+
+
+def test_cross_field_errors_name_where_the_value_came_from(tmp_path: Path) -> None:
+    config = tmp_path / "t.toml"
+    config.write_text('retention_archive_after = "2h"\nretention_delete_after = "1h"\n')
+    with pytest.raises(ConfigError, match=r"^retention_delete_after: .*retention_archive_after"):
+        load_settings({}, config_file=str(config))
+    # Only the archive age set, above the default delete age: that is the key to fix.
+    with pytest.raises(ConfigError, match=r"^TRIGGERD_RETENTION_ARCHIVE_AFTER: "):
+        load_settings({"TRIGGERD_RETENTION_ARCHIVE_AFTER": "72h"})
+    config.write_text('kafka_heartbeat_interval = "20s"\n')
+    with pytest.raises(ConfigError, match=r"^kafka_heartbeat_interval: "):
+        load_settings({}, config_file=str(config))
+    with pytest.raises(ConfigError, match=r"^TRIGGERD_KAFKA_SESSION_TIMEOUT: "):
+        load_settings({"TRIGGERD_KAFKA_SESSION_TIMEOUT": "2s"})
+
+
+def test_config_file_errors_name_the_flag_or_the_variable(tmp_path: Path) -> None:
+    missing = str(tmp_path / "nonexistent.toml")
+    with pytest.raises(ConfigError, match=r"^--config: cannot read "):
+        load_settings({}, config_file=missing)
+    with pytest.raises(ConfigError, match=r"^TRIGGERD_CONFIG: cannot read "):
+        load_settings({"TRIGGERD_CONFIG": missing})
+    bad = tmp_path / "bad.toml"
+    bad.write_text("http_port = \n")
+    with pytest.raises(ConfigError, match=r"^--config: .* is not valid TOML"):
+        load_settings({}, config_file=str(bad))

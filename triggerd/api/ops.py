@@ -15,6 +15,8 @@ _DB_PING_TIMEOUT = 2.0
 
 
 async def check_database(services: Services) -> str:
+    if not services.db.connected:  # still waiting for it at start-up
+        return "down: not connected yet"
     try:
         async with asyncio.timeout(_DB_PING_TIMEOUT):
             await services.db.ping()

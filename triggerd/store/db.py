@@ -16,6 +16,7 @@ import aiomysql
 import pymysql
 
 from triggerd.config import DatabaseUrl
+from triggerd.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,32 @@ def is_transient(exc: BaseException) -> bool:
         code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
         return code is None or code in _TRANSIENT_CODES or code >= 2000
     return False
+
+
+# Errors that mean the database URL itself is wrong: no such database, bad credentials,
+# no privilege. Waiting does not fix them, so start-up fails with a config error.
+_URL_CODES = {
+    1044,  # access denied to the database
+    1045,  # access denied (user or password)
+    1049,  # unknown database
+    1142,  # command denied on a table
+}
+
+
+def url_error(url: DatabaseUrl, exc: BaseException) -> ConfigError | None:
+    """A one-line ConfigError naming TRIGGERD_DATABASE_URL when `exc` says the URL itself
+    is wrong (the server's own words, the password redacted), else None."""
+    if not isinstance(exc, pymysql.err.MySQLError) or len(exc.args) < 2:
+        return None
+    code, message = exc.args[0], " ".join(str(exc.args[1]).split())
+    if code not in _URL_CODES:
+        return None
+    return ConfigError(f"TRIGGERD_DATABASE_URL: {url.redacted()}: {message} (MySQL error {code})")
+
+
+class NotConnected(ConnectionError):
+    """The pool is not open yet (the daemon is still waiting for the database): as
+    transient as a refused connection, so the API answers 503 and /health says down."""
 
 
 def is_duplicate_key(exc: BaseException) -> bool:
@@ -76,6 +103,10 @@ class Database:
             init_command="SET time_zone = '+00:00'",
         )
 
+    @property
+    def connected(self) -> bool:
+        return self._pool is not None
+
     async def close(self) -> None:
         if self._pool is not None:
             self._pool.close()
@@ -85,7 +116,7 @@ class Database:
     @property
     def pool(self) -> aiomysql.Pool:
         if self._pool is None:
-            raise RuntimeError("Database.connect() has not been called")
+            raise NotConnected("not connected to the database")
         return self._pool
 
     @contextlib.asynccontextmanager
