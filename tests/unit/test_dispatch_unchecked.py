@@ -4,6 +4,7 @@ forgotten, and nothing lost when a check fails."""
 
 from __future__ import annotations
 
+import gc
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -17,9 +18,9 @@ SPEC = TriggerSpec("7b0f5a4e-1c1e-4a55-9a51-1d6c6b8a0e01", "t", "cron", "active"
 
 def claim(schedule_id: int, due_in: float, *, checked: bool = False) -> Claim:
     due = T0 + timedelta(seconds=due_in)
-    return Claim(schedule_id=schedule_id, trigger=SPEC, config={}, fire_at=due,
-                 scheduled_for=due, attempt_count=0, lease_until=due + timedelta(seconds=30),
-                 checked=checked)  # fmt: skip
+    return Claim.of(SPEC, schedule_id=schedule_id, fire_at=due, scheduled_for=due,
+                    attempt_count=0, lease_until=due + timedelta(seconds=30),
+                    checked=checked)  # fmt: skip
 
 
 def dispatcher() -> Dispatcher:
@@ -62,3 +63,20 @@ def test_a_claim_added_again_is_listed_once_at_its_new_time() -> None:
     assert d.next_unchecked() == T0 + timedelta(seconds=1)
     d.renewed(d.unchecked(T0 + timedelta(seconds=5)), owned={1, 5})
     assert d.next_unchecked() is None and d.unchecked(T0 + timedelta(days=1)) == []
+
+
+def test_a_claim_is_one_object_for_the_garbage_collector() -> None:
+    """Thousands are held at once: none may carry containers (a config dict, a spec
+    object) that every full collection would walk as well."""
+    spec = TriggerSpec(SPEC.id, "t", "cron_scheduled", "active", 1,
+                       '{"cron": "* * * * * *", "payload": {"deep": {"er": [1, 2]}}}')  # fmt: skip
+    held = Claim.of(spec, schedule_id=1, fire_at=T0, scheduled_for=T0, attempt_count=0,
+                    lease_until=T0 + timedelta(seconds=30))  # fmt: skip
+    gc.collect()  # untracks the encoded-job tuple, as a collection would
+    referents = [r for r in gc.get_referents(held) if gc.is_tracked(r) and r is not Claim]
+    assert referents == []
+    key, value = held.record(T0, b"2026-11-22T12:00:00.000Z")
+    assert b'"payload":{"deep":{"er":[1,2]}}' in value and key == SPEC.id.encode()
+    fired = held.fired(T0, T0)
+    assert fired.event.payload == {"deep": {"er": [1, 2]}}
+    assert fired.next_fire_at == T0 + timedelta(seconds=1)

@@ -226,13 +226,13 @@ class Dispatcher:
             if isinstance(result, BaseException):
                 attempt = claim.attempt_count + 1
                 retry_at = acked + timedelta(seconds=backoff_delay(attempt, RETRY_BASE, RETRY_CAP))
-                failure = schedules.Failed(claim.schedule_id, claim.trigger.id,
+                failure = schedules.Failed(claim.schedule_id, claim.trigger_id,
                                            claim.attempt_count, retry_at, claim.fire_at,
                                            claim.scheduled_for)  # fmt: skip
                 outcome.failed.append(failure)
                 continue
             outcome.published.append(claim)
-            fires[claim.trigger.type] += 1
+            fires[claim.trigger_type] += 1
             metrics.fire_delay.observe((acked - claim.scheduled_for).total_seconds())
         for trigger_type, count in fires.items():
             metrics.fires.labels(type=trigger_type, source="scheduler").inc(count)
