@@ -92,10 +92,13 @@ async def test_settling_leaves_a_row_that_was_owed_again(db: Database) -> None:
 async def test_relay_publishes_owed_jobs(settings_for: Any, db: Database, sink: Sink) -> None:
     config = {"endpoint": sink.url("/owed")}
     ids = await owe(db, 3, config)
-    async with running_worker(settings_for(), wait_assigned=False):
+    async with running_worker(settings_for(), wait_assigned=False) as worker:
         for event_id in ids:
             row = await wait_status(db, event_id, "success")
             assert row["publish_at"] is None and row["published_at"] is not None
+        # First attempts only the relay got onto Kafka are firings like any other.
+        fires = worker.services.metrics.fires.labels(type="webhook", source="webhook")
+        assert fires._value.get() == 3
     assert sorted(r.json()["i"] for r in sink.requests("/owed")) == [0, 1, 2]
 
 

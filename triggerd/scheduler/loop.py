@@ -68,10 +68,13 @@ class SchedulerRole:
         self.lease_margin = min(self.lease / 4, timedelta(seconds=5))
         # The downtime rule (claims.py) applies to rows nobody attempted that were due
         # before this role started (missed while no scheduler ran), or that stayed
-        # pending this long past due while it ran. A dead holder's rows are taken over
-        # as they are unless older than this grace: it may have published them already.
+        # pending this long past due while it ran and reached the database (a row due
+        # during a database outage fires as itself: SPEC §5, nothing lost across a
+        # database restart). A dead holder's rows are taken over as they are unless
+        # older than this grace: it may have published them already.
         self.grace = 2 * self.lease
         self.started = utcnow()
+        self.db_reached = self.started  # when the last turn that reached the database began
         self.max_held = 20 * settings.scheduler_batch_size  # claims in memory, ~2 KB each
         # A crowded second starts claiming earlier, by up to this (all within a third of
         # the lease), at the claim rate measured here (rows/s, a moving average).
@@ -101,11 +104,12 @@ class SchedulerRole:
         services, settings = self.services, self.services.settings
         backoff = Backoff(base=0.5, cap=10.0)
         next_reload, last_reload, serving = 0.0, float("-inf"), False
-        self.started = utcnow()
+        self.started = self.db_reached = utcnow()
         # Claims made before the producer is up would only fail; give it a moment.
         await services.bus.wait_connected(BUS_START_WAIT)
         taken_over = False
         while True:
+            turn_began = utcnow()
             try:
                 now = time.monotonic()
                 woken = services.wakeup.is_set() and now - last_reload >= WAKE_DEBOUNCE
@@ -124,6 +128,7 @@ class SchedulerRole:
                 await self._claim_due(window, dispatcher)
                 await self._check_ownership(dispatcher)
                 backoff.reset()
+                self.db_reached = turn_began
             except Exception as exc:
                 if not is_transient(exc):
                     raise
@@ -185,8 +190,8 @@ class SchedulerRole:
         claiming = asyncio.ensure_future(schedules.claim_due(
             services.db, instance=settings.instance_id, now=now, until=until,
             lease_until=lease_until, limit=settings.scheduler_batch_size,
-            stale_before=max(now - self.grace, self.started - STARTUP_MARGIN),
-            reclaim_stale_before=now - self.grace,
+            stale_before=max(self._late_before(now), self.started - STARTUP_MARGIN),
+            reclaim_stale_before=self._late_before(now),
         ))  # fmt: skip
         self._claiming = claiming
         # Shielded: if we are cancelled mid-claim, _wind_down waits for it and releases.
@@ -222,6 +227,11 @@ class SchedulerRole:
                                     now=utcnow(), status="cancelled")  # fmt: skip
         self._limbo = []
         return len(rows) >= settings.scheduler_batch_size
+
+    def _late_before(self, now: datetime) -> datetime:
+        """Rows due before this were pending past the grace while this scheduler ran and
+        reached the database: time without the database does not count."""
+        return min(now, self.db_reached) - self.grace
 
     async def _take_over_own_leases(self) -> None:
         instance = self.services.settings.instance_id

@@ -23,6 +23,7 @@ import asyncio
 import heapq
 import logging
 import time
+from collections import Counter
 from datetime import timedelta
 
 from triggerd.backoff import Backoff
@@ -94,6 +95,7 @@ class OutboxRelay:
         published, failed = await self._publish(owed)
         if published:
             await outbox.mark_published(self.db, published, utcnow())
+            self._count_fires(published)
         if failed:
             # Nothing went out: Kafka is likely down, so back off the whole relay. Only some
             # failed (e.g. a message too large): postpone those, keep the pace for the rest.
@@ -107,6 +109,13 @@ class OutboxRelay:
         self._kafka_backoff.reset()
         log.debug("outbox relay published %d jobs", len(published))
         return 0.0 if len(owed) >= self.BATCH else self.BUSY_INTERVAL
+
+    def _count_fires(self, published: list[OwedJob]) -> None:
+        """A first attempt that only the relay got onto Kafka (the fast path failed, or
+        its process died) is a firing like any other; retries and replays are not."""
+        fires = Counter((o.job.type, o.job.source) for o in published if o.job.attempt == 1)
+        for (trigger_type, source), count in fires.items():
+            self.metrics.fires.labels(type=trigger_type, source=source).inc(count)
 
     async def _publish(self, owed: list[OwedJob]) -> tuple[list[OwedJob], list[OwedJob]]:
         try:
