@@ -177,7 +177,7 @@ class Settings:
     worker_concurrency: int = 100
     scheduler_lookahead: float = 60.0
     scheduler_lease: float = 10.0
-    scheduler_reconcile_interval: float = 5.0
+    scheduler_reconcile_interval: float = 1.0
     scheduler_batch_size: int = 1000
     db_pool_size: int = 10
     instance_id: str = ""
