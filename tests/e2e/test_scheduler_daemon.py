@@ -154,3 +154,25 @@ async def test_api_changes_reach_the_scheduler_at_once(
     assert statuses <= {"completed", "cancelled"}
     await api(daemon, "DELETE", f"{TRIGGERS}/{ticking['id']}")
     assert await asyncio.to_thread(daemon.terminate) == 0, daemon.logs()
+
+
+async def test_roles_split_across_processes_fire_on_time(
+    start_daemon: Any, kafka_bootstrap: str, topic: str
+) -> None:
+    """Triggers made through an api-only process reach a scheduler-only process by its
+    reconcile (the default interval), in time for occurrences due 2 s after creation."""
+    env = {"TRIGGERD_SCHEDULER_RECONCILE_INTERVAL": "1s"}  # the default, not the tests' 0.5 s
+    front, back = start_daemon(roles="api", env=env), start_daemon(roles="scheduler", env=env)
+    await asyncio.gather(front.wait_healthy(), back.wait_healthy())
+    created = []
+    for n in range(5):
+        body = {"name": f"once-{n}", "type": "time_scheduled",
+                "config": {"run_in": "2s", "endpoint": ENDPOINT}}  # fmt: skip
+        created.append((await api(front, "POST", TRIGGERS, body))["id"])
+        await asyncio.sleep(0.23)  # spread over a reconcile period
+    jobs = await read_jobs(kafka_bootstrap, topic, count=5, timeout=10)
+    assert sorted(job["trigger_id"] for job in jobs) == sorted(created)
+    late = [j["_timestamp"] - ms(j["scheduled_for"]) for j in jobs]
+    assert all(0 <= delay < 1000 for delay in late), late
+    for daemon in (front, back):
+        assert await asyncio.to_thread(daemon.terminate) == 0, daemon.logs()
