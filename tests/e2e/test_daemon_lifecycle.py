@@ -67,17 +67,23 @@ async def test_roles_flag_runs_only_the_api(start_daemon: Any, db: Any) -> None:
         await asyncio.sleep(0.25)
 
 
+def migrated_database(server: MariaDBServer) -> str:
+    """A database on `server`, migrated by `triggerd migrate` as an operator would."""
+    url = server.create_database("own")
+    migrate = subprocess.run(
+        [sys.executable, "-m", "triggerd", "migrate"],
+        env={**os.environ, "TRIGGERD_DATABASE_URL": url}, capture_output=True, text=True,
+    )  # fmt: skip
+    assert migrate.returncode == 0, migrate.stderr
+    return url
+
+
 async def test_health_follows_the_database(start_daemon: Any, tmp_path: Path,
                                            kafka_bootstrap: str) -> None:  # fmt: skip
     server = MariaDBServer(base_dir=tmp_path / "db")
     server.start()
     try:
-        url = server.create_database("own")
-        migrate = subprocess.run(
-            [sys.executable, "-m", "triggerd", "migrate"],
-            env={**os.environ, "TRIGGERD_DATABASE_URL": url}, capture_output=True, text=True,
-        )  # fmt: skip
-        assert migrate.returncode == 0, migrate.stderr
+        url = migrated_database(server)
         daemon = start_daemon(env={"TRIGGERD_DATABASE_URL": url})
         await daemon.wait_healthy()
         await asyncio.to_thread(server.stop)
@@ -158,12 +164,7 @@ async def test_waits_for_a_database_that_is_down_at_start_up(
     server = MariaDBServer(base_dir=tmp_path / "db")
     server.start()
     try:
-        url = server.create_database("own")
-        migrate = subprocess.run(
-            [sys.executable, "-m", "triggerd", "migrate"],
-            env={**os.environ, "TRIGGERD_DATABASE_URL": url}, capture_output=True, text=True,
-        )  # fmt: skip
-        assert migrate.returncode == 0, migrate.stderr
+        url = migrated_database(server)
         await asyncio.to_thread(server.stop)  # down before the daemon starts
 
         daemon = start_daemon(env={"TRIGGERD_DATABASE_URL": url})

@@ -43,6 +43,17 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
+async def wait_dev_healthy(http: aiohttp.ClientSession, proc: subprocess.Popen[bytes],
+                           base: str, log: Path) -> None:  # fmt: skip
+    async def healthy() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"dev exited {proc.returncode}: {log.read_text()}")
+        async with http.get(f"{base}/health") as resp:
+            return resp.status == 200
+
+    await wait_until(healthy, timeout=90, what="triggerd dev healthy")
+
+
 async def test_dev_runs_everything_and_ctrl_c_leaves_nothing(tmp_path: Path) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRIGGERD_")}
@@ -54,14 +65,7 @@ async def test_dev_runs_everything_and_ctrl_c_leaves_nothing(tmp_path: Path) -> 
     base = f"http://127.0.0.1:{port}"
     try:
         async with aiohttp.ClientSession() as http:
-
-            async def healthy() -> bool:
-                if proc.poll() is not None:
-                    raise AssertionError(f"dev exited {proc.returncode}: {log.read_text()}")
-                async with http.get(f"{base}/health") as resp:
-                    return resp.status == 200
-
-            await wait_until(healthy, timeout=90, what="triggerd dev healthy")
+            await wait_dev_healthy(http, proc, base, log)
             servers = children_of(proc.pid)
             assert len(servers) >= 2, servers  # the private MariaDB and broker
 
@@ -117,14 +121,7 @@ async def test_double_ctrl_c_still_cleans_up_and_exits_zero(tmp_path: Path) -> N
                                 stdout=subprocess.DEVNULL, stderr=err)  # fmt: skip
     try:
         async with aiohttp.ClientSession() as http:
-
-            async def healthy() -> bool:
-                if proc.poll() is not None:
-                    raise AssertionError(f"dev exited {proc.returncode}: {log.read_text()}")
-                async with http.get(f"http://127.0.0.1:{port}/health") as resp:
-                    return resp.status == 200
-
-            await wait_until(healthy, timeout=90, what="triggerd dev healthy")
+            await wait_dev_healthy(http, proc, f"http://127.0.0.1:{port}", log)
         servers = children_of(proc.pid)
         assert len(servers) >= 2, servers
         assert [p.name for p in tmpdir.iterdir()], "the private MariaDB's dir is in TMPDIR"
