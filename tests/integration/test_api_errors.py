@@ -287,3 +287,34 @@ async def test_an_unreachable_database_is_a_503_not_a_500(monkeypatch: pytest.Mo
                 error = (await resp.json())["error"]
                 assert error["code"] == "unavailable"
                 assert error["request_id"] == resp.headers["X-Request-ID"]
+
+
+async def test_an_encoding_we_cannot_decode_is_415(api: ApiDaemon) -> None:
+    reply = await api.client.request("POST", BASE, data=orjson.dumps(VALID), headers={
+        "Content-Type": "application/json", "Content-Encoding": "zzz"})  # fmt: skip
+    assert reply.status == 415 and reply.error["code"] == "unsupported_media_type"
+
+
+async def test_a_malformed_header_is_not_echoed_nor_logged(api: ApiDaemon) -> None:
+    """aiohttp's own message quotes the offending line: with a stray control character
+    in `Authorization`, that is the API key."""
+    secret = "SUPERSECRETKEY" + uuid.uuid4().hex
+    for line in (f"Authorization: Bearer {secret}\x01", f"X-API-Key {secret}"):
+        request = f"GET /api/v1/triggers HTTP/1.1\r\nHost: x\r\n{line}\r\n\r\n".encode()
+        status, headers, body = await raw_exchange(api, request)
+        assert status == 400, body
+        assert secret.encode() not in body
+        assert orjson.loads(body)["error"]["request_id"] == headers["x-request-id"]
+    assert secret not in api.daemon.logs()
+
+
+async def test_an_unread_body_that_does_not_decode_logs_no_error(api: ApiDaemon) -> None:
+    """Answered (404) before its body was read: the body is dropped with the
+    connection instead of failing to decode afterwards."""
+    before = api.daemon.logs().count('"level":"error"')
+    for path in (f"/api/v1/webhook/{uuid.uuid4()}", "/api/v1/nope", f"{BASE}/{uuid.uuid4()}/test"):
+        reply = await api.client.request("POST", path, data=b"{}", headers={
+            "Content-Type": "application/json", "Content-Encoding": "gzip"})  # fmt: skip
+        assert reply.status == 404, reply.body
+    await asyncio.sleep(0.2)  # let the server finish with the connections
+    assert api.daemon.logs().count('"level":"error"') == before, api.daemon.logs()[-3000:]

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import os
+import site
 import subprocess
 import sys
+import sysconfig
+from pathlib import Path
 from typing import Any
 
+import pytest
+
 from triggerd.config import DatabaseUrl
+from triggerd.store import migrations
 from triggerd.store.db import Database
 from triggerd.store.migrations import discover, migrate
 
@@ -62,3 +68,28 @@ def test_migrate_command_is_idempotent(db_server: Any) -> None:
         assert "nothing to do" in second.stdout
     finally:
         db_server.drop(url)
+
+
+def test_installed_migrations_are_found_under_any_install_scheme(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pip on Debian's system Python puts data files under /usr/local (its posix_local
+    scheme), not sys.prefix: every scheme's data prefix is searched."""
+    prefix = tmp_path / "local"
+    (prefix / "share" / "triggerd" / "sql").mkdir(parents=True)
+    (prefix / "share" / "triggerd" / "sql" / "001_init.sql").write_text("SELECT 1;\n")
+    real = sysconfig.get_paths
+
+    def paths(scheme: str | None = None, *args: Any, **kwargs: Any) -> dict[str, str]:
+        if scheme == "posix_local":  # Debian's; this Python may not have it
+            return {"data": str(prefix)}
+        return dict(real(scheme, *args, **kwargs) if scheme else real(*args, **kwargs))
+
+    monkeypatch.setattr(sysconfig, "get_scheme_names", lambda: ("posix_prefix", "posix_local"))
+    monkeypatch.setattr(sysconfig, "get_paths", paths)
+    monkeypatch.delenv("TRIGGERD_SQL_DIR", raising=False)
+    monkeypatch.setattr(sys, "prefix", str(tmp_path / "elsewhere"))
+    monkeypatch.setattr(site, "getuserbase", lambda: str(tmp_path / "user"))
+    assert prefix / "share" / "triggerd" / "sql" in migrations.sql_dirs()
+    monkeypatch.setattr(migrations, "__file__", str(tmp_path / "nowhere" / "a" / "b.py"))
+    assert migrations.sql_dir() == prefix / "share" / "triggerd" / "sql"

@@ -136,6 +136,7 @@ def api_middleware(
             try:
                 if encoded:
                     check_key(request)
+                _check_encoding(request)
                 response = await handler(request)
             except ApiError as exc:
                 response = error_response(exc.status, exc.code, exc.message, exc.details)
@@ -150,6 +151,8 @@ def api_middleware(
                 response = _http_error(exc)
             except Exception as exc:
                 response = _unexpected(request, exc)
+            if response.status >= 400:
+                _drop_unread_body(request, response)
             response.headers["X-Request-ID"] = request_id
             return response
         finally:
@@ -157,6 +160,27 @@ def api_middleware(
             request_id_var.reset(token)
 
     return middleware
+
+
+# What aiohttp decodes (br and zstd only with optional packages we do not install; the
+# parser refuses those itself). Any other Content-Encoding it would pass through as is.
+_DECODED = frozenset({"", "identity", "gzip", "deflate"})
+
+
+def _check_encoding(request: web.Request) -> None:
+    encoding = request.headers.get("Content-Encoding")
+    if encoding is not None and encoding.strip().lower() not in _DECODED:
+        raise ApiError(f"unsupported Content-Encoding {encoding[:40]!r} (use gzip or deflate)",
+                       status=415, code="unsupported_media_type")  # fmt: skip
+
+
+def _drop_unread_body(request: web.Request, response: web.StreamResponse) -> None:
+    """An error answered before the body was read: aiohttp reads the rest afterwards
+    to reuse the connection, and a compressed body that does not decode then fails
+    there, logged as an unhandled error. Such a body is dropped with the connection."""
+    if request.headers.get("Content-Encoding") and not request.content.is_eof():
+        request.content.feed_eof()
+        response.force_close()
 
 
 def _http_error(exc: web.HTTPException) -> web.Response:

@@ -29,17 +29,36 @@ _CODES = {400: "bad_request", 413: "payload_too_large", 414: "uri_too_long",
           504: "timeout"}  # fmt: skip
 
 
-def _classify(status: int, exc: BaseException | None) -> int:
-    """A sharper status than aiohttp's blanket 400 where the cause is clear."""
+def _classify(status: int, exc: BaseException | None) -> tuple[int, str, str]:
+    """(status, code, message) sharper than aiohttp's blanket 400 where the cause is
+    clear. Never aiohttp's own text: it quotes the offending bytes, and those may be a
+    credential (`Authorization: Bearer …` with a stray control character)."""
     if isinstance(exc, http_exceptions.ContentEncodingError):
-        return 415  # an encoding we cannot decode (br, zstd…), not a malformed request
+        if "install" in str(exc) or "Can not decode" in str(exc):  # br, zstd…: no decoder
+            return 415, "unsupported_media_type", "unsupported Content-Encoding"
+        return 400, "malformed_body", "the body is not in its declared Content-Encoding"
     if isinstance(exc, http_exceptions.LineTooLong):
         # The exception carries the start of what was too long: a URL (or the request
         # line, by parser) is a 414, anything else a header.
         line = exc.args[0] if exc.args else b""
         line = line.encode("latin-1", "replace") if isinstance(line, str) else bytes(line)
-        return 414 if _REQUEST_LINE.match(line) else 431
-    return status
+        if _REQUEST_LINE.match(line):
+            return 414, "uri_too_long", "request line too long"
+        return 431, "headers_too_large", "a request header is too long"
+    for kind, text in _REASONS:
+        if isinstance(exc, kind):
+            return status, _CODES.get(status, f"http_{status}"), text
+    return status, _CODES.get(status, f"http_{status}"), "malformed request"
+
+
+_REASONS: tuple[tuple[type[BaseException], str], ...] = (
+    (http_exceptions.BadHttpMethod, "unknown or malformed method"),
+    (http_exceptions.BadStatusLine, "malformed request line"),
+    (http_exceptions.InvalidHeader, "malformed request header"),
+    (http_exceptions.ContentLengthError, "malformed Content-Length or body"),
+    (http_exceptions.TransferEncodingError, "malformed chunked body"),
+    (http_exceptions.BadHttpMessage, "malformed request"),
+)
 
 
 class EnvelopeRequestHandler(web_protocol.RequestHandler):
@@ -52,17 +71,17 @@ class EnvelopeRequestHandler(web_protocol.RequestHandler):
     ) -> web.StreamResponse:
         if request.writer.output_size > 0:  # a response is under way: nothing to add
             return super().handle_error(request, status, exc, message)
-        status = _classify(status, exc)
+        status, code, text = _classify(status, exc)
         if status >= 500:
             log.error("error handling a request", exc_info=exc)
-            text = "internal error; see the server log"
-        else:
-            log.info("malformed request from %s: %s", request.remote, message or exc)
-            text = message or str(exc) or "malformed request"
+            code, text = "internal_error", "internal error; see the server log"
+        else:  # the exception's text is not logged: it may quote a credential
+            log.info("malformed request from %s: %s (%s)", request.remote, text,
+                     type(exc).__name__)  # fmt: skip
         request_id = os.urandom(16).hex()
         token = request_id_var.set(request_id)
         try:
-            body = error_body(status, _CODES.get(status, f"http_{status}"), text)
+            body = error_body(status, code, text)
         finally:
             request_id_var.reset(token)
         response = json_response(body, status=status)

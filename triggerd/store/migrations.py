@@ -8,10 +8,13 @@ containers migrating at once from racing.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
+import site
 import sys
+import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,14 +46,25 @@ class Migration:
         return [stmt.strip() for stmt in "\n".join(lines).split(";") if stmt.strip()]
 
 
-def sql_dir() -> Path:
-    """TRIGGERD_SQL_DIR, else the source tree's sql/, else the installed data files."""
+def sql_dirs() -> list[Path]:
+    """Where migrations are looked for, in order: TRIGGERD_SQL_DIR, the source tree's
+    sql/, then the installed data files under every prefix pip may have installed into:
+    not always sys.prefix (Debian's system Python installs to /usr/local, its
+    `posix_local` scheme), or the user's base."""
     override = os.environ.get("TRIGGERD_SQL_DIR")
     candidates = [Path(override)] if override else []
-    candidates += [
-        Path(__file__).resolve().parents[2] / "sql",
-        Path(sys.prefix) / "share" / "triggerd" / "sql",
-    ]
+    candidates.append(Path(__file__).resolve().parents[2] / "sql")
+    prefixes = [sys.prefix, sysconfig.get_paths()["data"], site.getuserbase()]
+    for scheme in sysconfig.get_scheme_names():
+        with contextlib.suppress(KeyError, ValueError):
+            prefixes.append(sysconfig.get_paths(scheme)["data"])
+    candidates += [Path(p) / "share" / "triggerd" / "sql" for p in dict.fromkeys(prefixes)]
+    return candidates
+
+
+def sql_dir() -> Path:
+    """The first of sql_dirs() that holds migrations."""
+    candidates = sql_dirs()
     for candidate in candidates:
         if candidate.is_dir() and any(candidate.glob("*.sql")):
             return candidate
