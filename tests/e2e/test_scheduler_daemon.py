@@ -176,3 +176,49 @@ async def test_roles_split_across_processes_fire_on_time(
     assert all(0 <= delay < 1000 for delay in late), late
     for daemon in (front, back):
         assert await asyncio.to_thread(daemon.terminate) == 0, daemon.logs()
+
+
+async def _just_before_a_second(ms_before: int) -> None:
+    """Sleep until `ms_before` milliseconds before the next whole second."""
+    now = utcnow()
+    target = now.replace(microsecond=0) + timedelta(seconds=1, milliseconds=-ms_before)
+    if target <= now:
+        target += timedelta(seconds=1)
+    await asyncio.sleep((target - now).total_seconds())
+
+
+@pytest.mark.parametrize("change", ["deactivate", "reschedule", "delete"])
+async def test_no_firing_after_a_change_was_answered(
+    start_daemon: Any, db: Database, change: str
+) -> None:
+    """A change that lands just before an occurrence is due (after the scheduler's last
+    look at it) cannot stop that firing any more: the API answers only once it fired,
+    so no event of the old schedule ever follows the answer."""
+    daemon = start_daemon(roles="api,scheduler")
+    await daemon.wait_healthy()
+    triggers = await every_second(daemon, 4)
+    await wait_until(lambda: _all_fired_until(db, triggers, utcnow() - timedelta(seconds=1)),
+                     timeout=15, what="firing")  # fmt: skip
+    answered = {}
+    for trigger_id, ms_before in zip(triggers, (120, 250, 380, 450), strict=True):
+        await _just_before_a_second(ms_before)
+        path = f"{TRIGGERS}/{trigger_id}"
+        if change == "deactivate":
+            await api(daemon, "PATCH", path, {"status": "inactive"})
+        elif change == "reschedule":
+            await api(daemon, "PATCH", path,
+                      {"config": {"cron": "0 0 1 1 *", "endpoint": ENDPOINT}})  # fmt: skip
+        else:
+            await api(daemon, "DELETE", path)
+        answered[trigger_id] = utcnow()
+    await asyncio.sleep(2.5)  # two more due times: nothing of the old schedule may fire
+    for trigger_id, at in answered.items():
+        after = [e for e in await event_rows(db, trigger_id) if e["fired_at"] >= at]
+        assert after == [], (change, after)
+        rows = await schedule_rows(db, trigger_id)
+        pending = [r for r in rows if r["status"] in ("pending", "processing")]
+        if change == "reschedule":  # only the new schedule's next occurrence
+            assert [r["fire_at"].month for r in pending] == [1], pending
+        else:
+            assert pending == [], pending
+    assert await asyncio.to_thread(daemon.terminate) == 0, daemon.logs()

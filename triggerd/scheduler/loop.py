@@ -40,6 +40,7 @@ from triggerd.scheduler.reconcile import Window
 from triggerd.services import Services
 from triggerd.store import schedules
 from triggerd.store.db import is_transient
+from triggerd.store.schedule_rows import CHECK_AHEAD
 from triggerd.timeutil import utcnow
 
 log = logging.getLogger(__name__)
@@ -51,9 +52,9 @@ INITIAL_CLAIM_RATE = 5000.0  # rows/s, until measured
 BUS_START_WAIT = 10.0  # seconds the first claim waits for Kafka at start-up
 # Rows due at least this long before the role started were missed while it was down.
 STARTUP_MARGIN = timedelta(seconds=1)
-# Claims are re-read this long before due: a trigger deleted or deactivated after its
-# occurrence was claimed (up to the claim-ahead plus a second early) is then not fired.
-CHECK_AHEAD = timedelta(milliseconds=500)
+# Claims are re-read CHECK_AHEAD before due (store/schedule_rows.py): a trigger deleted
+# or deactivated after its occurrence was claimed is then not fired; after that moment,
+# the API waits for the occurrence to fire and be recorded before it answers.
 
 
 class SchedulerRole:

@@ -1,12 +1,28 @@
-"""The two schedule-row writes the API and the scheduler share; both run on a cursor
-inside the caller's transaction so a trigger and its schedule change together."""
+"""The schedule-row writes the API and the scheduler share; most run on a cursor
+inside the caller's transaction so a trigger and its schedule change together.
+
+A scheduler re-reads a claimed occurrence CHECK_AHEAD before it is due and publishes it
+if it was still its own then. A change made through the API after that moment cannot
+stop that firing any more, so the API lets it happen *before* it answers: such rows are
+held (not cancelled) by `cancel_pending`, and `settle_held` waits for them to be
+recorded, then cancels whatever next occurrence their recording inserted. A client
+therefore never sees a firing of a trigger after its PATCH/PUT/DELETE returned.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
+import asyncio
+import time
+from datetime import datetime, timedelta
 from typing import Any
 
-from triggerd.timeutil import from_db, to_db
+from triggerd.store.db import Database
+from triggerd.timeutil import from_db, to_db, utcnow
+
+CHECK_AHEAD = timedelta(milliseconds=500)  # the scheduler's last look before due
+HOLD_AHEAD = CHECK_AHEAD + timedelta(milliseconds=150)  # and a margin for a busy loop
+SETTLE_LIMIT = 2.0  # seconds past the due time the API waits for a held occurrence
+SETTLE_POLL = 0.02
 
 
 async def insert_occurrence(cur: Any, trigger_id: str, fire_at: datetime, now: datetime) -> None:
@@ -28,16 +44,59 @@ async def insert_occurrence(cur: Any, trigger_id: str, fire_at: datetime, now: d
     )
 
 
-async def cancel_pending(cur: Any, trigger_id: str, now: datetime) -> int:
-    """Cancel the trigger's occurrences that have not fired (pending, or claimed but not
-    yet completed: a scheduler holding one re-checks the status before completing)."""
-    return int(
+async def cancel_pending(
+    cur: Any, trigger_id: str, now: datetime, *, hold: bool = True
+) -> list[tuple[int, datetime]]:
+    """Cancel the trigger's occurrences that have not fired (pending, or claimed: the
+    holder re-checks CHECK_AHEAD before due and drops a cancelled one). Claimed ones due
+    within HOLD_AHEAD may be past that check: with `hold` they are left alone and
+    returned as (id, fire_at), for `settle_held` once the transaction committed."""
+    params = {"trigger_id": trigger_id, "now": to_db(now),
+              "soon": to_db(now + HOLD_AHEAD)}  # fmt: skip
+    held: list[tuple[int, datetime]] = []
+    if hold:
         await cur.execute(
-            "UPDATE trigger_schedules SET status = 'cancelled', updated_at = %(now)s,"
-            " claimed_by = NULL, lease_until = NULL"
-            " WHERE trigger_id = %(trigger_id)s AND status IN ('pending', 'processing')",
-            {"trigger_id": trigger_id, "now": to_db(now)},
+            "SELECT id, fire_at FROM trigger_schedules WHERE trigger_id = %(trigger_id)s"
+            " AND status = 'processing' AND fire_at <= %(soon)s FOR UPDATE", params,
+        )  # fmt: skip
+        for row in await cur.fetchall():
+            values = list(row.values()) if isinstance(row, dict) else list(row)
+            held.append((int(values[0]), from_db(values[1]) or now))
+    keep = "".join(f" AND id <> {int(row_id)}" for row_id, _ in held)
+    await cur.execute(
+        "UPDATE trigger_schedules SET status = 'cancelled', updated_at = %(now)s,"
+        " claimed_by = NULL, lease_until = NULL"
+        f" WHERE trigger_id = %(trigger_id)s AND status IN ('pending', 'processing'){keep}",
+        params,
+    )
+    return held
+
+
+async def settle_held(
+    db: Database, trigger_id: str, held: list[tuple[int, datetime]], changed_at: datetime
+) -> None:
+    """Wait for the held occurrences to be recorded (fired before the change), at most
+    SETTLE_LIMIT past the latest one's due time, then cancel what is left of them and any
+    occurrence inserted after `changed_at` (the next one their recording computed from
+    the trigger as it was)."""
+    if not held:
+        return
+    ids = ", ".join(str(int(row_id)) for row_id, _ in held)
+    deadline = time.monotonic() + SETTLE_LIMIT + max(
+        0.0, max((due - changed_at).total_seconds() for _, due in held))  # fmt: skip
+    while time.monotonic() < deadline:
+        row = await db.fetchone(
+            "SELECT COUNT(*) AS n FROM trigger_schedules"
+            f" WHERE id IN ({ids}) AND status = 'processing'"
         )
+        if not row or not row["n"]:
+            break
+        await asyncio.sleep(SETTLE_POLL)
+    await db.execute(
+        "UPDATE trigger_schedules SET status = 'cancelled', updated_at = %(now)s,"
+        " claimed_by = NULL, lease_until = NULL WHERE trigger_id = %(trigger_id)s"
+        f" AND status IN ('pending', 'processing') AND (id IN ({ids}) OR created_at > %(at)s)",
+        {"trigger_id": trigger_id, "now": to_db(utcnow()), "at": to_db(changed_at)},
     )
 
 

@@ -200,8 +200,9 @@ class TriggerStore:
                 },
             )
             retimed = schedule_changed(old, new)
+            held: list[tuple[int, datetime]] = []
             if current.is_scheduled and (retimed or new.status != old.status):
-                await schedule_rows.cancel_pending(cur, trigger_id, now)
+                held = await schedule_rows.cancel_pending(cur, trigger_id, now)
                 if new.status == "active":
                     # A new schedule starts from its own first occurrence; an unchanged
                     # one resumes after now: no burst of the occurrences missed while
@@ -212,6 +213,9 @@ class TriggerStore:
                     if fire_at is not None:
                         await schedule_rows.insert_occurrence(cur, trigger_id, fire_at, now)
             next_run = await schedule_rows.next_pending(cur, trigger_id)
+        if held:  # an occurrence past the scheduler's last look fires before we answer
+            await schedule_rows.settle_held(self.db, trigger_id, held, now)
+            next_run = (await self._next_runs([trigger_id])).get(trigger_id)
         stored = now.replace(microsecond=now.microsecond // 1000 * 1000)
         trigger = Trigger(
             id=trigger_id,
@@ -236,7 +240,8 @@ class TriggerStore:
             )
             if not deleted:
                 return False
-            await schedule_rows.cancel_pending(cur, trigger_id, now)
+            held = await schedule_rows.cancel_pending(cur, trigger_id, now)
+        await schedule_rows.settle_held(self.db, trigger_id, held, now)
         return True
 
 
