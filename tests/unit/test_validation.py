@@ -19,6 +19,7 @@ from triggerd.api.validation import (
     validate_update,
 )
 from triggerd.errors import ValidationError
+from triggerd.store.triggers import first_occurrence
 
 NOW = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
 URL = "https://example.com/hook"
@@ -550,3 +551,38 @@ def test_every_key_with_weird_values(key: str, weird: Any) -> None:
             data["config"][key] = weird
         only_validation_errors(data)
         only_validation_errors(data, create(body(kind)))
+
+
+@pytest.mark.parametrize(("macro", "expr"), [("@hourly", "0 * * * *"), ("@DAILY", "0 0 * * *"),
+                                             ("@weekly", "0 0 * * 0"), ("@yearly", "0 0 1 1 *")])
+def test_cron_macros_are_stored_as_their_expression(macro: str, expr: str) -> None:
+    assert create(body(cron=macro)).config["cron"] == expr
+
+
+@pytest.mark.parametrize("cron", ["0 0 1 * 1#5", "0 0 15 * 5#3", "0 0 L * 5", "0 0 1 * 5L"])
+def test_day_fields_both_restricted_with_l_w_or_hash_are_refused(cron: str) -> None:
+    """croniter ignores the day of month beside `#` (or finds no occurrence at all):
+    refused rather than stored as a trigger that fires on other days, or never."""
+    assert field_of(body(cron=cron), None) == "config.cron"
+
+
+@pytest.mark.parametrize("cron", ["0 0 * * 5#3", "0 0 L * *", "0 0 15W * *", "0 0 1 * WED"])
+def test_l_w_and_hash_alone_are_accepted(cron: str) -> None:
+    assert create(body(cron=cron)).config["cron"] == cron
+
+
+def test_interval_is_whole_milliseconds() -> None:
+    assert field_of(body("interval_scheduled", interval_seconds=1.0005), None) == (
+        "config.interval_seconds")
+    assert create(body("interval_scheduled", interval_seconds=2.5)).config[
+        "interval_seconds"] == 2.5
+
+
+def test_a_start_at_inside_the_grace_fires_once_not_a_burst() -> None:
+    """start_at 3 s ago with a 2 s interval: the latest grid point due now fires, not
+    start_at and the one after it back to back."""
+    start = NOW - timedelta(seconds=3)
+    definition = create(body("interval_scheduled", interval_seconds=2, start_at=start.isoformat()))
+    assert first_occurrence(definition, NOW) == start + timedelta(seconds=2)
+    once = create(body("time_scheduled", run_at=start.isoformat(), run_in=None))
+    assert first_occurrence(once, NOW) == start

@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 from triggerd.api.payloads import check_storable, compile_schema
 from triggerd.api.redact import restore_redacted
 from triggerd.errors import ValidationError
-from triggerd.scheduler.timing import get_zone, parse_run_at, validate_cron
+from triggerd.scheduler.timing import get_zone, next_cron, parse_run_at, validate_cron
 from triggerd.timeutil import parse_duration, to_iso
 
 TRIGGER_TYPES = ("webhook", "time_scheduled", "cron_scheduled", "interval_scheduled")
@@ -55,6 +55,10 @@ _TYPE_KEYS = {
     "cron_scheduled": ("cron", "timezone"),
     "interval_scheduled": ("interval_seconds", "start_at", "first_run_at"),
 }
+# The standard macros, stored as the expression they stand for.
+CRON_MACROS = {"@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *",
+               "@weekly": "0 0 * * 0", "@daily": "0 0 * * *", "@midnight": "0 0 * * *",
+               "@hourly": "0 * * * *"}  # fmt: skip
 _TIMING_KEYS = ("run_at", "cron", "timezone", "interval_seconds", "first_run_at")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _HEADER_VALUE_BAD = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
@@ -194,8 +198,10 @@ def _cron_scheduled(config: Mapping[str, Any], now: datetime, previous: Any) -> 
     if raw is None:
         raise ValidationError("config.cron", "is required")
     expr = " ".join(_string(raw, "config.cron", max_chars=255).split())
+    expr = CRON_MACROS.get(expr.lower(), expr)
     try:
         validate_cron(expr)
+        next_cron(expr, tz, now)  # a valid expression can still never fire (`1 * 1#5`…)
     except Exception as exc:  # croniter's parser raises several types on garbage
         raise ValidationError("config.cron", str(exc) or "invalid cron expression") from None
     return {"cron": expr, "timezone": tz}
@@ -208,6 +214,8 @@ def _interval_scheduled(
     if raw is None:
         raise ValidationError("config.interval_seconds", "is required")
     interval = _number(raw, "config.interval_seconds", low=1, high=MAX_SECONDS)
+    if abs(interval * 1000 - round(interval * 1000)) > 1e-6:  # the grid is in whole ms
+        raise ValidationError("config.interval_seconds", "must be a whole number of milliseconds")
     out: dict[str, Any] = {"interval_seconds": interval}
     start = None
     if config.get("start_at") is not None:

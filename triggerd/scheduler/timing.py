@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import re
 from bisect import bisect_left, bisect_right
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -199,10 +200,20 @@ def _parse(expr: str) -> _Cron:
     return _Cron(template=template, spec=_build_spec(template, six))
 
 
+_LAST_WEEKDAY = re.compile(r"(?:^|[,\d])L(?:$|,)")  # `5L`, `L` (not the L of a name)
+
+
 def validate_cron(expr: str) -> None:
     """Accept 5 fields (minute hour day-of-month month day-of-week) or 6 with a
     leading seconds field; raise ValueError with the reason otherwise."""
     _compile(expr)
+    fields = expr.split()
+    dom, dow = fields[-3].upper(), fields[-1].upper()
+    special = "L" in dom or "W" in dom or "#" in dow or _LAST_WEEKDAY.search(dow) is not None
+    if special and dom not in ("*", "?") and dow not in ("*", "?"):
+        # Either day field alone is fine; together, croniter ignores the day of month.
+        raise ValueError(f"invalid cron expression {expr!r}: L, W and # need the other "
+                         "day field to be * (restrict day-of-month or day-of-week, not both)")
 
 
 def _ceil(values: tuple[int, ...], v: int) -> int | None:

@@ -20,7 +20,7 @@ import pymysql
 
 from triggerd.api.validation import PAST_GRACE, TriggerDefinition, schedule_changed
 from triggerd.models import Trigger
-from triggerd.scheduler.timing import next_occurrence
+from triggerd.scheduler.timing import latest_due, next_occurrence
 from triggerd.store import schedule_rows
 from triggerd.store.db import Database
 from triggerd.timeutil import from_db, parse_iso_utc, to_db
@@ -68,7 +68,9 @@ def first_occurrence(
         and now - PAST_GRACE <= anchor <= now
         and (previous is None or _anchor(previous) != anchor)
     ):
-        return anchor
+        # The latest occurrence due by now: an interval shorter than the grace must not
+        # fire start_at and the grid points after it in a burst.
+        return latest_due(definition.type, definition.config, now) or anchor
     return next_occurrence(definition.type, definition.config, now)
 
 
