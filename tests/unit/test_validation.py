@@ -586,3 +586,16 @@ def test_a_start_at_inside_the_grace_fires_once_not_a_burst() -> None:
     assert first_occurrence(definition, NOW) == start + timedelta(seconds=2)
     once = create(body("time_scheduled", run_at=start.isoformat(), run_in=None))
     assert first_occurrence(once, NOW) == start
+
+
+@pytest.mark.parametrize("zone", ["localtime", "posixrules", "Factory", "posix/Europe/Paris",
+                                  "right/UTC"])
+def test_zone_files_that_are_not_iana_names_are_refused(zone: str) -> None:
+    assert field_of(body(timezone=zone), None) == "config.timezone"
+
+
+def test_run_at_takes_a_lower_case_z() -> None:
+    run_at = (NOW + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%Sz")
+    definition = create(body("time_scheduled", run_at=run_at, run_in=None))
+    assert definition.config["run_at"] == (NOW + timedelta(hours=1)).strftime(
+        "%Y-%m-%dT%H:%M:%S.000Z")

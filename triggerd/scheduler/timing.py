@@ -41,9 +41,14 @@ def _zone(name: str) -> ZoneInfo:
     return ZoneInfo(name)
 
 
+# tzdata files that are not IANA zone names: the host's zone (it differs between hosts),
+# and the duplicate trees of the database's build.
+_NOT_IANA = re.compile(r"(?:localtime|posixrules|Factory|(?:posix|right)/.*)$")
+
+
 def get_zone(name: str) -> ZoneInfo:
     """The IANA zone ``name``; ValueError("unknown time zone 'X'") otherwise."""
-    if not isinstance(name, str) or not name.strip():
+    if not isinstance(name, str) or not name.strip() or _NOT_IANA.match(name):
         raise ValueError(f"unknown time zone {name!r}")
     try:
         return _zone(name)
@@ -332,8 +337,11 @@ def parse_run_at(value: str, tz: str) -> datetime:
     zone_name = get_zone(tz).key
     if not isinstance(value, str):
         raise ValueError("run_at must be an ISO 8601 string")
+    text = value.strip()
+    if text[-1:] == "z":  # RFC 3339 allows the lower-case UTC designator too
+        text = text[:-1] + "Z"
     try:
-        parsed = datetime.fromisoformat(value.strip())
+        parsed = datetime.fromisoformat(text)
     except ValueError:
         raise ValueError(f"run_at {value!r} is not an ISO 8601 timestamp") from None
     resolved = parsed.astimezone(UTC) if parsed.tzinfo else resolve_local(parsed, zone_name)
