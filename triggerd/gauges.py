@@ -27,7 +27,8 @@ from triggerd.backoff import Backoff
 from triggerd.metrics import Metrics
 from triggerd.services import Services
 from triggerd.store.db import Database, is_transient
-from triggerd.store.retention import RETENTION_STATUSES, RowCounts
+from triggerd.store.events import RETENTION_STATUSES
+from triggerd.store.retention import RowCounts
 from triggerd.timeutil import utcnow
 
 log = logging.getLogger(__name__)

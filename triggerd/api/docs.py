@@ -34,6 +34,7 @@ from triggerd.api import schemas
 from triggerd.api.middleware import requires_key
 from triggerd.api.validation import STATUSES, TRIGGER_TYPES
 from triggerd.errors import NotFound
+from triggerd.store import events as events_store
 
 with warnings.catch_warnings():
     # apispec 3 (pinned below 4 in setup.cfg) still uses distutils' LooseVersion.
@@ -226,12 +227,12 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         (400,),
         query=(
             _filter("trigger_id", {"type": "string", "format": "uuid"}, "Only this trigger"),
-            _filter("source", _choice(schemas.EVENT_SOURCES), "Only events from this source"),
-            _filter("execution_status", _choice(schemas.EXECUTION_STATUSES), "Delivery state"),
+            _filter("source", _choice(events_store.SOURCES), "Only events from this source"),
+            _filter("execution_status", _choice(events_store.EXECUTION_STATUSES), "Delivery state"),
             _filter("retention_status", _choice(schemas.RETENTION_FILTERS), "Default active"),
             _filter("is_test_run", {"type": "boolean"}, "Only test runs, or only real events"),
-            _filter("since", {"type": "string"}, "fired_at >= since (ISO 8601 with offset or Z)"),
-            _filter("until", {"type": "string"}, "fired_at <= until (ISO 8601 with offset or Z)"),
+            _filter("since", {"type": "string"}, "fired_at >= since (ISO 8601; no offset: UTC)"),
+            _filter("until", {"type": "string"}, "fired_at < until (ISO 8601; no offset: UTC)"),
             *_paging(1_000_000),
         ),
     ),

@@ -15,6 +15,8 @@ from typing import Any
 from marshmallow import Schema, fields, validate
 
 from triggerd.api.validation import HTTP_METHODS, MAX_NAME_CHARS, MAX_SECONDS, STATUSES
+from triggerd.store.events import EXECUTION_STATUSES, RETENTION_STATUSES
+from triggerd.store.events import SOURCES as EVENT_SOURCES
 
 # Schemas whose objects take no keys beyond their fields (docs sets additionalProperties).
 CLOSED: list[type[Schema]] = []
@@ -320,9 +322,6 @@ class TestRunBody(Schema):
 
 # --- events ------------------------------------------------------------------------------
 
-EVENT_SOURCES = ("webhook", "scheduler", "manual-test")
-EXECUTION_STATUSES = ("pending", "retrying", "success", "failed", "published")
-RETENTION_STATUSES = ("active", "archived")
 RETENTION_FILTERS = (*RETENTION_STATUSES, "all")
 
 

@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from triggerd.store.db import Database
+from triggerd.store.events import RETENTION_STATUSES
 from triggerd.timeutil import from_db, to_db
 
 # Events whose delivery has not ended are neither archived nor deleted.
@@ -296,7 +297,6 @@ class RetentionStore:
 # and delete) minus the exact counts of the others. In steady state `active` is the
 # small one (ARCHIVE_AFTER worth of events) and `archived` the estimated one.
 
-RETENTION_STATUSES = ("active", "archived")
 EXACT_EVENTS = 200_000
 
 _COUNT_TRIGGERS = "SELECT type, status, COUNT(*) AS n FROM triggers GROUP BY type, status"

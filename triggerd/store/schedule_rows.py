@@ -44,24 +44,21 @@ async def insert_occurrence(cur: Any, trigger_id: str, fire_at: datetime, now: d
     )
 
 
-async def cancel_pending(
-    cur: Any, trigger_id: str, now: datetime, *, hold: bool = True
-) -> list[tuple[int, datetime]]:
+async def cancel_pending(cur: Any, trigger_id: str, now: datetime) -> list[tuple[int, datetime]]:
     """Cancel the trigger's occurrences that have not fired (pending, or claimed: the
     holder re-checks CHECK_AHEAD before due and drops a cancelled one). Claimed ones due
-    within HOLD_AHEAD may be past that check: with `hold` they are left alone and
-    returned as (id, fire_at), for `settle_held` once the transaction committed."""
+    within HOLD_AHEAD may be past that check: they are left alone and returned as
+    (id, fire_at), for `settle_held` once the transaction committed."""
     params = {"trigger_id": trigger_id, "now": to_db(now),
               "soon": to_db(now + HOLD_AHEAD)}  # fmt: skip
+    await cur.execute(
+        "SELECT id, fire_at FROM trigger_schedules WHERE trigger_id = %(trigger_id)s"
+        " AND status = 'processing' AND fire_at <= %(soon)s FOR UPDATE", params,
+    )  # fmt: skip
     held: list[tuple[int, datetime]] = []
-    if hold:
-        await cur.execute(
-            "SELECT id, fire_at FROM trigger_schedules WHERE trigger_id = %(trigger_id)s"
-            " AND status = 'processing' AND fire_at <= %(soon)s FOR UPDATE", params,
-        )  # fmt: skip
-        for row in await cur.fetchall():
-            values = list(row.values()) if isinstance(row, dict) else list(row)
-            held.append((int(values[0]), from_db(values[1]) or now))
+    for row in await cur.fetchall():  # a dict or a tuple, by the caller's cursor
+        row_id, fire_at = row.values() if isinstance(row, dict) else row
+        held.append((int(row_id), from_db(fire_at) or now))
     keep = "".join(f" AND id <> {int(row_id)}" for row_id, _ in held)
     await cur.execute(
         "UPDATE trigger_schedules SET status = 'cancelled', updated_at = %(now)s,"
