@@ -159,6 +159,7 @@ class Settings:
     kafka_group: str = "triggerd-worker"
     kafka_session_timeout: float = 10.0
     kafka_heartbeat_interval: float = 3.0
+    kafka_fetch_wait: float = 0.1
     http_host: str = "0.0.0.0"
     http_port: int = 8080
     roles: tuple[str, ...] = ALL_ROLES
@@ -209,6 +210,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "kafka_group": _str,
     "kafka_session_timeout": _duration(1.0),
     "kafka_heartbeat_interval": _duration(0.1),
+    "kafka_fetch_wait": _duration(0.001),
     "http_host": _str,
     "http_port": _int_range(0, 65535),
     "roles": parse_roles,

@@ -123,7 +123,7 @@ class JobConsumer:
             session_timeout_ms=int(s.kafka_session_timeout * 1000),
             heartbeat_interval_ms=int(s.kafka_heartbeat_interval * 1000),
             max_poll_records=max(1, s.worker_concurrency),
-            fetch_max_wait_ms=100,
+            fetch_max_wait_ms=max(1, round(s.kafka_fetch_wait * 1000)),
             metadata_max_age_ms=30_000,
         )
         consumer.subscribe([s.kafka_topic], listener=_Rebalance(self, consumer))
