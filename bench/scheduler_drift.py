@@ -73,6 +73,12 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 # --------------------------------------------------------------------- data
 
 
@@ -216,7 +222,11 @@ async def run_triggerd(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         jobs: list[tuple[int, int, str]] = []
         stop = asyncio.Event()
         reader = asyncio.create_task(consume(broker.bootstrap, topic, jobs, stop))
-        await asyncio.sleep((measure_to - datetime.now(UTC)).total_seconds() + 3)
+        await asyncio.sleep(max(0.0, (measure_from - datetime.now(UTC)).total_seconds()))
+        cpu_from = cpu_seconds(scheduler.pid)
+        await asyncio.sleep((measure_to - datetime.now(UTC)).total_seconds())
+        cpu = (cpu_seconds(scheduler.pid) - cpu_from) / args.seconds
+        await asyncio.sleep(3)
         rss = peak_rss_mb(scheduler.pid)
         stop.set()
         await reader
@@ -241,7 +251,7 @@ async def run_triggerd(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     spread = [ts - due for due, ts, typ in in_window
               if typ != "time_scheduled" and not b - 1000 <= due < b + 2000]  # fmt: skip
     burst = [ts - due for due, ts, typ in jobs if typ == "time_scheduled"]
-    return {"spread": spread, "near_burst": near_burst, "burst": burst, "rss": rss,
+    return {"spread": spread, "near_burst": near_burst, "burst": burst, "rss": rss, "cpu": cpu,
             "fires_per_s": len([j for j in in_window if j[2] != "time_scheduled"]) / args.seconds,
             "errors": errors[:5]}  # fmt: skip
 
@@ -347,6 +357,8 @@ def main() -> None:
     print(f"  burst {args.burst:>6}       {summary(burst)}")
     print(f"  burst: {len(burst)}/{args.burst} published, last "
           f"{max(burst, default=float('nan')):.0f} ms after due")  # fmt: skip
+    print(f"  CPU                {100 * ours['cpu']:.0f}% of a core over the measured"
+          " seconds (the burst included)")
     print(f"  peak RSS           {ours['rss']:.0f} MB"
           + (f"  (gc threshold {args.gc_threshold})" if args.gc_threshold else ""))
     for line in ours["errors"]:

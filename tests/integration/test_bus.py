@@ -80,3 +80,28 @@ async def test_a_bus_that_is_down_answers_each_job(bus: Bus) -> None:
     bus.healthy = False
     sent = await bus.send_encoded([(b"k", b"{}"), (b"k2", b"{}")])
     assert len(sent) == 2 and all(isinstance(s, Exception) for s in sent)
+
+
+async def test_queuing_never_waits_for_the_broker_and_keeps_the_order(
+    bus: Bus, kafka_bootstrap: str
+) -> None:
+    """The scheduler queues each due moment's jobs as it comes; while the producer still
+    holds an unsent batch for a partition (one request in flight per broker), the next
+    jobs must be queued at once, not wait for a produce round trip, and arrive in order."""
+    key = new_id().encode()
+    other_ran = False
+
+    async def other() -> None:
+        nonlocal other_ran
+        other_ran = True
+
+    sent = []
+    for n in range(300):  # one job per call, as occurrences falling due a ms apart are
+        task = asyncio.ensure_future(other())
+        sent += await bus.send_encoded([(key, b'{"n":%d}' % n)])
+        assert not other_ran, f"send_encoded waited (call {n})"
+        task.cancel()
+    results = await bus.acked(sent)
+    assert all(isinstance(r, RecordMetadata) for r in results), results[:3]
+    found = await _read(kafka_bootstrap, bus.topic, 300)
+    assert [v for _p, _k, v, _t in found] == [b'{"n":%d}' % n for n in range(300)]

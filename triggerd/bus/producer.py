@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -58,12 +61,25 @@ class _RememberingPartitioner:
         return found
 
 
+@dataclass(slots=True)
+class _Staged:
+    """A batch of jobs not yet handed to the producer, and its ack; or one job larger
+    than a batch (`oversized`), which send() sizes a batch for."""
+
+    builder: BatchBuilder
+    acked: asyncio.Future[RecordMetadata]
+    oversized: tuple[bytes, bytes] | None = None
+
+
 class Bus:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.topic = settings.kafka_topic
         self._producer: AIOKafkaProducer | None = None
         self._partitioner = _RememberingPartitioner()
+        # Per partition: batches staged by send_encoded, and the task handing them over.
+        self._staged: dict[int, deque[_Staged]] = {}
+        self._handing: dict[int, asyncio.Task[None]] = {}
         self._connected = asyncio.Event()
         self.healthy = False
         self.last_error: str | None = "not connected yet"
@@ -90,6 +106,8 @@ class Bus:
                     await asyncio.sleep(backoff.next())
         finally:
             self._mark_down(None)
+            if self._handing:  # let staged jobs reach the producer, which flushes them
+                await asyncio.wait(set(self._handing.values()), timeout=2.0)
             await self._stop_producer()
 
     async def _start(self) -> None:
@@ -199,10 +217,13 @@ class Bus:
         """The first half of publish_encoded: queue the jobs on the producer (the record
         timestamps are taken now) and return at once; `acked()` waits for the broker.
 
-        The jobs are appended to one batch per partition (partitioned as a send() of
-        each would be), and the batches handed to the producer whole: aiokafka's
-        send() costs ~20 µs a record in Python, an append to a batch a few; at a cron
-        second where a thousand jobs fall due at once, that is the last job's delay."""
+        The jobs are appended to a batch per partition (partitioned as a send() of each
+        would be), which a task per partition hands to the producer whole: aiokafka's
+        send() costs ~20 µs a record in Python, an append to a batch a few. Handing a
+        batch over waits while the producer still holds an unsent one for that partition
+        (one request in flight per broker): the caller does not wait for that, and jobs
+        queued meanwhile join the next batch. Awaiting it here held the scheduler's
+        publishing for a produce round trip, a whole cron second's jobs ~50 ms late."""
         producer = self._producer
         if producer is None or not self.healthy:
             error = BusUnavailable(self.last_error or "kafka not connected")
@@ -213,31 +234,57 @@ class Bus:
         if not partitions or not available:  # send() waits for the metadata, or fails
             return [await self._send_one(producer, key, value) for key, value in records]
         all_partitions, live = list(partitions), list(available)  # as aiokafka passes them
-        batches: list[tuple[int, BatchBuilder, list[int]]] = []  # partition, batch, jobs
-        open_batch: dict[int, tuple[BatchBuilder, list[int]]] = {}
-        oversized: list[int] = []
-        for i, (key, value) in enumerate(records):  # every append first: the timestamps
+        results: list[asyncio.Future[RecordMetadata] | BaseException] = []
+        loop = asyncio.get_running_loop()
+        for key, value in records:  # every append first: the timestamps
             partition = self._partitioner(key, all_partitions, live)
-            current = open_batch.get(partition)
-            if current is None or current[0].append(key=key, value=value, timestamp=None) is None:
-                current = (producer.create_batch(), [])
-                if current[0].append(key=key, value=value, timestamp=None) is None:
-                    oversized.append(i)  # larger than a batch: send() sizes one for it
+            staged = self._staged.get(partition)
+            if staged is None:
+                staged = self._staged[partition] = deque()
+            last = staged[-1] if staged else None
+            if last is None or last.oversized is not None or last.builder.append(
+                    key=key, value=value, timestamp=None) is None:  # fmt: skip
+                last = _Staged(producer.create_batch(), loop.create_future())
+                if last.builder.append(key=key, value=value, timestamp=None) is None:
+                    last.oversized = (key, value)  # sent alone, in its turn
+                staged.append(last)
+                if partition not in self._handing:
+                    self._handing[partition] = asyncio.create_task(
+                        self._hand_over(producer, partition), name="kafka:hand-over")
+            results.append(last.acked)
+        return results
+
+    def _is_current(self, producer: AIOKafkaProducer) -> bool:
+        return self._producer is producer
+
+    async def _hand_over(self, producer: AIOKafkaProducer, partition: int) -> None:
+        """Give the partition's staged batches to the producer, oldest first."""
+        staged = self._staged[partition]
+        try:
+            while staged:
+                batch = staged.popleft()
+                try:
+                    if not self._is_current(producer):
+                        raise BusUnavailable(self.last_error or "kafka producer restarted")
+                    if batch.oversized is not None:
+                        key, value = batch.oversized
+                        sent = await producer.send(self.topic, value, key=key,
+                                                   partition=partition)  # fmt: skip
+                    else:
+                        sent = await producer.send_batch(batch.builder, self.topic,
+                                                         partition=partition)  # fmt: skip
+                except Exception as exc:  # these jobs are not on Kafka: say so
+                    _settle(batch.acked, exc)
                     continue
-                open_batch[partition] = current
-                batches.append((partition, *current))
-            current[1].append(i)
-        results: dict[int, asyncio.Future[RecordMetadata] | BaseException] = {}
-        for partition, builder, members in batches:
-            sent: asyncio.Future[RecordMetadata] | BaseException
-            try:
-                sent = await producer.send_batch(builder, self.topic, partition=partition)
-            except KafkaError as exc:
-                sent = BusUnavailable(str(exc))
-            results.update(dict.fromkeys(members, sent))
-        for i in oversized:
-            results[i] = await self._send_one(producer, *records[i])
-        return [results[i] for i in range(len(records))]
+                except BaseException as exc:
+                    _settle(batch.acked, exc)
+                    raise
+                sent.add_done_callback(functools.partial(_copy_outcome, to=batch.acked))
+        finally:
+            del self._handing[partition]
+            for batch in staged:  # cancelled: the rest cannot be handed over either
+                _settle(batch.acked, BusUnavailable("shutting down"))
+            staged.clear()
 
     async def _send_one(
         self, producer: AIOKafkaProducer, key: bytes, value: bytes
@@ -262,4 +309,26 @@ class Bus:
                 results.append(await fut)
             except KafkaError as exc:
                 results.append(BusUnavailable(f"{type(exc).__name__}: {exc}"))
+            except BusUnavailable as exc:
+                results.append(exc)
         return results
+
+
+def _settle(acked: asyncio.Future[RecordMetadata], exc: BaseException) -> None:
+    """Fail a staged batch's ack with BusUnavailable (unless it was settled already)."""
+    if not acked.done():
+        error = exc if isinstance(exc, BusUnavailable) else BusUnavailable(
+            f"{type(exc).__name__}: {exc}")  # fmt: skip
+        acked.set_exception(error)
+
+
+def _copy_outcome(sent: asyncio.Future[RecordMetadata], *, to: asyncio.Future[RecordMetadata]
+                  ) -> None:  # fmt: skip
+    if to.done():
+        return
+    if sent.cancelled():
+        _settle(to, BusUnavailable("send cancelled"))
+    elif (exc := sent.exception()) is not None:
+        _settle(to, exc)
+    else:
+        to.set_result(sent.result())

@@ -55,6 +55,10 @@ STARTUP_MARGIN = timedelta(seconds=1)
 # Claims are re-read CHECK_AHEAD before due (store/schedule_rows.py): a trigger deleted
 # or deactivated after its occurrence was claimed is then not fired; after that moment,
 # the API waits for the occurrence to fire and be recorded before it answers.
+# One look covers every claim due within CHECK_AHEAD and waits until the earliest is
+# CHECK_AHEAD - CHECK_SPAN away: with occurrences due every few ms, a look per claim made
+# hundreds of queries a second (a tenth of the process's CPU at 100,000 triggers).
+CHECK_SPAN = timedelta(milliseconds=200)
 
 
 class SchedulerRole:
@@ -152,7 +156,7 @@ class SchedulerRole:
         elif (due := window.next_due()) is not None:
             timeout = min(timeout, (due - self.claim_ahead - utcnow()).total_seconds())
         if (unchecked := dispatcher.next_unchecked()) is not None:
-            check_at = unchecked - CHECK_AHEAD
+            check_at = unchecked - CHECK_AHEAD + CHECK_SPAN
             timeout = min(timeout, (check_at - utcnow()).total_seconds())
         if wakeup.is_set():  # debounce: reload at most every WAKE_DEBOUNCE
             timeout = min(timeout, last_reload + WAKE_DEBOUNCE - time.monotonic())

@@ -9,7 +9,7 @@ triggerd never sets NO_BACKSLASH_ESCAPES).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Generic, TypeVar
 
@@ -40,6 +40,12 @@ def uuid_literals(ids: Sequence[str]) -> str:
         "'" + i + "'" if _UUID_CHARS.fullmatch(i) else text(i).replace("%", "%%")
         for i in ids
     )
+
+
+def int_list(ids: Iterable[int]) -> str:
+    """`1,2,3` for an IN list of integer ids (int() makes anything else an error, never
+    SQL)."""
+    return ",".join([str(int(i)) for i in ids])
 
 
 def time_literal(value: datetime) -> str:

@@ -18,7 +18,7 @@ one whose lease expired and another scheduler took, is never advanced by us.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -27,7 +27,7 @@ import aiomysql
 
 from triggerd.store.db import Database
 from triggerd.store.event_rows import EventRecord, insert_events
-from triggerd.store.literals import texts, times
+from triggerd.store.literals import int_list, texts, times, uuid_literals
 from triggerd.timeutil import from_db, to_db
 
 EVENT_CHUNK = 100  # rows per INSERT: rendering them is the costliest CPU work here; the
@@ -152,8 +152,17 @@ def _next_rows(fired: Sequence[Fired], now: datetime) -> str:
                     for f in fired)  # fmt: skip
 
 
-def _in(ids: Iterable[Any]) -> str:
-    return ", ".join(["%s"] * len(list(ids)))
+async def _ours(cur: Any, ids: Sequence[int], condition: str, params: list[Any]) -> set[int]:
+    """The `ids` still processing and matching `condition` (which may end FOR UPDATE):
+    a COUNT first, as that is all of them nearly always and one row is cheaper to read
+    than a thousand; the ids only when some are not."""
+    where = f"WHERE id IN ({int_list(ids)}) AND status = 'processing' AND {condition}"
+    await cur.execute("SELECT COUNT(*) FROM trigger_schedules " + where, params)
+    row = await cur.fetchone()
+    if row is not None and int(row[0]) == len(set(ids)):
+        return set(ids)
+    await cur.execute("SELECT id FROM trigger_schedules " + where, params)
+    return {int(r[0]) for r in await cur.fetchall()}
 
 
 async def _tuples(db: Database, sql: str, params: Any) -> list[tuple[Any, ...]]:
@@ -224,8 +233,8 @@ async def claim_due(
         ids = [int(row[0]) for row in found]
         await cur.execute(
             "UPDATE trigger_schedules SET status = 'processing', claimed_by = %s,"
-            f" lease_until = %s, updated_at = %s WHERE id IN ({_in(ids)})",
-            [instance, to_db(lease_until), to_db(now), *ids],
+            f" lease_until = %s, updated_at = %s WHERE id IN ({int_list(ids)})",
+            [instance, to_db(lease_until), to_db(now)],
         )
     return [
         ClaimedRow(int(r[0]), r[1], datetime.fromisoformat(r[2]).replace(tzinfo=UTC),
@@ -239,7 +248,7 @@ async def trigger_versions(db: Database, ids: Sequence[str]) -> dict[str, tuple[
     if not ids:
         return {}
     rows = await _tuples(
-        db, f"SELECT id, version, status FROM triggers WHERE id IN ({_in(ids)})", list(ids)
+        db, f"SELECT id, version, status FROM triggers WHERE id IN ({uuid_literals(ids)})", ()
     )
     return {r[0]: (int(r[1]), r[2]) for r in rows}
 
@@ -253,8 +262,9 @@ async def trigger_specs(db: Database, ids: Sequence[str]) -> list[SpecRow]:
         return []
     rows = await _tuples(
         db,
-        f"SELECT id, name, type, status, version, config FROM triggers WHERE id IN ({_in(ids)})",
-        list(ids),
+        "SELECT id, name, type, status, version, config FROM triggers"
+        f" WHERE id IN ({uuid_literals(ids)})",
+        (),
     )
     return [(r[0], r[1], r[2], r[3], int(r[4]), r[5]) for r in rows]
 
@@ -265,13 +275,9 @@ async def still_ours(
     """The ids we still hold an unexpired lease on (the API may have cancelled others)."""
     if not ids:
         return set()
-    rows = await _tuples(
-        db,
-        f"SELECT id FROM trigger_schedules WHERE id IN ({_in(ids)}) AND status = 'processing'"
-        " AND claimed_by = %s AND lease_until > %s",
-        [*ids, instance, to_db(now)],
-    )
-    return {int(row[0]) for row in rows}
+    async with db.acquire() as conn, conn.cursor() as cur:
+        return await _ours(cur, ids, "claimed_by = %s AND lease_until > %s",
+                           [instance, to_db(now)])  # fmt: skip
 
 
 async def refresh_leases(
@@ -282,18 +288,14 @@ async def refresh_leases(
     if not ids:
         return set()
     async with _transaction(db) as cur:
-        await cur.execute(
-            f"SELECT id FROM trigger_schedules WHERE id IN ({_in(ids)}) AND status = 'processing'"
-            " AND claimed_by = %s AND lease_until > %s FOR UPDATE",
-            [*ids, instance, to_db(now)],
-        )
-        owned = [int(row[0]) for row in await cur.fetchall()]
+        owned = await _ours(cur, ids, "claimed_by = %s AND lease_until > %s FOR UPDATE",
+                            [instance, to_db(now)])  # fmt: skip
         if owned:
             await cur.execute(
-                f"UPDATE trigger_schedules SET lease_until = %s WHERE id IN ({_in(owned)})",
-                [to_db(lease_until), *owned],
+                f"UPDATE trigger_schedules SET lease_until = %s WHERE id IN ({int_list(owned)})",
+                [to_db(lease_until)],
             )
-    return set(owned)
+    return owned
 
 
 async def release(
@@ -306,9 +308,9 @@ async def release(
     assert status in ("pending", "cancelled")
     return await db.execute(
         "UPDATE trigger_schedules SET status = %s, claimed_by = NULL, lease_until = NULL,"
-        f" updated_at = %s WHERE id IN ({_in(ids)}) AND status = 'processing'"
+        f" updated_at = %s WHERE id IN ({int_list(ids)}) AND status = 'processing'"
         " AND claimed_by = %s",
-        [status, to_db(now), *ids, instance],
+        [status, to_db(now), instance],
     )
 
 
@@ -344,32 +346,28 @@ async def record_outcomes(
         return set()
     stamp = to_db(now)
     async with _transaction(db) as cur:
-        await cur.execute(
-            f"SELECT id FROM trigger_schedules WHERE id IN ({_in(ids)})"
-            " AND status = 'processing' AND claimed_by = %s FOR UPDATE",
-            [*ids, instance],
-        )
-        ours = {int(row[0]) for row in await cur.fetchall()}
+        ours = await _ours(cur, ids, "claimed_by = %s FOR UPDATE", [instance])
         done = [f for f in fired if f.schedule_id in ours and f.scheduled_for == f.fire_at]
         caught_up = [f for f in fired if f.schedule_id in ours and f.scheduled_for != f.fire_at]
         if done:
-            cases = " ".join(["WHEN %s THEN %s"] * len(done))
+            cases = " ".join(f"WHEN {int(f.schedule_id)} THEN {uuid_literals([f.event.id])}"
+                             for f in done)  # fmt: skip
             await cur.execute(
                 "UPDATE trigger_schedules SET status = 'completed',"
                 f" event_id = CASE id {cases} END, attempt_count = attempt_count + 1,"
                 " last_attempt_at = %s, claimed_by = NULL, lease_until = NULL,"
-                f" retry_at = NULL, updated_at = %s WHERE id IN ({_in(done)})",
-                [*(v for f in done for v in (f.schedule_id, f.event.id)), stamp, stamp,
-                 *(f.schedule_id for f in done)],
-            )  # fmt: skip
+                " retry_at = NULL, updated_at = %s"
+                f" WHERE id IN ({int_list(f.schedule_id for f in done)})",
+                [stamp, stamp],
+            )
         if caught_up:
             # The claimed (oldest missed) row is skipped; the occurrence that fired is
             # recorded as its own completed row.
             skipped = [f.schedule_id for f in caught_up]
             await cur.execute(
                 "UPDATE trigger_schedules SET status = 'cancelled', claimed_by = NULL,"
-                f" lease_until = NULL, updated_at = %s WHERE id IN ({_in(skipped)})",
-                [stamp, *skipped],
+                f" lease_until = NULL, updated_at = %s WHERE id IN ({int_list(skipped)})",
+                [stamp],
             )
             await cur.executemany(
                 _INSERT_FIRED,
@@ -393,8 +391,9 @@ async def _requeue(cur: Any, failed: Sequence[Failed], stamp: datetime | None) -
         # chosen to fire is what gets retried (as itself: attempted, so never collapsed).
         await cur.execute(
             "UPDATE trigger_schedules SET status = 'cancelled', claimed_by = NULL,"
-            f" lease_until = NULL, updated_at = %s WHERE id IN ({_in(caught_up)})",
-            [stamp, *(f.schedule_id for f in caught_up)],
+            " lease_until = NULL, updated_at = %s"
+            f" WHERE id IN ({int_list(f.schedule_id for f in caught_up)})",
+            [stamp],
         )
         await cur.executemany(
             _INSERT_RETRY,
@@ -412,8 +411,8 @@ async def _requeue(cur: Any, failed: Sequence[Failed], stamp: datetime | None) -
         await cur.execute(
             "UPDATE trigger_schedules SET status = 'pending', attempt_count = attempt_count + 1,"
             " last_attempt_at = %s, retry_at = %s, claimed_by = NULL, lease_until = NULL,"
-            f" updated_at = %s WHERE id IN ({_in(ids)})",
-            [stamp, retry_at, stamp, *ids],
+            f" updated_at = %s WHERE id IN ({int_list(ids)})",
+            [stamp, retry_at, stamp],
         )
 
 
