@@ -87,6 +87,17 @@ def wait_http(url: str, timeout: float = 60.0) -> None:
         time.sleep(0.2)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pid_of(server: MariaDBServer | KafkaBroker) -> int:
+    assert server.proc is not None, "started"
+    return server.proc.pid
+
+
 def start_daemon(env: dict[str, str], roles: str, port: int, log: Path,
                  cpu: int | None = 0) -> subprocess.Popen[bytes]:  # fmt: skip
     full = {**os.environ, **env, "TRIGGERD_HTTP_PORT": str(port), "TRIGGERD_ROLES": roles,
@@ -423,8 +434,16 @@ def main() -> None:
         # Warm-up: the worker has joined its consumer group once one delivery succeeded.
         asyncio.run(drive_open_loop(hook_url, 1, 1))
         wait_delivered(mariadb.port, "bench", hook, 1, timeout=60)
+        cpu_before = {"api": cpu_seconds(daemon.pid), "worker": cpu_seconds(worker.pid),
+                      "MariaDB": cpu_seconds(pid_of(mariadb)),
+                      "broker": cpu_seconds(pid_of(broker))}  # fmt: skip
         sent = asyncio.run(drive_open_loop(hook_url, args.e2e_rate, args.e2e_seconds))
         wait_delivered(mariadb.port, "bench", hook, len(sent) + 1, timeout=120)
+        cpu_per_event = {
+            name: (cpu_seconds(pid) - cpu_before[name]) / max(1, len(sent)) * 1e6
+            for name, pid in (("api", daemon.pid), ("worker", worker.pid),
+                              ("MariaDB", pid_of(mariadb)), ("broker", pid_of(broker)))
+        }  # fmt: skip
         stop(sink)
         stop(daemon)
         stop(worker)
@@ -442,6 +461,8 @@ def main() -> None:
                   f"p99 {percentile(after_202, 99):.1f} ms")
             print(f"  request sent -> sink: p50 {percentile(after_send, 50):.1f} ms, "
                   f"p99 {percentile(after_send, 99):.1f} ms")
+        print("  CPU per webhook: " + ", ".join(f"{name} {us:.0f} µs"
+                                               for name, us in cpu_per_event.items()))
     finally:
         for proc in procs:
             stop(proc)
