@@ -40,7 +40,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from machine import describe  # noqa: E402  (bench/machine.py, beside this script)
+from machine import cpu_seconds, describe  # noqa: E402  (bench/machine.py, beside this script)
 
 from triggerd.devstack import KafkaBroker, MariaDBServer, free_port  # noqa: E402
 
@@ -85,12 +85,6 @@ def wait_http(url: str, timeout: float = 60.0) -> None:
         if time.monotonic() > deadline:
             raise SystemExit(f"{url} not healthy within {timeout:.0f}s")
         time.sleep(0.2)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time the process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def pid_of(server: MariaDBServer | KafkaBroker) -> int:

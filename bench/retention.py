@@ -31,8 +31,9 @@ from triggerd.gauges import GaugeRefresher
 from triggerd.metrics import Metrics
 from triggerd.retention import Windows, run_pass
 from triggerd.store.db import Database
+from triggerd.store.events import RETENTION_STATUSES
 from triggerd.store.migrations import migrate
-from triggerd.store.retention import RETENTION_STATUSES, RetentionStore, RowCounts
+from triggerd.store.retention import RetentionStore, RowCounts
 from triggerd.timeutil import to_db, utcnow
 
 ARCHIVE_AFTER = 2 * 3600.0
