@@ -38,10 +38,13 @@ async def test_webhook_delivered_then_replayed(start_daemon: Any, db: Database) 
                 ok = body["execution_status"] == status and body["attempts"] == attempts
                 return body if ok else None
 
+            async def replay(attempt: int) -> None:
+                async with http.post(f"{daemon.url}/api/v1/events/{event_id}/replay") as resp:
+                    assert resp.status == 202, await resp.text()
+                    assert (await resp.json())["attempt"] == attempt
+
             await wait_until(lambda: event("success", 1), timeout=15, what="first delivery")
-            async with http.post(f"{daemon.url}/api/v1/events/{event_id}/replay") as resp:
-                assert resp.status == 202, await resp.text()
-                assert (await resp.json())["attempt"] == 2
+            await replay(2)
             again = await sink.wait_for(2, path="/hook")
             assert again[1].headers["X-Event-Id"] == event_id
             assert again[1].json() == {"order": 42}
@@ -54,9 +57,7 @@ async def test_webhook_delivered_then_replayed(start_daemon: Any, db: Database) 
             async with http.patch(f"{daemon.url}/api/v1/triggers/{trigger_id}",
                                   json={"config": config}) as resp:  # fmt: skip
                 assert resp.status == 200, await resp.text()
-            async with http.post(f"{daemon.url}/api/v1/events/{event_id}/replay") as resp:
-                assert resp.status == 202, await resp.text()
-                assert (await resp.json())["attempt"] == 3
+            await replay(3)
             moved = await sink.wait_for(1, path="/moved")
             assert moved[0].headers["X-Event-Id"] == event_id
             assert moved[0].json() == {"order": 42}

@@ -255,6 +255,7 @@ class Bus:
         return results
 
     def _is_current(self, producer: AIOKafkaProducer) -> bool:
+        """Whether `producer` is still the live one (not replaced by a reconnect)."""
         return self._producer is producer
 
     async def _hand_over(self, producer: AIOKafkaProducer, partition: int) -> None:
