@@ -34,15 +34,20 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from machine import cpu_seconds, describe  # noqa: E402  (bench/machine.py, beside this script)
+from lean_http import open_loop, sink  # noqa: E402  (bench/lean_http.py, beside this script)
+from machine import cpu_seconds, describe  # noqa: E402
 
 from triggerd.devstack import KafkaBroker, MariaDBServer, free_port  # noqa: E402
+
+T = TypeVar("T")
 
 SCHEMA = {
     "type": "object",
@@ -211,56 +216,22 @@ def naive_server(port: int, database_url: str) -> None:
 
 def sink_server(port: int, out: str) -> None:
     """Records the arrival time (time.time()) of every delivery by X-Event-Id."""
-    from aiohttp import web
-
-    arrivals: dict[str, float] = {}
-
-    async def handle(request: web.Request) -> web.Response:
-        arrivals.setdefault(request.headers.get("X-Event-Id", ""), time.time())
-        await request.read()
-        return web.Response(status=200, body=b"{}")
-
-    async def dump(_app: web.Application) -> None:
-        Path(out).write_text(json.dumps(arrivals))
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handle)
-    app.on_shutdown.append(dump)
-    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+    _uvloop_run(sink(port, Path(out)))
 
 
-async def drive_open_loop(url: str, rate: int, seconds: float) -> dict[str, tuple[float, float]]:
+def _uvloop_run(main: Coroutine[Any, Any, T]) -> T:
+    with asyncio.Runner(loop_factory=_uvloop) as runner:
+        return runner.run(main)
+
+
+def drive_open_loop(url: str, rate: int, seconds: float) -> dict[str, tuple[float, float]]:
     """`rate` POSTs per second on a fixed schedule; {event_id: (sent, 202 received)}."""
-    import aiohttp
-
-    results: dict[str, tuple[float, float]] = {}
-    failures = 0
-    limit = asyncio.Semaphore(500)
-    connector = aiohttp.TCPConnector(limit=200)
-    async with aiohttp.ClientSession(connector=connector) as http:
-
-        async def one() -> None:
-            nonlocal failures
-            async with limit:
-                sent = time.time()
-                async with http.post(url, json=BODY) as resp:
-                    body = await resp.json()
-                    if resp.status == 202:
-                        results[body["event_id"]] = (sent, time.time())
-                    else:
-                        failures += 1
-
-        tasks: set[asyncio.Task[None]] = set()
-        start = time.monotonic()
-        total = int(rate * seconds)
-        for n in range(total):
-            delay = start + n / rate - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            task = asyncio.create_task(one())
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-        await asyncio.gather(*tasks)
+    parts = urlsplit(url)
+    assert parts.hostname is not None and parts.port is not None
+    body = json.dumps(BODY).encode()
+    results, failures = _uvloop_run(
+        open_loop(parts.hostname, parts.port, parts.path, body, rate, seconds)
+    )
     if failures:
         print(f"  e2e: {failures} requests not accepted")
     return results
@@ -314,17 +285,35 @@ def wait_delivered(db_port: int, database: str, trigger_id: str, count: int,
         conn.close()
 
 
-def published_delays(db_port: int, database: str, trigger_id: str) -> list[float]:
+def stage_times(db_port: int, database: str, trigger_id: str) -> dict[str, tuple[float, ...]]:
+    """{event id: (fired_at, published_at, attempt 1 started_at)} as Unix times."""
     import pymysql
 
     conn = pymysql.connect(host="127.0.0.1", port=db_port, user="root", database=database)
     with conn.cursor() as cur:
-        cur.execute("SELECT TIMESTAMPDIFF(MICROSECOND, fired_at, published_at) / 1000"
-                    " FROM event_logs WHERE trigger_id = %s AND published_at IS NOT NULL",
+        cur.execute("SET time_zone = '+00:00'")
+        cur.execute("SELECT e.id, UNIX_TIMESTAMP(e.fired_at), UNIX_TIMESTAMP(e.published_at),"
+                    " UNIX_TIMESTAMP(d.started_at) FROM event_logs e JOIN delivery_attempts d"
+                    " ON d.event_id = e.id AND d.attempt = 1"
+                    " WHERE e.trigger_id = %s AND e.published_at IS NOT NULL",
                     (trigger_id,))  # fmt: skip
-        values = [float(row[0]) for row in cur.fetchall()]
+        found = {row[0]: tuple(float(v) for v in row[1:]) for row in cur.fetchall()}
     conn.close()
-    return values
+    return found
+
+
+def statement_counts(db_port: int) -> dict[str, int]:
+    """The server's statement counters (SHOW GLOBAL STATUS), by kind."""
+    import pymysql
+
+    kinds = {"Com_insert": "INSERT", "Com_update": "UPDATE", "Com_update_multi": "UPDATE join",
+             "Com_select": "SELECT", "Com_begin": "BEGIN", "Com_commit": "COMMIT"}  # fmt: skip
+    conn = pymysql.connect(host="127.0.0.1", port=db_port, user="root")
+    with conn.cursor() as cur:
+        cur.execute("SHOW GLOBAL STATUS WHERE Variable_name IN %s", (list(kinds),))
+        counts = {kinds[name]: int(value) for name, value in cur.fetchall()}
+    conn.close()
+    return counts
 
 
 Procs = list[subprocess.Popen[bytes] | None]
@@ -426,13 +415,16 @@ def main() -> None:
         procs.append(worker)
         hook_url = f"http://127.0.0.1:{port}/api/v1/webhook/{hook}"
         # Warm-up: the worker has joined its consumer group once one delivery succeeded.
-        asyncio.run(drive_open_loop(hook_url, 1, 1))
+        drive_open_loop(hook_url, 1, 1)
         wait_delivered(mariadb.port, "bench", hook, 1, timeout=60)
         cpu_before = {"api": cpu_seconds(daemon.pid), "worker": cpu_seconds(worker.pid),
                       "MariaDB": cpu_seconds(pid_of(mariadb)),
                       "broker": cpu_seconds(pid_of(broker))}  # fmt: skip
-        sent = asyncio.run(drive_open_loop(hook_url, args.e2e_rate, args.e2e_seconds))
+        statements_before = statement_counts(mariadb.port)
+        sent = drive_open_loop(hook_url, args.e2e_rate, args.e2e_seconds)
         wait_delivered(mariadb.port, "bench", hook, len(sent) + 1, timeout=120)
+        statements = {name: (count - statements_before.get(name, 0)) / max(1, len(sent))
+                      for name, count in statement_counts(mariadb.port).items()}  # fmt: skip
         cpu_per_event = {
             name: (cpu_seconds(pid) - cpu_before[name]) / max(1, len(sent)) * 1e6
             for name, pid in (("api", daemon.pid), ("worker", worker.pid),
@@ -446,15 +438,25 @@ def main() -> None:
         after_send = [(arrivals[e] - t[0]) * 1000 for e, t in sent.items() if e in arrivals]
         print(f"end-to-end at {args.e2e_rate}/s for {args.e2e_seconds:.0f}s: "
               f"{len(sent)} accepted, {len(after_202)} delivered to the sink")
-        publish = published_delays(mariadb.port, "bench", hook)
-        if publish:
-            print(f"  fired_at -> published (fast path, from the table): "
-                  f"p50 {percentile(publish, 50):.1f} ms, p99 {percentile(publish, 99):.1f} ms")
+        stages = stage_times(mariadb.port, "bench", hook)
+        steps = {"fired_at -> published (fast path: commit, publish, ack)": (0, 1),
+                 "published -> attempt claimed (Kafka, the worker's fetch and claim)": (1, 2)}
+        for label, (i, j) in steps.items():
+            gaps = [(t[j] - t[i]) * 1000 for t in stages.values()]
+            if gaps:
+                print(f"  {label}: p50 {percentile(gaps, 50):.1f} ms,"
+                      f" p99 {percentile(gaps, 99):.1f} ms")  # fmt: skip
+        http = [(arrivals[e] - t[2]) * 1000 for e, t in stages.items() if e in arrivals]
+        if http:
+            print(f"  attempt claimed -> sink (the HTTP request): p50 {percentile(http, 50):.1f}"
+                  f" ms, p99 {percentile(http, 99):.1f} ms")  # fmt: skip
         if after_202:
             print(f"  202 -> sink: p50 {percentile(after_202, 50):.1f} ms, "
                   f"p99 {percentile(after_202, 99):.1f} ms")
             print(f"  request sent -> sink: p50 {percentile(after_send, 50):.1f} ms, "
                   f"p99 {percentile(after_send, 99):.1f} ms")
+        print("  MariaDB statements per webhook: " + ", ".join(
+            f"{name} {per:.2f}" for name, per in statements.items()))
         print("  CPU per webhook: " + ", ".join(f"{name} {us:.0f} µs"
                                                for name, us in cpu_per_event.items()))
     finally:
