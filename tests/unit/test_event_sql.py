@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from triggerd.store import event_rows, literals
+from triggerd.store import event_rows, ingest, literals
 from triggerd.store.event_rows import EventRecord
 
 
@@ -84,3 +84,17 @@ def test_time_and_text_literals() -> None:
     assert when(aware.replace(tzinfo=None)) == "'2026-03-29 01:30:00.999'"
     assert when(None) == "NULL"
     assert text("it's") == "'it\\'s'" and text(None) == "NULL"
+
+
+def test_the_outbox_clear_gives_each_publish_batch_its_own_time() -> None:
+    first, second = "3a6b2ddc-9ce9-44dc-a665-de9f30193887", "x'%"
+    t1, t2 = "'2026-11-23 04:00:00.125'", "'2026-11-23 04:00:00.165'"
+    one = ingest.clear_statement([ingest.PublishedJob(first, 1, t1)])
+    assert one == (f"UPDATE event_logs SET publish_at = NULL, published_at = {t1}"
+                   f" WHERE id IN ('{first}') AND publish_attempt = %s"
+                   " AND published_at IS NULL")  # fmt: skip
+    two = ingest.clear_statement([ingest.PublishedJob(first, 1, t1),
+                                  ingest.PublishedJob(second, 1, t2)])  # fmt: skip
+    # Not a UUID: escaped, and its % doubled for the driver's formatting of the attempt.
+    assert f"published_at = CASE WHEN id IN ('{first}') THEN {t1}" in two
+    assert f" WHEN id IN ('x\\'%%') THEN {t2} END WHERE id IN ('{first}','x\\'%%')" in two

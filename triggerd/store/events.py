@@ -152,13 +152,19 @@ class Replay:
 
 _REPLAY_COLUMNS = (
     "id, trigger_id, trigger_type, source, is_test_run, payload, scheduled_for, fired_at,"
-    " execution_status, attempts"
+    " execution_status, attempts, publish_attempt"
 )
 
 
 async def start_replay(db: Database, event_id: str, publish_at: datetime) -> Replay:
     """A new attempt series for an event: attempts continue from `attempts + 1`. Refused
     while a series is still in progress (pending/retrying), so two never overlap.
+
+    The new series' job is always a higher attempt than any job the event owed before,
+    also for an event that never made an HTTP attempt (no endpoint, `published`: its
+    attempts are 0 while its job was attempt 1). A late outbox clear of the earlier job
+    (store/ingest.py: OutboxClearer) names that job's attempt, so it cannot clear the
+    replay's.
 
     The series delivers the way the trigger says *now* (endpoint, method, headers,
     timeout, retries, signing): a replay usually follows fixing a broken endpoint. An
@@ -172,7 +178,7 @@ async def start_replay(db: Database, event_id: str, publish_at: datetime) -> Rep
             return Replay("not_found")
         if row["execution_status"] in ("pending", "retrying"):
             return Replay("in_progress", row)
-        attempt = int(row["attempts"]) + 1
+        attempt = max(int(row["attempts"]), int(row["publish_attempt"])) + 1
         delivery = None
         if row["trigger_id"] is not None:
             await cur.execute("SELECT config FROM triggers WHERE id = %s", (row["trigger_id"],))

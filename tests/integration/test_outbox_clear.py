@@ -1,0 +1,103 @@
+"""The fast path's outbox clear (store/ingest.py: OutboxClearer) comes up to
+CLEAR_WINDOW after the publish, so it meets rows that moved on meanwhile: it must
+record when each job went out, and never clear a debt it did not pay."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+
+from tests.integration.worker_harness import event_row, insert_event, insert_trigger, job_for
+from tests.support import wait_until
+from triggerd.bus.jobs import Job
+from triggerd.store import events
+from triggerd.store.db import Database
+from triggerd.store.ingest import OutboxClearer
+from triggerd.timeutil import from_db, to_db, utcnow
+
+T1 = datetime(2026, 11, 23, 4, 0, 0, 125000, tzinfo=UTC)
+T2 = T1 + timedelta(milliseconds=40)
+
+
+@asynccontextmanager
+async def running_clearer(db: Database) -> AsyncIterator[OutboxClearer]:
+    clearer = OutboxClearer(db, window=0.05)
+    task = asyncio.create_task(clearer.run())
+    try:
+        yield clearer
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def owed_job(db: Database, trigger_id: str) -> Job:
+    job = job_for(trigger_id)
+    await insert_event(db, job, {}, publish_at=utcnow() + timedelta(seconds=5))
+    return job
+
+
+async def published_at(db: Database, event_id: str) -> datetime | None:
+    return from_db((await event_row(db, event_id))["published_at"])
+
+
+async def test_each_job_gets_the_time_it_went_out_and_newer_debts_stay(db: Database) -> None:
+    trigger_id = await insert_trigger(db, {})
+    owed, finished, retrying, relayed, later = [await owed_job(db, trigger_id) for _ in range(5)]
+    # The worker delivered one before the clear came; it schedules a retry for another.
+    await db.execute("UPDATE event_logs SET publish_at = NULL, execution_status = 'success'"
+                     " WHERE id = %s", (finished.event_id,))  # fmt: skip
+    retry_at = T1 + timedelta(hours=1)
+    await db.execute("UPDATE event_logs SET publish_at = %s, publish_attempt = 2,"
+                     " execution_status = 'retrying' WHERE id = %s",
+                     (to_db(retry_at), retrying.event_id))  # fmt: skip
+    # The relay got to one first (the clear was late): its time stands.
+    relayed_at = T1 - timedelta(seconds=1)
+    await db.execute("UPDATE event_logs SET publish_at = NULL, published_at = %s WHERE id = %s",
+                     (to_db(relayed_at), relayed.event_id))  # fmt: skip
+
+    async with running_clearer(db) as clearer:
+        clearer.offer([owed, finished, retrying, relayed], T1)
+        clearer.offer([later], T2)  # another publish batch, in the same window
+
+        async def cleared() -> bool:
+            return await published_at(db, later.event_id) is not None
+
+        await wait_until(cleared, timeout=10, what="the clear")
+
+    row = await event_row(db, owed.event_id)
+    assert row["publish_at"] is None and from_db(row["published_at"]) == T1
+    row = await event_row(db, finished.event_id)
+    assert row["publish_at"] is None and from_db(row["published_at"]) == T1
+    assert row["execution_status"] == "success"
+    assert await published_at(db, later.event_id) == T2
+    row = await event_row(db, retrying.event_id)  # attempt 2 is owed: not this clear's
+    assert row["published_at"] is None and row["publish_attempt"] == 2
+    assert from_db(row["publish_at"]) == retry_at
+    assert await published_at(db, relayed.event_id) == relayed_at
+
+
+async def test_a_late_clear_leaves_a_replay_owed(db: Database) -> None:
+    """An event without an endpoint ends `published` with 0 attempts; its replay must owe
+    a higher attempt than the job a late clear still names."""
+    trigger_id = await insert_trigger(db, {})
+    job = await owed_job(db, trigger_id)
+    await db.execute("UPDATE event_logs SET publish_at = NULL, execution_status = 'published'"
+                     " WHERE id = %s", (job.event_id,))  # fmt: skip
+    replay = await events.start_replay(db, job.event_id, utcnow() + timedelta(seconds=5))
+    assert replay.outcome == "started" and replay.attempt == 2
+
+    async with running_clearer(db) as clearer:
+        clearer.offer([job], T1)  # the first publish's clear, arriving only now
+        marker = await owed_job(db, trigger_id)
+        clearer.offer([marker], T1)
+
+        async def cleared() -> bool:
+            return await published_at(db, marker.event_id) is not None
+
+        await wait_until(cleared, timeout=10, what="the clear")
+
+    row = await event_row(db, job.event_id)
+    assert row["publish_attempt"] == 2 and row["publish_at"] is not None
+    assert row["published_at"] is None and row["execution_status"] == "pending"
