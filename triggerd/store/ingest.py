@@ -231,8 +231,8 @@ class OutboxClearer(_Batcher[PublishedJob]):
 
     The mark only has to go before the relay's grace (PUBLISH_GRACE) runs out, so the
     jobs of CLEAR_WINDOW share one UPDATE, instead of one per publish batch: at 1,000
-    webhooks/s that was 0.25–0.40 statements per webhook, each a round trip for this
-    process and the database's most expensive kind of work after the INSERT.
+    webhooks/s that was 0.2–0.4 statements per webhook, each a round trip for this
+    process and work for the database (0.02 now; bench/ingest.py prints the counts).
 
     A row is cleared only while it still owes the same attempt (`publish_attempt`; a
     retry or a replay owes a higher one) and has no `published_at` yet (the relay sets
@@ -305,7 +305,7 @@ class EventWriter(_Batcher[_Pending]):
     """Group commit of new events (and their Idempotency-Keys).
 
     One write in flight by default: what arrives while it runs is the next batch. A
-    second writer split the same arrivals into twice the statements (at 1,000
+    second writer split the same arrivals into more statements (at 1,000
     webhooks/s: 0.55–0.64 INSERTs per webhook against 0.36–0.39 with one, and more broker
     CPU for the extra produce requests), and did not raise the throughput under wrk
     (bench/ingest.py: 2,551–3,330 req/s with two, 3,203–3,726 with one, runs alternated)."""
