@@ -15,8 +15,10 @@ webhook trigger with a JSON Schema, then:
 3. `triggerd run --roles api` and `triggerd run --roles worker` (two processes, as
    roles are split in production) and an open-loop client at `--e2e-rate` webhooks/s
    for `--e2e-seconds`; a sink process records when each delivery arrives: p50/p99 of
-   (arrival − 202 received) and (arrival − request sent), and, from the table, of
-   (published_at − fired_at), the fast-path publish alone.
+   (arrival − 202 received) and (arrival − request sent), and, from the tables, of
+   each stage (fired_at → published_at → attempt started → arrival); then the MariaDB
+   statements and each process's CPU per webhook. The client and the sink are the lean
+   ones of bench/lean_http.py: they share the two cores with what they measure.
 """
 
 from __future__ import annotations
