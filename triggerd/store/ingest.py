@@ -27,7 +27,7 @@ import hashlib
 import logging
 import time
 from collections import defaultdict, deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
@@ -104,6 +104,13 @@ class _Batcher(Generic[T]):
         self._items.append(item)
         self._wake()
         return True
+
+    def _offer_all(self, items: Iterable[T]) -> None:
+        """Queue `items` in order until the queue is full or closed; the rest is dropped
+        (whoever offers them has a slower way for what is dropped)."""
+        for item in items:
+            if not self._offer(item):
+                return
 
     def _wake(self) -> None:
         wakeup, self._wakeup = self._wakeup, None
@@ -189,9 +196,7 @@ class Publisher(_Batcher[Job]):
 
     def offer(self, jobs: Sequence[Job]) -> None:
         """Queue jobs for publishing; what does not fit is left to the outbox relay."""
-        for job in jobs:
-            if not self._offer(job):
-                return
+        self._offer_all(jobs)
 
     async def _handle(self, batch: list[Job]) -> None:
         try:
@@ -251,9 +256,7 @@ class OutboxClearer(_Batcher[PublishedJob]):
 
     def offer(self, jobs: Sequence[Job], published_at: datetime) -> None:
         at = time_literal(published_at)
-        for job in jobs:
-            if not self._offer(PublishedJob(job.event_id, job.attempt, at)):
-                return
+        self._offer_all(PublishedJob(job.event_id, job.attempt, at) for job in jobs)
 
     async def _handle(self, batch: list[PublishedJob]) -> None:
         by_attempt: dict[int, list[PublishedJob]] = defaultdict(list)
@@ -282,13 +285,14 @@ def clear_statement(items: Sequence[PublishedJob]) -> str:
     by_time: dict[str, list[str]] = defaultdict(list)
     for item in items:
         by_time[item.at].append(item.event_id)
-    if len(by_time) == 1:
-        published_at = next(iter(by_time))
+    groups = {at: uuid_literals(ids) for at, ids in by_time.items()}  # each id rendered once
+    if len(groups) == 1:
+        published_at = next(iter(groups))
     else:
         published_at = "CASE" + "".join(
-            f" WHEN id IN ({uuid_literals(ids)}) THEN {at}" for at, ids in by_time.items()
+            f" WHEN id IN ({ids}) THEN {at}" for at, ids in groups.items()
         ) + " END"
-    ids = uuid_literals([item.event_id for item in items])
+    ids = ",".join(groups.values())
     return (f"UPDATE event_logs SET publish_at = NULL, published_at = {published_at}"
             f" WHERE id IN ({ids}) AND publish_attempt = %s AND published_at IS NULL")  # fmt: skip
 
