@@ -160,6 +160,16 @@ async def test_stats_counts_and_percentiles(api: Api) -> None:
         assert status == 400 and body["error"]["details"]["field"] == "window"
 
 
+
+async def test_stats_reach_back_as_far_as_events_are_kept(settings_for: Any) -> None:
+    """With events kept 7 days, a 72h window counts an event fired 3 days ago."""
+    async with running_api(settings_for(retention_delete_after=7 * 86400.0)) as api:
+        trigger = await make_trigger(api.db, name="kept")
+        await insert_event(api.db, trigger_id=trigger, fired_at=utcnow() - timedelta(hours=60))
+        status, body = await api.get("/api/v1/events/stats", trigger_id=trigger, window="72h")
+        assert status == 200 and body["total"] == 1, body
+        status, body = await api.get("/api/v1/events/stats", window="169h")
+        assert status == 400 and "168h" in body["error"]["message"], body
 EXECUTION = ("pending", "retrying", "success", "failed", "published")
 SOURCES = ("webhook", "scheduler", "manual-test")
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import hashlib
 import hmac
 import time
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import orjson
@@ -32,6 +34,7 @@ from tests.integration.worker_harness import (
 from tests.sink import Reply, Sink
 from tests.support import wait_until
 from triggerd.store.db import Database
+from triggerd.timeutil import utcnow
 
 
 @pytest.fixture(scope="module")
@@ -243,6 +246,37 @@ async def test_a_job_ahead_of_its_event_row_is_materialized(worker: RunningWorke
     bodies = [r.json() for r in sink.requests("/early")]
     assert sorted(bodies, key=str) == [{"late": True}, {"never": True}]
     assert await find_event(db, orphan.event_id) is None
+
+
+async def test_jobs_the_event_never_owed_are_not_delivered(worker: RunningWorker, db: Database,
+                                                           sink: Sink) -> None:  # fmt: skip
+    """Jobs nobody in triggerd published (written to the topic by hand, or left from
+    before a restore) deliver nothing and bring back no deleted event: a later attempt
+    than the event owes; a retry whose event row is gone; a first attempt fired before
+    the retention horizon (retention has deleted its row)."""
+    config = {"endpoint": sink.url("/unowed")}
+    trigger_id = await insert_trigger(db, config)
+    done = job_for(trigger_id, payload={"first": True})
+    await insert_event(db, done, config)
+    await worker.publish(done)
+    await wait_status(db, done.event_id, "success")
+
+    ahead = dataclasses.replace(done, attempt=2, payload={"ahead": True})
+    retry_of_gone = job_for(trigger_id, attempt=3, payload={"retry": True})
+    expired = dataclasses.replace(job_for(trigger_id, payload={"expired": True}),
+                                  fired_at=utcnow() - timedelta(hours=49))  # fmt: skip
+    control = job_for(trigger_id, payload={"control": True})  # no row: materialized
+    before = worker.processed
+    await worker.publish(ahead, retry_of_gone, expired, control)
+
+    await wait_status(db, control.event_id, "success")
+    await wait_until(lambda: processed_at_least(worker, before + 4), what="all four consumed")
+    assert [r.json() for r in sink.requests("/unowed")] == [{"first": True}, {"control": True}]
+    row = await event_row(db, done.event_id)
+    assert (row["attempts"], row["execution_status"]) == (1, "success")
+    assert len(await attempts_of(db, done.event_id)) == 1
+    assert await find_event(db, retry_of_gone.event_id) is None
+    assert await find_event(db, expired.event_id) is None
 
 
 

@@ -12,7 +12,8 @@
   zeros included), overall and per trigger, and p50/p95/p99 of the fire delay
   (`fired_at − scheduled_for`) and the delivery latency, in milliseconds, over the
   newest 10,000 events/attempts of the window (`count` says how many). `window` is
-  1s–48h. Without `trigger_id`, the numbers cover every event in the window and
+  1s up to how long events are kept (TRIGGERD_RETENTION_DELETE_AFTER), and 48h at
+  least. Without `trigger_id`, the numbers cover every event in the window and
   `triggers` lists the `limit` (1–1000, default 100) busiest triggers, ephemeral test
   runs as one entry with trigger_id and trigger_name null; `trigger_count` says how
   many had events and `truncated` whether some were left out. With `trigger_id`,
@@ -103,6 +104,9 @@ class EventsApi:
     def __init__(self, services: Services, pipeline: IngestPipeline) -> None:
         self.db = services.db
         self.pipeline = pipeline
+        # Stats reach back as far as events are kept (48 h by default), and at least 48 h.
+        self.max_window = max(store.MAX_STATS_WINDOW,
+                              timedelta(seconds=services.settings.retention_delete_after))
 
     async def list(self, request: web.Request) -> web.Response:
         flt = parse_filter(request)
@@ -129,8 +133,8 @@ class EventsApi:
         except ValueError:
             raise ValidationError("window", "must be a duration like 15m, 2h, 48h") from None
         window = timedelta(seconds=seconds)
-        if not timedelta(seconds=1) <= window <= store.MAX_STATS_WINDOW:
-            raise ValidationError("window", "must be between 1s and 48h")
+        if not timedelta(seconds=1) <= window <= self.max_window:
+            raise ValidationError("window", f"must be between 1s and {_hours(self.max_window)}")
         limit = query_int(request, "limit", 100, 1, MAX_STATS_TRIGGERS)
         until = utcnow()
         since = until - window
@@ -174,3 +178,8 @@ def add_routes(app: web.Application, services: Services) -> None:
     app.router.add_get("/api/v1/events/stats", api.stats, allow_head=False)  # before /{id}
     app.router.add_get("/api/v1/events/{id}", api.get, allow_head=False)
     app.router.add_post("/api/v1/events/{id}/replay", api.replay)
+
+
+def _hours(span: timedelta) -> str:
+    seconds = span.total_seconds()
+    return f"{seconds / 3600:g}h" if seconds % 3600 == 0 else f"{seconds:g}s"

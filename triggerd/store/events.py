@@ -8,9 +8,10 @@ filters (source, execution_status, is_test_run) narrow rows found through them.
 InnoDB appends the primary key to each secondary index, so `ORDER BY fired_at DESC,
 id DESC` is an index walk, not a sort.
 
-Stats bound their work: the window is at most MAX_STATS_WINDOW; counts are one grouped
-COUNT (per trigger, execution status, source and retention status) over the index range
-of `(fired_at)`, or of `(trigger_id, fired_at)` for one trigger, folded here into the
+Stats bound their work: the window reaches back at most as far as events are kept
+(MAX_STATS_WINDOW when that is less); counts are one grouped COUNT (per trigger,
+execution status, source and retention status) over the index range of `(fired_at)`,
+or of `(trigger_id, fired_at)` for one trigger, folded here into the
 overall and the per-trigger numbers; percentiles are computed over the newest
 STATS_SAMPLE events (and delivery attempts) of the window, and say how many they used.
 """

@@ -66,6 +66,8 @@ class JobProcessor:
         # How long a final write may outlive a cancellation (it normally takes ms; when
         # the database is down, waiting longer does not help: the job is redelivered).
         self.grace = min(2.0, services.settings.shutdown_timeout)
+        # Events fired longer ago than this have been deleted by retention.
+        self.horizon = timedelta(seconds=services.settings.retention_delete_after)
 
     async def handle(self, job: Job) -> str:
         """Process one job; returns how it ended. Raises only on cancellation or a
@@ -73,11 +75,17 @@ class JobProcessor:
         with log_context(event_id=job.event_id, trigger_id=job.trigger_id):
             event = await self._event_for(job)
             if event is None:
-                log.warning("job for an unknown event and trigger: skipped")
+                log.warning("job for an event that does not exist (or no longer): skipped")
                 return SKIPPED
             if event.has_done(job.attempt):
                 log.info("duplicate job for attempt %d: nothing to do", job.attempt)
                 return DUPLICATE
+            if job.attempt > event.publish_attempt:
+                # Every job triggerd publishes is owed first (the row commits before the
+                # publish): this one came from elsewhere, or from before a restore.
+                log.warning("job for attempt %d, but the event owes attempt %d: skipped",
+                            job.attempt, event.publish_attempt)  # fmt: skip
+                return SKIPPED
             target = Target.from_snapshot(event.delivery)
             if target.endpoint is None:
                 return await self._publish_only(event, job.attempt)
@@ -111,7 +119,14 @@ class JobProcessor:
             await asyncio.sleep(_BUSY_POLL)
 
     async def _event_for(self, job: Job) -> EventState | None:
-        deadline = time.monotonic() + EVENT_WAIT
+        """The job's event row. A first attempt can come before its row (the scheduler
+        publishes, then commits): wait for it briefly, then build it from the job. Any
+        other job without a row is skipped: its row existed and is gone, and so is one of
+        a job fired before the retention horizon (retention deleted it; a consumer group
+        that re-reads old jobs must not bring events back, nor deliver them again)."""
+        expired = job.fired_at < utcnow() - self.horizon
+        may_come = job.attempt == 1 and job.trigger_id is not None and not expired
+        deadline = time.monotonic() + (EVENT_WAIT if may_come else 0.0)
         while True:
             event = await retry_transient(
                 lambda: self.events.load(job.event_id), "loading an event"
@@ -119,10 +134,8 @@ class JobProcessor:
             if event is not None or time.monotonic() >= deadline:
                 break
             await asyncio.sleep(_EVENT_POLL)
-        if event is not None:
+        if event is not None or not may_come:
             return event
-        if job.trigger_id is None:
-            return None
         return await retry_transient(lambda: self._materialize(job), "materializing an event")
 
     async def _materialize(self, job: Job) -> EventState | None:
