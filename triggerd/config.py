@@ -141,7 +141,11 @@ def _url(value: Any) -> str:
 
 def _key_list(value: Any) -> tuple[str, ...]:
     items = value if isinstance(value, list) else str(value).split(",")
-    return tuple(str(k).strip() for k in items if str(k).strip())
+    keys = tuple(str(k).strip() for k in items if str(k).strip())
+    if not keys and (isinstance(value, list) and value or "," in str(value)):
+        # " , " is a key list gone wrong, not a wish for an open API
+        raise ValueError("lists no key (leave it empty or unset for an open API)")
+    return keys
 
 
 def _optional_str(value: Any) -> str | None:
@@ -299,9 +303,11 @@ def load_settings(
         raise ConfigError(f"{heartbeat}: must be below {session}")
     if settings.api_keys_file:
         try:
-            settings.all_api_keys()
+            keys = settings.all_api_keys()
         except OSError as exc:
             raise ConfigError(f"{where('api_keys_file')}: cannot read: {exc.strerror}") from None
+        if not keys:  # a file of keys was meant to close the API: never open it instead
+            raise ConfigError(f"{where('api_keys_file')}: holds no key")
     if not settings.instance_id:
         instance = f"{socket.gethostname()}-{os.getpid()}"[:64]
         settings = Settings(**{**values, "instance_id": instance})

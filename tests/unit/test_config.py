@@ -110,6 +110,20 @@ def test_api_keys_from_env_and_file(tmp_path: Path) -> None:
     assert s.all_api_keys() == ("key-a", "key-b", "key-c")
 
 
+@pytest.mark.parametrize("value", ["", "  "])
+def test_empty_api_keys_leave_the_api_open(value: str) -> None:
+    assert load_settings({"TRIGGERD_API_KEYS": value}).all_api_keys() == ()
+
+
+def test_a_key_list_without_keys_fails_instead_of_opening_the_api(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^TRIGGERD_API_KEYS: lists no key"):
+        load_settings({"TRIGGERD_API_KEYS": " , "})
+    empty = tmp_path / "keys"
+    empty.write_text("# every key commented out\n\n")
+    with pytest.raises(ConfigError, match=r"^TRIGGERD_API_KEYS_FILE: holds no key"):
+        load_settings({"TRIGGERD_API_KEYS_FILE": str(empty)})
+
+
 def test_test_variables_are_not_settings() -> None:
     load_settings({"TRIGGERD_TEST_DATABASE_URL": "x", "TRIGGERD_SQL_DIR": "/tmp"})
 

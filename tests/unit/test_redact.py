@@ -27,6 +27,9 @@ from triggerd.api.redact import REDACTED, is_sensitive_name, redact_config, rest
         "Password",
         "X-Db-Passwd",
         "X-Credentials",
+        "X-Auth",
+        "X-Session",
+        "X-Hub-Signature-256",
     ],
 )
 def test_sensitive_names(name: str) -> None:

@@ -94,6 +94,7 @@ def test_get_zone_rejects_non_strings(name: Any) -> None:
         "0 0 * * 1#2",
         "30 * * * * *",  # 6 fields, leading seconds
         "  0 0 * * *  ",
+        "0 22-23,0-2 * * 5-7",  # an overnight span as two ranges; Sunday as 7
     ],
 )
 def test_validate_cron_accepts(expr: str) -> None:
@@ -120,6 +121,10 @@ def test_validate_cron_accepts(expr: str) -> None:
         "1-70 * * * *",
         "0 0 30 2 *",  # never fires
         "H * * * *",
+        "0 5-2 * * *",  # backwards ranges: croniter wraps them, Vixie cron refuses
+        "0 0 * * FRI-MON",
+        "0 0 * DEC-JAN *",
+        "30-10/5 * * * * *",
     ],
 )
 def test_validate_cron_rejects(expr: str) -> None:

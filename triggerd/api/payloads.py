@@ -169,7 +169,8 @@ def _mode(draft: str | None) -> str:
     for name in ("2019-09", "2020-12"):
         if f"draft/{name}" in draft:
             return name
-    _fail(f"unsupported $schema {draft!r} (use draft-07 or 2020-12)", "/$schema")
+    _fail(f"unsupported $schema {draft!r} (use draft-07 or 2020-12; draft-04, draft-06"
+          " and 2019-09 are also read)", "/$schema")
 
 
 def _children(node: dict[str, Any], pointer: str) -> Iterator[tuple[Any, str]]:

@@ -16,14 +16,18 @@ REDACTED = "***"
 
 SECRET_KEYS = ("secret", "signing_secret")
 _SENSITIVE_NAMES = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
-_SENSITIVE_PARTS = ("token", "secret", "key", "password", "passwd", "credential")
+# SPEC's token/secret/key, and what else names a credential in the wild (X-Auth,
+# X-Session, X-Hub-Signature, X-Db-Password).
+_SENSITIVE_PARTS = ("token", "secret", "key", "password", "passwd", "credential", "auth",
+                    "session", "signature")  # fmt: skip
 
 
 def is_sensitive_name(name: str) -> bool:
     """Whether a header (or field) named `name` carries a credential.
 
     Authorization, Proxy-Authorization, Cookie and Set-Cookie, plus any name
-    containing token, secret, key, password, passwd or credential (case-insensitive).
+    containing token, secret, key, password, passwd, credential, auth, session or
+    signature (case-insensitive).
     """
     if not isinstance(name, str):
         return False

@@ -10,7 +10,7 @@ Choices the SPEC leaves open:
   payload); on update, a null `name`, `status` or `config` keeps the current value.
 - A `run_at` / `start_at` already in the past is accepted on update when it is the
   stored value unchanged, so a trigger read with GET can be PUT back as is.
-- `first_run_at` (server-computed) may be sent back and is ignored.
+- `first_run_at` (server-computed) may be sent back and is ignored (on create too).
 - A secret or credential header sent back as the redaction placeholder `***`
   keeps the stored value.
 - Framing and hop-by-hop headers (Content-Length, Transfer-Encoding, Connection…)

@@ -208,11 +208,36 @@ def _parse(expr: str) -> _Cron:
 _LAST_WEEKDAY = re.compile(r"(?:^|[,\d])L(?:$|,)")  # `5L`, `L` (not the L of a name)
 
 
+_NAMES = {name: number for number, name in enumerate(
+    ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"), 1)}
+_NAMES.update({name: number for number, name in enumerate(
+    ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"))})  # fmt: skip
+_RANGE = re.compile(r"^(\w+)-(\w+)(?:/\d+)?$")
+
+
+def _backwards_range(field: str) -> str | None:
+    """The first range of a field written high to low (`5-2`), which croniter would
+    wrap around and Vixie cron refuses."""
+    for item in field.upper().split(","):
+        match = _RANGE.match(item)
+        if match is None:
+            continue
+        low, high = (_NAMES.get(v, int(v) if v.isdigit() else None) for v in match.groups())
+        if low is not None and high is not None and low > high:
+            return item
+    return None
+
+
 def validate_cron(expr: str) -> None:
     """Accept 5 fields (minute hour day-of-month month day-of-week) or 6 with a
     leading seconds field; raise ValueError with the reason otherwise."""
     _compile(expr)
     fields = expr.split()
+    for field in fields:
+        backwards = _backwards_range(field)
+        if backwards is not None:
+            raise ValueError(f"invalid cron expression {expr!r}: the range {backwards!r} "
+                             "runs backwards (write it low-high, or as two ranges)")  # fmt: skip
     dom, dow = fields[-3].upper(), fields[-1].upper()
     special = "L" in dom or "W" in dom or "#" in dow or _LAST_WEEKDAY.search(dow) is not None
     if special and dom not in ("*", "?") and dow not in ("*", "?"):
