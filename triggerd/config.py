@@ -142,8 +142,8 @@ def _url(value: Any) -> str:
 def _key_list(value: Any) -> tuple[str, ...]:
     items = value if isinstance(value, list) else str(value).split(",")
     keys = tuple(str(k).strip() for k in items if str(k).strip())
-    if not keys and (isinstance(value, list) and value or "," in str(value)):
-        # " , " is a key list gone wrong, not a wish for an open API
+    listed = bool(value) if isinstance(value, list) else "," in str(value)
+    if listed and not keys:  # " , " is a key list gone wrong, not a wish for an open API
         raise ValueError("lists no key (leave it empty or unset for an open API)")
     return keys
 
