@@ -11,9 +11,9 @@ id DESC` is an index walk, not a sort.
 Stats bound their work: the window reaches back at most as far as events are kept
 (MAX_STATS_WINDOW when that is less); counts are one grouped COUNT (per trigger,
 execution status, source and retention status) over the index range of `(fired_at)`,
-or of `(trigger_id, fired_at)` for one trigger, folded here into the
-overall and the per-trigger numbers; percentiles are computed over the newest
-STATS_SAMPLE events (and delivery attempts) of the window, and say how many they used.
+or of `(trigger_id, fired_at)` for one trigger, folded here into the overall and the
+per-trigger numbers; percentiles are computed over the newest STATS_SAMPLE events (and
+delivery attempts) of the window, and say how many they used.
 """
 
 from __future__ import annotations
