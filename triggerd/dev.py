@@ -4,6 +4,7 @@ temp dirs. Every TRIGGERD_* setting is honoured except the database and the brok
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 from collections.abc import Callable
@@ -13,6 +14,8 @@ from triggerd.devstack import KafkaBroker, MariaDBServer
 from triggerd.eventloop import run
 from triggerd.logs import setup_logging
 from triggerd.systemd import Notifier
+
+log = logging.getLogger(__name__)
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -55,6 +58,10 @@ def run_dev(config_file: str | None) -> int:
         if "TRIGGERD_PUBLIC_URL" not in environ:
             overrides["public_url"] = base
         settings = load_settings(environ, config_file=config_file, overrides=overrides)
+        # In the log, not on stdout (which carries the three `name: URL` lines): where to
+        # point a Kafka consumer or a MySQL client at the embedded stack.
+        log.info("embedded stack: database %s, kafka bootstrap %s (topic %s)", url,
+                 broker.bootstrap, settings.kafka_topic)  # fmt: skip
         serving = _migrate_and_serve(settings, _PrintUrls(base), clean_up)
         return run(serving, settings.event_loop)
     except KeyboardInterrupt:
