@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+import functools
 import hashlib
 import hmac
 import time
@@ -227,12 +228,18 @@ async def test_an_unfinished_attempt_is_delivered_again_in_the_same_row(
 
 async def test_a_job_ahead_of_its_event_row_is_materialized(worker: RunningWorker, db: Database,
                                                             sink: Sink) -> None:  # fmt: skip
-    config = {"endpoint": sink.url("/early"), "headers": {"X-From": "trigger"}}
-    trigger_id = await insert_trigger(db, config, name="early bird")
-    late_row = job_for(trigger_id, payload={"late": True})
-    never_row = job_for(trigger_id, payload={"never": True})
-    orphan = job_for("00000000-0000-4000-8000-000000000000")  # no event, no trigger
-    await worker.publish(orphan, late_row, never_row)
+    """The scheduler publishes before it commits: its job waits for the row, or (when
+    the row never comes) the row is written from the job and the trigger. A webhook job
+    never comes before its row (the API commits first): without a row it is skipped."""
+    config = {"endpoint": sink.url("/early"), "headers": {"X-From": "trigger"},
+              "cron": "0 0 1 1 *"}  # fmt: skip
+    trigger_id = await insert_trigger(db, config, name="early bird", type="cron_scheduled")
+    fired = functools.partial(job_for, type="cron_scheduled", source="scheduler")
+    late_row = fired(trigger_id, payload={"late": True})
+    never_row = fired(trigger_id, payload={"never": True})
+    orphan = fired("00000000-0000-4000-8000-000000000000")  # no event, no trigger
+    webhook_job = job_for(trigger_id, payload={"webhook": True})
+    await worker.publish(orphan, late_row, never_row, webhook_job)
 
     await asyncio.sleep(0.5)  # the publisher commits its row a moment after publishing
     await insert_event(db, late_row, config)
@@ -240,20 +247,22 @@ async def test_a_job_ahead_of_its_event_row_is_materialized(worker: RunningWorke
     assert row["trigger_name"] == "worker-test"  # the publisher's row, not a materialized one
 
     row = await wait_status(db, never_row.event_id, "success")
-    assert row["trigger_name"] == "early bird" and row["trigger_type"] == "webhook"
+    assert row["trigger_name"] == "early bird" and row["trigger_type"] == "cron_scheduled"
+    assert row["source"] == "scheduler"
     assert orjson.loads(row["payload"]) == {"never": True}
     assert orjson.loads(row["delivery"])["headers"] == {"X-From": "trigger"}
     bodies = [r.json() for r in sink.requests("/early")]
     assert sorted(bodies, key=str) == [{"late": True}, {"never": True}]
     assert await find_event(db, orphan.event_id) is None
+    assert await find_event(db, webhook_job.event_id) is None
 
 
 async def test_jobs_the_event_never_owed_are_not_delivered(worker: RunningWorker, db: Database,
                                                            sink: Sink) -> None:  # fmt: skip
     """Jobs nobody in triggerd published (written to the topic by hand, or left from
     before a restore) deliver nothing and bring back no deleted event: a later attempt
-    than the event owes; a retry whose event row is gone; a first attempt fired before
-    the retention horizon (retention has deleted its row)."""
+    than the event owes; a retry whose event row is gone; a scheduler's first attempt
+    fired before the retention horizon (retention has deleted its row)."""
     config = {"endpoint": sink.url("/unowed")}
     trigger_id = await insert_trigger(db, config)
     done = job_for(trigger_id, payload={"first": True})
@@ -263,9 +272,10 @@ async def test_jobs_the_event_never_owed_are_not_delivered(worker: RunningWorker
 
     ahead = dataclasses.replace(done, attempt=2, payload={"ahead": True})
     retry_of_gone = job_for(trigger_id, attempt=3, payload={"retry": True})
-    expired = dataclasses.replace(job_for(trigger_id, payload={"expired": True}),
+    expired = dataclasses.replace(job_for(trigger_id, payload={"expired": True},
+                                          source="scheduler"),
                                   fired_at=utcnow() - timedelta(hours=49))  # fmt: skip
-    control = job_for(trigger_id, payload={"control": True})  # no row: materialized
+    control = job_for(trigger_id, payload={"control": True}, source="scheduler")  # written
     before = worker.processed
     await worker.publish(ahead, retry_of_gone, expired, control)
 

@@ -60,12 +60,12 @@ async def insert_trigger(db: Database, config: dict[str, Any], *, type: str = "w
 
 
 def job_for(trigger_id: str | None, *, payload: Any = None, event_id: str | None = None,
-            type: str = "webhook", attempt: int = 1) -> Job:  # fmt: skip
+            type: str = "webhook", attempt: int = 1, source: str = "webhook") -> Job:  # fmt: skip
     return Job(
         event_id=event_id or new_id(),
         trigger_id=trigger_id,
         type=type,
-        source="webhook",
+        source=source,
         is_test_run=False,
         payload={"n": 1} if payload is None else payload,
         scheduled_for=None,

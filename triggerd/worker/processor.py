@@ -46,6 +46,7 @@ _BUSY_POLL = 0.2
 # How the processing of a job ended (also the `outcome` label of deliveries_total).
 SUCCESS, FAILED, RETRYING, PUBLISHED = "success", "failed", "retrying", "published"
 DUPLICATE, SKIPPED = "duplicate", "skipped"
+SCHEDULER = "scheduler"  # the one source that publishes a job before its row commits
 
 WakeRelay = Callable[[float], None]
 
@@ -119,13 +120,16 @@ class JobProcessor:
             await asyncio.sleep(_BUSY_POLL)
 
     async def _event_for(self, job: Job) -> EventState | None:
-        """The job's event row. A first attempt can come before its row (the scheduler
-        publishes, then commits): wait for it briefly, then build it from the job. Any
-        other job without a row is skipped: its row existed and is gone, and so is one of
-        a job fired before the retention horizon (retention deleted it; a consumer group
-        that re-reads old jobs must not bring events back, nor deliver them again)."""
+        """The job's event row. A scheduler's first attempt can come before its row (the
+        scheduler publishes, then commits): wait for it briefly, then build it from the
+        job. Any other job without a row is skipped: webhooks, test runs, retries and
+        replays commit their row before they publish, so theirs existed and is gone; and
+        so is that of a job fired before the retention horizon (retention deleted it: a
+        consumer group that re-reads old jobs must not bring events back, nor deliver
+        them again)."""
         expired = job.fired_at < utcnow() - self.horizon
-        may_come = job.attempt == 1 and job.trigger_id is not None and not expired
+        may_come = (job.source == SCHEDULER and job.attempt == 1 and job.trigger_id is not None
+                    and not expired)  # fmt: skip
         deadline = time.monotonic() + (EVENT_WAIT if may_come else 0.0)
         while True:
             event = await retry_transient(
