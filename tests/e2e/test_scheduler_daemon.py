@@ -222,3 +222,39 @@ async def test_no_firing_after_a_change_was_answered(
         else:
             assert pending == [], pending
     assert await asyncio.to_thread(daemon.terminate) == 0, daemon.logs()
+
+
+async def _just_before_an_even_second(ms_before: int) -> None:
+    await _just_before_a_second(ms_before)
+    if utcnow().second % 2 == 0:  # the next whole second is odd: wait one more
+        await _just_before_a_second(ms_before)
+
+
+async def test_a_change_onto_the_held_occurrence_keeps_the_schedule(
+    start_daemon: Any, db: Database
+) -> None:
+    """Every second → every even second, changed just before an even second: that
+    occurrence (past the scheduler's last look) is on both schedules. It fires once, and
+    the new schedule goes on after it; the trigger is never left without a next run."""
+    daemon = start_daemon(roles="api,scheduler")
+    await daemon.wait_healthy()
+    triggers = await every_second(daemon, 3)
+    await wait_until(lambda: _all_fired_until(db, triggers, utcnow() - timedelta(seconds=1)),
+                     timeout=15, what="firing")  # fmt: skip
+    new_config = {"cron": "*/2 * * * * *", "endpoint": ENDPOINT}
+    answered = {}
+    for trigger_id, ms_before in zip(triggers, (150, 300, 450), strict=True):
+        await _just_before_an_even_second(ms_before)
+        body = await api(daemon, "PATCH", f"{TRIGGERS}/{trigger_id}", {"config": new_config})
+        assert body["next_scheduled_run"] is not None, body
+        answered[trigger_id] = (utcnow(), parse_iso_utc(body["next_scheduled_run"]))
+    await asyncio.sleep(4.5)  # two more even seconds
+    for trigger_id, (at, next_run) in answered.items():
+        fired = [e["scheduled_for"] for e in await event_rows(db, trigger_id)
+                 if e["fired_at"] >= at]  # fmt: skip
+        assert len(fired) >= 2 and all(t.second % 2 == 0 for t in fired), fired
+        assert fired[0] == next_run, (fired, next_run)
+        assert len(fired) == len(set(fired)), fired
+        rows = await schedule_rows(db, trigger_id)
+        assert [r for r in rows if r["status"] in ("pending", "processing")], rows
+    assert await asyncio.to_thread(daemon.terminate) == 0, daemon.logs()

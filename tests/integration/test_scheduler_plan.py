@@ -58,6 +58,18 @@ def test_a_stale_row_fires_only_the_latest_missed_occurrence() -> None:
     assert fired.next_fire_at == claim.scheduled_for + timedelta(seconds=1)  # no burst
 
 
+def test_a_lone_missed_occurrence_is_flagged_too() -> None:
+    """Missed while no scheduler ran, with nothing after it to skip: it fires as itself,
+    late, and its event says why."""
+    due = datetime(2026, 3, 1, 12, 0, 30, tzinfo=UTC)  # the latest every-10s one due
+    [claim] = plan([row(1, "i", due, stale=True)], {"i": EVERY_10S}, now=NOW,
+                   lease_until=LEASE).claims  # fmt: skip
+    assert (claim.scheduled_for, claim.missed) == (due, 0)
+    assert claim.fired(NOW, NOW).event.note == "fired after downtime"
+    [on_time] = plan([row(2, "i", due)], {"i": EVERY_10S}, now=NOW, lease_until=LEASE).claims
+    assert on_time.fired(NOW, NOW).event.note is None
+
+
 def test_attempted_rows_are_never_collapsed() -> None:
     """A row that failed to publish (Kafka down) fires as itself, however late."""
     old = NOW - timedelta(minutes=5)

@@ -108,7 +108,8 @@ class Claim:
     scheduled_for: datetime  # what fires (differs after downtime)
     attempt_count: int
     lease_until: datetime
-    missed: int = 0
+    missed: int = 0  # occurrences the downtime rule skipped for this one
+    after_downtime: bool = False  # the row was missed while no scheduler ran
     checked: bool = False  # ownership re-read shortly before due (the API may cancel)
     event_id: str = field(init=False)
     _key: bytes = field(init=False, repr=False)
@@ -152,8 +153,10 @@ class Claim:
 
     def fired(self, fired_at: datetime, published_at: datetime) -> schedules.Fired:
         config = self.config
-        note = f"fired after downtime; {self.missed} missed occurrence(s) skipped" if (
-            self.scheduled_for != self.fire_at) else None  # fmt: skip
+        note = None
+        if self.after_downtime:  # flagged even when it was the only one missed
+            note = "fired after downtime" + (
+                f"; {self.missed} missed occurrence(s) skipped" if self.missed else "")
         event = EventRecord(
             id=self.event_id, trigger_id=self.trigger_id, trigger_name=self.trigger_name,
             trigger_type=self.trigger_type, source=SOURCE, is_test_run=False,
@@ -192,7 +195,8 @@ def plan(
             result.drop.append(row.id)
             continue
         scheduled_for, missed = row.fire_at, 0
-        if row.attempt_count == 0 and row.stale:
+        downtime = row.attempt_count == 0 and row.stale
+        if downtime:
             config = spec.config()
             latest = latest_due(spec.type, config, now)
             if latest is not None and latest > row.fire_at:
@@ -208,6 +212,7 @@ def plan(
             spec, schedule_id=row.id, fire_at=row.fire_at,
             scheduled_for=scheduled_for,
             attempt_count=row.attempt_count, lease_until=lease_until, missed=missed,
+            after_downtime=downtime,
         ))  # fmt: skip
     return result
 

@@ -212,6 +212,13 @@ class TriggerStore:
                     fire_at = first_occurrence(new, now, old) if retimed else next_occurrence(
                         new.type, new.config, now
                     )
+                    # A held occurrence fires at its time anyway: when the schedule also
+                    # fires then, that firing is it, and the schedule goes on from the
+                    # next one (its row is taken: inserting it would add nothing, and
+                    # settle_held would leave the trigger with no occurrence at all).
+                    taken = {to_db(due) for _, due in held}
+                    while fire_at is not None and to_db(fire_at) in taken:
+                        fire_at = next_occurrence(new.type, new.config, fire_at)
                     if fire_at is not None:
                         await schedule_rows.insert_occurrence(cur, trigger_id, fire_at, now)
             next_run = await schedule_rows.next_pending(cur, trigger_id)
