@@ -19,6 +19,7 @@ from tests.factories import (
     interval_config,
     ms,
     one_time_config,
+    schedule_rows,
     seconds_grid,
     soon,
 )
@@ -27,6 +28,7 @@ from triggerd.config import DatabaseUrl
 from triggerd.devstack import KafkaBroker, MariaDBServer
 from triggerd.store.db import Database
 from triggerd.store.migrations import migrate
+from triggerd.store.schedule_rows import insert_occurrence
 from triggerd.timeutil import utcnow
 
 
@@ -134,6 +136,34 @@ async def test_downtime_fires_only_the_latest_missed_occurrence(
         assert seconds_grid([catch_up, *following]) == list(range(len(following) + 1))
         assert all(e["note"] is None for e in following)
     assert sched.metric("triggerd_missed_occurrences_total") >= 6
+
+
+async def test_a_trigger_whose_stored_schedule_cannot_be_computed_does_not_stop_the_others(
+    settings_for: Any, db: Database
+) -> None:
+    """A row the API would refuse (written by hand, restored from elsewhere): its
+    occurrence is dropped and logged, and the scheduler goes on firing the rest."""
+    good = await insert_trigger(db, "cron_scheduled", cron_config("* * * * * *"))
+    broken = await insert_trigger(db, "cron_scheduled", {"cron": "bogus expr",
+                                                        "endpoint": "http://127.0.0.1:9/"},
+                                  schedule=False)  # fmt: skip
+    async with db.transaction() as cur:
+        await insert_occurrence(cur, broken, soon(1).replace(microsecond=0), utcnow())
+
+    sched = await InProcessScheduler(settings_for(), db).start()
+    try:
+        started = utcnow()
+        await wait_until(lambda: _events_until(db, good, started + timedelta(seconds=3)),
+                         what="the good trigger firing")  # fmt: skip
+        assert not any(task.done() for task in sched._tasks), "a role stopped"
+
+        async def dropped() -> bool:
+            return [r["status"] for r in await schedule_rows(db, broken)] == ["cancelled"]
+
+        await wait_until(dropped, what="the broken trigger's occurrence dropped")
+    finally:
+        await sched.stop()
+    assert await event_rows(db, broken) == []
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ published late) are not missed: they fire, one by one, so a Kafka outage loses n
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -30,7 +31,10 @@ from triggerd.store.event_rows import EventRecord, delivery_snapshot
 from triggerd.store.schedules import ClaimedRow
 from triggerd.timeutil import to_iso
 
+log = logging.getLogger(__name__)
+
 SOURCE = "scheduler"
+UNSCHEDULABLE = "unschedulable"  # the status TriggerCache serves for a broken schedule
 MISSED_COUNT_CAP = 10_000  # skipped occurrences counted per trigger after downtime
 
 # Jobs are encoded when claimed, with this stand-in for fired_at; at due time the real
@@ -64,11 +68,19 @@ class TriggerCache:
 
     Entries are the plain row tuples (str and int only), which CPython stops tracking for
     garbage collection: a full collection then does not walk 100,000 cached triggers
-    (with an object per trigger it took ~65 ms, several times a minute)."""
+    (with an object per trigger it took ~65 ms, several times a minute).
+
+    A trigger whose stored schedule cannot be computed is served as not active. The API
+    validates every schedule, so such a row was written some other way (by hand, a
+    restore, a library that reads an expression differently); it must not crash every
+    scheduler (the role would crash-loop, and no trigger would fire). Its occurrences
+    are dropped, it is logged once per version, and a PUT of a valid config schedules it
+    again."""
 
     def __init__(self, max_entries: int = 250_000) -> None:
         self.max_entries = max_entries
         self._rows: dict[str, schedules.SpecRow] = {}
+        self._unschedulable: dict[str, int] = {}  # trigger id -> the version that failed
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -84,9 +96,31 @@ class TriggerCache:
                 stale.append(trigger_id)
         for row in await schedules.trigger_specs(db, stale):
             if len(self._rows) >= self.max_entries:
-                self._rows.pop(next(iter(self._rows)))  # the oldest insertion
+                oldest = next(iter(self._rows))  # the oldest insertion
+                del self._rows[oldest]
+                self._unschedulable.pop(oldest, None)
             self._rows[row[0]] = row
-        return {i: TriggerSpec(*self._rows[i]) for i in versions if i in self._rows}
+            self._check(row)
+        return {i: self._spec(i) for i in versions if i in self._rows}
+
+    def _check(self, row: schedules.SpecRow) -> None:
+        trigger_id, _name, kind, status, version, config_json = row
+        self._unschedulable.pop(trigger_id, None)
+        if status != "active" or kind not in SCHEDULED_TYPES:
+            return
+        try:
+            next_occurrence(kind, orjson.loads(config_json), datetime.now(UTC))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            self._unschedulable[trigger_id] = version
+            log.error("trigger %s (version %d): its stored schedule cannot be computed (%s);"
+                      " it does not fire until a valid config is PUT", trigger_id, version,
+                      str(exc) or type(exc).__name__, extra={"trigger_id": trigger_id})  # fmt: skip
+
+    def _spec(self, trigger_id: str) -> TriggerSpec:
+        row = self._rows[trigger_id]
+        if self._unschedulable.get(trigger_id) == row[4]:
+            return TriggerSpec(*row[:3], UNSCHEDULABLE, *row[4:])
+        return TriggerSpec(*row)
 
 
 @dataclass(slots=True)
