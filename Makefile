@@ -35,6 +35,7 @@ bench: install
 	$(BIN)/python bench/scheduler_drift.py
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/retention.py
+	$(BIN)/python bench/broker_fetch.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info
