@@ -9,8 +9,9 @@ def backoff_delay(
     attempt: int, base: float, cap: float, rand: random.Random | None = None
 ) -> float:
     """Delay before retry number `attempt` (1 = first retry): uniform in
-    [base/2, min(cap, base * 2**(attempt-1))]. Half the ceiling is kept as a floor so a
-    retry is never immediate, the rest is jitter so many failing callers spread out."""
+    [base/2, min(cap, base * 2**(attempt-1))]. Half the base is kept as a floor so a
+    retry is never immediate; above it, full jitter spreads many failing callers out
+    (so one retry may come sooner than the one before; the ceiling doubles each time)."""
     if attempt < 1:
         attempt = 1
     ceiling = min(cap, base * (2 ** min(attempt - 1, 62)))

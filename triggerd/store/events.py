@@ -170,7 +170,7 @@ async def start_replay(db: Database, event_id: str, publish_at: datetime) -> Rep
     The series delivers the way the trigger says *now* (endpoint, method, headers,
     timeout, retries, signing): a replay usually follows fixing a broken endpoint. An
     event whose trigger is gone (deleted, or an ephemeral test run) keeps the delivery
-    settings it was fired with."""
+    settings it last used: those it fired with, or those of its latest replay."""
     async with db.transaction() as cur:
         await cur.execute(f"SELECT {_REPLAY_COLUMNS} FROM event_logs WHERE id = %s FOR UPDATE",
                           (event_id,))  # fmt: skip
