@@ -34,7 +34,7 @@ from triggerd.timeutil import to_iso
 log = logging.getLogger(__name__)
 
 SOURCE = "scheduler"
-UNSCHEDULABLE = "unschedulable"  # the status TriggerCache serves for a broken schedule
+_UNSCHEDULABLE = "unschedulable"  # the status TriggerCache serves for a broken schedule
 MISSED_COUNT_CAP = 10_000  # skipped occurrences counted per trigger after downtime
 
 # Jobs are encoded when claimed, with this stand-in for fired_at; at due time the real
@@ -119,7 +119,7 @@ class TriggerCache:
     def _spec(self, trigger_id: str) -> TriggerSpec:
         row = self._rows[trigger_id]
         if self._unschedulable.get(trigger_id) == row[4]:
-            return TriggerSpec(*row[:3], UNSCHEDULABLE, *row[4:])
+            return TriggerSpec(*row[:3], _UNSCHEDULABLE, *row[4:])
         return TriggerSpec(*row)
 
 

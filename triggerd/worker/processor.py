@@ -23,6 +23,7 @@ import aiohttp
 
 from triggerd.bus.jobs import Job
 from triggerd.logs import log_context
+from triggerd.scheduler.claims import SOURCE as SCHEDULER_SOURCE  # the one that publishes first
 from triggerd.services import Services
 from triggerd.store import deliveries
 from triggerd.store.deliveries import EventState, Outcome
@@ -46,7 +47,6 @@ _BUSY_POLL = 0.2
 # How the processing of a job ended (also the `outcome` label of deliveries_total).
 SUCCESS, FAILED, RETRYING, PUBLISHED = "success", "failed", "retrying", "published"
 DUPLICATE, SKIPPED = "duplicate", "skipped"
-SCHEDULER = "scheduler"  # the one source that publishes a job before its row commits
 
 WakeRelay = Callable[[float], None]
 
@@ -127,20 +127,25 @@ class JobProcessor:
         so is that of a job fired before the retention horizon (retention deleted it: a
         consumer group that re-reads old jobs must not bring events back, nor deliver
         them again)."""
-        expired = job.fired_at < utcnow() - self.horizon
-        may_come = (job.source == SCHEDULER and job.attempt == 1 and job.trigger_id is not None
-                    and not expired)  # fmt: skip
-        deadline = time.monotonic() + (EVENT_WAIT if may_come else 0.0)
-        while True:
-            event = await retry_transient(
-                lambda: self.events.load(job.event_id), "loading an event"
-            )
-            if event is not None or time.monotonic() >= deadline:
-                break
+        event = await self._load(job)
+        if event is not None or not self._may_precede_its_row(job):
+            return event
+        deadline = time.monotonic() + EVENT_WAIT
+        while event is None and time.monotonic() < deadline:
             await asyncio.sleep(_EVENT_POLL)
-        if event is not None or not may_come:
+            event = await self._load(job)
+        if event is not None:
             return event
         return await retry_transient(lambda: self._materialize(job), "materializing an event")
+
+    async def _load(self, job: Job) -> EventState | None:
+        return await retry_transient(lambda: self.events.load(job.event_id), "loading an event")
+
+    def _may_precede_its_row(self, job: Job) -> bool:
+        """Asked only when the row is missing (not for every job)."""
+        return (job.source == SCHEDULER_SOURCE and job.attempt == 1
+                and job.trigger_id is not None
+                and job.fired_at >= utcnow() - self.horizon)  # fmt: skip
 
     async def _materialize(self, job: Job) -> EventState | None:
         """The event row never came: build it from the job and its trigger (INSERT IGNORE,
