@@ -27,6 +27,7 @@ from datetime import timedelta
 
 from triggerd.config import DatabaseUrl
 from triggerd.devstack import MariaDBServer
+from triggerd.domain.timeutil import to_db, utcnow
 from triggerd.gauges import GaugeRefresher
 from triggerd.metrics import Metrics
 from triggerd.retention import Windows, run_pass
@@ -34,7 +35,6 @@ from triggerd.store.db import Database
 from triggerd.store.events import RETENTION_STATUSES
 from triggerd.store.migrations import migrate
 from triggerd.store.retention import RetentionStore, RowCounts
-from triggerd.timeutil import to_db, utcnow
 
 ARCHIVE_AFTER = 2 * 3600.0
 DELETE_AFTER = 48 * 3600.0

@@ -16,13 +16,13 @@ import orjson
 
 from triggerd.bus.producer import Bus
 from triggerd.config import Settings
+from triggerd.domain.timeutil import from_db, to_iso, utcnow
+from triggerd.domain.timing import next_occurrence
 from triggerd.metrics import Metrics
 from triggerd.scheduler.loop import SchedulerRole
-from triggerd.scheduler.timing import next_occurrence
 from triggerd.services import Services
 from triggerd.store.db import Database
 from triggerd.store.schedule_rows import insert_occurrence
-from triggerd.timeutil import from_db, to_iso, utcnow
 
 ENDPOINT = "http://127.0.0.1:9/hook"
 

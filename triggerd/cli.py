@@ -10,7 +10,7 @@ from typing import Any
 
 from triggerd import __version__
 from triggerd.config import Settings, load_settings
-from triggerd.errors import ConfigError, SchemaVersionError, TriggerdError
+from triggerd.domain.errors import ConfigError, SchemaVersionError, TriggerdError
 from triggerd.logs import setup_logging
 
 log = logging.getLogger("triggerd")

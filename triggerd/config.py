@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from triggerd.errors import ConfigError
-from triggerd.timeutil import parse_duration
+from triggerd.domain.errors import ConfigError
+from triggerd.domain.timeutil import parse_duration
 
 PREFIX = "TRIGGERD_"
 ALL_ROLES = ("api", "scheduler", "worker", "retention")

@@ -24,10 +24,10 @@ from aiohttp import web
 
 from triggerd.api.app import build_app
 from triggerd.api.server import AppRunner
-from triggerd.backoff import Backoff
 from triggerd.bus.producer import Bus
 from triggerd.config import Settings
-from triggerd.errors import ConfigError, SchemaVersionError
+from triggerd.domain.backoff import Backoff
+from triggerd.domain.errors import ConfigError, SchemaVersionError
 from triggerd.gauges import refresh_forever as refresh_gauges
 from triggerd.gctune import settle_after_startup
 from triggerd.metrics import Metrics

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from triggerd.errors import TriggerdError
+from triggerd.domain.errors import TriggerdError
 
 
 class DevStackError(TriggerdError):

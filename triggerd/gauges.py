@@ -23,13 +23,13 @@ from typing import TypeVar
 
 from prometheus_client import Gauge
 
-from triggerd.backoff import Backoff
+from triggerd.domain.backoff import Backoff
+from triggerd.domain.timeutil import utcnow
 from triggerd.metrics import Metrics
 from triggerd.services import Services
 from triggerd.store.db import Database, is_transient
 from triggerd.store.events import RETENTION_STATUSES
 from triggerd.store.retention import RowCounts
-from triggerd.timeutil import utcnow
 
 log = logging.getLogger(__name__)
 

@@ -27,12 +27,12 @@ from datetime import datetime, timedelta
 
 import pymysql
 
-from triggerd.backoff import Backoff, backoff_delay
 from triggerd.config import Settings
+from triggerd.domain.backoff import Backoff, backoff_delay
+from triggerd.domain.timeutil import utcnow
 from triggerd.services import Services
 from triggerd.store.db import is_transient
 from triggerd.store.retention import FINISHED_SCHEDULES, Position, RetentionStore, Span, lock_name
-from triggerd.timeutil import utcnow
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from triggerd.backoff import backoff_delay
-from triggerd.errors import TriggerdError
+from triggerd.domain.backoff import backoff_delay
+from triggerd.domain.errors import TriggerdError
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ import pytest
 
 from tests.factories import ENDPOINT, event_rows, ms, schedule_rows, seconds_grid
 from tests.support import Daemon, read_jobs, wait_until
+from triggerd.domain.timeutil import parse_iso_utc, utcnow
 from triggerd.store.db import Database
-from triggerd.timeutil import parse_iso_utc, utcnow
 
 pytestmark = pytest.mark.e2e
 TRIGGERS = "/api/v1/triggers"

@@ -18,10 +18,10 @@ from tests.integration.api_daemon import URL, ApiDaemon, api_daemon
 from triggerd.api import triggers
 from triggerd.bus.producer import Bus
 from triggerd.config import Settings
+from triggerd.domain.timeutil import parse_iso_utc, to_db, to_iso
 from triggerd.metrics import Metrics
 from triggerd.services import Services
 from triggerd.store.db import Database
-from triggerd.timeutil import parse_iso_utc, to_db, to_iso
 
 BASE = "/api/v1/triggers"
 NY = ZoneInfo("America/New_York")

@@ -16,7 +16,7 @@ from aiokafka.structs import RecordMetadata
 
 from triggerd.bus.producer import Bus
 from triggerd.config import load_settings
-from triggerd.models import new_id
+from triggerd.domain.models import new_id
 
 
 @pytest.fixture

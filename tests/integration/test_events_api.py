@@ -11,7 +11,7 @@ import pytest
 
 from tests.integration.webhook_harness import Api, insert_event, make_trigger, running_api
 from tests.support import read_jobs, wait_until
-from triggerd.timeutil import to_db, to_iso, utcnow
+from triggerd.domain.timeutil import to_db, to_iso, utcnow
 
 EVENT_FIELDS = {"id", "trigger_id", "trigger_name", "trigger_type", "source", "is_test_run",
                 "note", "payload", "scheduled_for", "fired_at", "execution_status", "attempts",

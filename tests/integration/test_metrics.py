@@ -16,11 +16,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support import wait_until
 from triggerd.devstack import free_port
+from triggerd.domain.timeutil import to_db, utcnow
 from triggerd.gauges import GaugeRefresher
 from triggerd.metrics import Metrics
 from triggerd.store.db import Database
 from triggerd.store.retention import RowCounts
-from triggerd.timeutil import to_db, utcnow
 
 SPEC_METRICS = {
     "triggerd_triggers": "gauge",

@@ -1,4 +1,4 @@
-"""The fast path's outbox clear (store/ingest.py: OutboxClearer) comes up to
+"""The fast path's outbox clear (ingest/pipeline.py: OutboxClearer) comes up to
 CLEAR_WINDOW after the publish, so it meets rows that moved on meanwhile: it must
 record when each job went out, and never clear a debt it did not pay."""
 
@@ -11,11 +11,11 @@ from datetime import UTC, datetime, timedelta
 
 from tests.integration.worker_harness import event_row, insert_event, insert_trigger, job_for
 from tests.support import wait_until
-from triggerd.bus.jobs import Job
+from triggerd.domain.jobs import Job
+from triggerd.domain.timeutil import from_db, to_db, utcnow
+from triggerd.ingest.pipeline import OutboxClearer
 from triggerd.store import events
 from triggerd.store.db import Database
-from triggerd.store.ingest import OutboxClearer
-from triggerd.timeutil import from_db, to_db, utcnow
 
 T1 = datetime(2026, 11, 23, 4, 0, 0, 125000, tzinfo=UTC)
 T2 = T1 + timedelta(milliseconds=40)

@@ -20,6 +20,7 @@ from tests.support import wait_until
 from triggerd.bus.producer import Bus
 from triggerd.config import DatabaseUrl, Settings
 from triggerd.devstack import MariaDBServer
+from triggerd.domain.timeutil import to_db, utcnow
 from triggerd.gauges import refresh_forever
 from triggerd.metrics import Metrics
 from triggerd.retention import BatchSize, RetentionRole, Windows, run_pass
@@ -27,7 +28,6 @@ from triggerd.services import Services
 from triggerd.store.db import Database
 from triggerd.store.event_rows import EventRecord, insert_events
 from triggerd.store.retention import RetentionStore, Span
-from triggerd.timeutil import to_db, utcnow
 
 HOUR = 3600.0
 WINDOWS = Windows(archive_after=2 * HOUR, delete_after=48 * HOUR, batch_size=10)

@@ -22,9 +22,9 @@ from tests.factories import (
     soon,
 )
 from tests.support import read_jobs, wait_until
+from triggerd.domain.timeutil import utcnow
 from triggerd.store.db import Database
 from triggerd.store.schedule_rows import cancel_pending, insert_occurrence
-from triggerd.timeutil import utcnow
 
 StartScheduler = Callable[..., Any]
 

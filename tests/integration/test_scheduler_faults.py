@@ -26,10 +26,10 @@ from tests.factories import (
 from tests.support import read_jobs, wait_until
 from triggerd.config import DatabaseUrl
 from triggerd.devstack import KafkaBroker, MariaDBServer
+from triggerd.domain.timeutil import utcnow
 from triggerd.store.db import Database
 from triggerd.store.migrations import migrate
 from triggerd.store.schedule_rows import insert_occurrence
-from triggerd.timeutil import utcnow
 
 
 @pytest.fixture

@@ -7,11 +7,11 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 
-from triggerd.bus.jobs import Job
-from triggerd.models import occurrence_event_id
+from triggerd.domain.jobs import Job
+from triggerd.domain.models import occurrence_event_id
+from triggerd.domain.timeutil import to_iso
 from triggerd.scheduler.claims import TriggerSpec, plan
 from triggerd.store.schedules import ClaimedRow
-from triggerd.timeutil import to_iso
 
 NOW = datetime(2026, 3, 1, 12, 0, 30, 250_000, tzinfo=UTC)
 LEASE = NOW + timedelta(seconds=30)

@@ -8,9 +8,9 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
+from triggerd.domain.timeutil import to_db, utcnow
 from triggerd.store import schedules
 from triggerd.store.db import Database
-from triggerd.timeutil import to_db, utcnow
 
 
 async def _fill(db: Database, rows: int = 3000) -> None:

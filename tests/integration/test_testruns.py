@@ -12,7 +12,7 @@ import pytest
 
 from tests.integration.webhook_harness import Api, make_trigger, running_api
 from tests.support import read_jobs
-from triggerd.timeutil import to_db, utcnow
+from triggerd.domain.timeutil import to_db, utcnow
 
 
 @pytest.fixture

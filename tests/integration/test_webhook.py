@@ -16,7 +16,7 @@ from tests.integration.webhook_harness import Api, make_trigger, running_api
 from tests.support import read_jobs, wait_until
 from triggerd.api.webhook import INGEST
 from triggerd.devstack import free_port
-from triggerd.timeutil import from_db
+from triggerd.domain.timeutil import from_db
 
 SCHEMA = {
     "type": "object",

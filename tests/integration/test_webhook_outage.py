@@ -14,7 +14,7 @@ from tests.integration.webhook_harness import make_trigger, running_api
 from tests.support import read_jobs, wait_until
 from triggerd.devstack import KafkaBroker
 
-relay_module = pytest.importorskip("triggerd.worker.relay")
+relay_module = pytest.importorskip("triggerd.relay")
 
 
 @pytest.fixture

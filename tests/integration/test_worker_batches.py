@@ -19,7 +19,8 @@ from tests.integration.worker_harness import (
     insert_trigger,
     job_for,
 )
-from triggerd.models import new_id
+from triggerd.domain.models import new_id
+from triggerd.domain.timeutil import utcnow
 from triggerd.store.db import Database
 from triggerd.store.deliveries import (
     AttemptClaims,
@@ -31,7 +32,6 @@ from triggerd.store.deliveries import (
     record_outcome,
     start_attempt,
 )
-from triggerd.timeutil import utcnow
 
 
 async def test_concurrent_loads_share_one_query(db: Database, monkeypatch: Any) -> None:

@@ -34,8 +34,8 @@ from tests.integration.worker_harness import (
 )
 from tests.sink import Reply, Sink
 from tests.support import wait_until
+from triggerd.domain.timeutil import utcnow
 from triggerd.store.db import Database
-from triggerd.timeutil import utcnow
 
 
 @pytest.fixture(scope="module")

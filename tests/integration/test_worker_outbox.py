@@ -19,9 +19,9 @@ from tests.integration.worker_harness import (
 from tests.sink import Sink
 from tests.support import wait_until
 from triggerd.devstack import KafkaBroker
+from triggerd.domain.timeutil import utcnow
 from triggerd.store import outbox
 from triggerd.store.db import Database
-from triggerd.timeutil import utcnow
 
 
 async def owe(db: Database, count: int, config: dict[str, Any], *, ago: float = 1.0,

@@ -19,10 +19,10 @@ from triggerd.api import events, testruns, triggers, webhook
 from triggerd.api.app import build_app
 from triggerd.bus.producer import Bus
 from triggerd.config import Settings
+from triggerd.domain.timeutil import to_db, utcnow
 from triggerd.metrics import Metrics
 from triggerd.services import Services
 from triggerd.store.db import Database, Row
-from triggerd.timeutil import to_db, utcnow
 
 
 class Api:

@@ -13,15 +13,15 @@ from typing import Any
 import orjson
 
 from tests.support import wait_until
-from triggerd.bus.jobs import Job
 from triggerd.bus.producer import Bus
 from triggerd.config import Settings, load_settings
+from triggerd.domain.jobs import Job
+from triggerd.domain.models import new_id
+from triggerd.domain.timeutil import to_db, utcnow
 from triggerd.metrics import Metrics
-from triggerd.models import new_id
 from triggerd.services import Services
 from triggerd.store.db import Database
 from triggerd.store.event_rows import EventRecord, delivery_snapshot, insert_events
-from triggerd.timeutil import to_db, utcnow
 from triggerd.worker.role import WorkerRole
 
 FAST_RETRY = {"max_attempts": 3, "backoff_seconds": 0.05, "max_backoff_seconds": 0.2}

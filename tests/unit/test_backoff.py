@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import random
 
-from triggerd.backoff import Backoff, backoff_delay
+from triggerd.domain.backoff import Backoff, backoff_delay
 
 
 def test_delay_grows_exponentially_within_the_cap() -> None:

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from triggerd.config import ALL_ROLES, DatabaseUrl, load_settings
-from triggerd.errors import ConfigError
-from triggerd.timeutil import parse_duration
+from triggerd.domain.errors import ConfigError
+from triggerd.domain.timeutil import parse_duration
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from triggerd.store import event_rows, ingest, literals
+from triggerd.ingest import pipeline as ingest
+from triggerd.store import event_rows, literals
 from triggerd.store.event_rows import EventRecord
 
 

@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from triggerd.bus.jobs import Job
+from triggerd.domain.jobs import Job
 
 
 def test_job_round_trip_and_contract() -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from triggerd.api import payloads
 from triggerd.api.payloads import compile_schema, violations
-from triggerd.errors import ValidationError
+from triggerd.domain.errors import ValidationError
 
 D07 = "http://json-schema.org/draft-07/schema#"
 D2020 = "https://json-schema.org/draft/2020-12/schema"

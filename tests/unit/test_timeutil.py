@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from triggerd.models import new_id
-from triggerd.timeutil import parse_duration, parse_query_time, to_iso, utcnow
+from triggerd.domain.models import new_id
+from triggerd.domain.timeutil import parse_duration, parse_query_time, to_iso, utcnow
 
 
 def test_utcnow_is_aware_utc_in_whole_milliseconds() -> None:

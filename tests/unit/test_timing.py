@@ -10,7 +10,7 @@ from croniter import croniter
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from triggerd.scheduler.timing import (
+from triggerd.domain.timing import (
     get_zone,
     latest_due,
     next_cron,

@@ -18,7 +18,7 @@ from triggerd.api.validation import (
     validate_create,
     validate_update,
 )
-from triggerd.errors import ValidationError
+from triggerd.domain.errors import ValidationError
 from triggerd.store.triggers import first_occurrence
 
 NOW = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)

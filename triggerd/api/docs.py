@@ -33,7 +33,7 @@ from triggerd import __version__
 from triggerd.api import schemas
 from triggerd.api.middleware import requires_key
 from triggerd.api.validation import STATUSES, TRIGGER_TYPES
-from triggerd.errors import NotFound
+from triggerd.domain.errors import NotFound
 from triggerd.store import events as events_store
 
 with warnings.catch_warnings():

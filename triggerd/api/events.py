@@ -30,12 +30,12 @@ from aiohttp import web
 
 from triggerd.api.http import json_response, pagination, query_choice, query_int
 from triggerd.api.webhook import ensure_pipeline
-from triggerd.errors import Conflict, NotFound, ValidationError
-from triggerd.models import parse_uuid
+from triggerd.domain.errors import Conflict, NotFound, ValidationError
+from triggerd.domain.models import parse_uuid
+from triggerd.domain.timeutil import from_db, parse_duration, parse_query_time, to_iso, utcnow
+from triggerd.ingest.pipeline import PUBLISH_GRACE, IngestPipeline
 from triggerd.services import Services
 from triggerd.store import events as store
-from triggerd.store.ingest import PUBLISH_GRACE, IngestPipeline
-from triggerd.timeutil import from_db, parse_duration, parse_query_time, to_iso, utcnow
 
 SOURCES = store.SOURCES
 EXECUTION_STATUSES = store.EXECUTION_STATUSES

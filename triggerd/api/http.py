@@ -10,7 +10,7 @@ import orjson
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
-from triggerd.errors import ApiError, ClientGone, ValidationError
+from triggerd.domain.errors import ApiError, ClientGone, ValidationError
 
 
 def json_response(

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from triggerd.api.http import json_response
 from triggerd.bus.producer import BusUnavailable
-from triggerd.errors import ApiError
+from triggerd.domain.errors import ApiError
 from triggerd.logs import request_id_var
 from triggerd.metrics import Metrics
 from triggerd.store.db import is_transient

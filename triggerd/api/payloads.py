@@ -44,7 +44,7 @@ import fastjsonschema
 import orjson
 
 from triggerd.api.refcycles import endless_ref_loop
-from triggerd.errors import ValidationError
+from triggerd.domain.errors import ValidationError
 
 Validator = Callable[[Any], Any]
 

@@ -23,6 +23,6 @@ class ApiRole:
             # The worker role runs a relay in this process already; one is enough.
             await asyncio.Event().wait()
             return
-        from triggerd.worker.relay import OutboxRelay
+        from triggerd.relay import OutboxRelay
 
         await OutboxRelay(self.services).run()

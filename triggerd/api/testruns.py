@@ -23,13 +23,13 @@ from triggerd.api.http import json_response, read_json, read_raw_json
 from triggerd.api.payloads import encode_payload
 from triggerd.api.validation import validate_create
 from triggerd.api.webhook import ValidatorCache, check_payload, ensure_pipeline, unavailable
-from triggerd.errors import NotFound, ValidationError
-from triggerd.models import new_id, parse_uuid
+from triggerd.domain.errors import NotFound, ValidationError
+from triggerd.domain.models import new_id, parse_uuid
+from triggerd.domain.timeutil import utcnow
+from triggerd.ingest.pipeline import PUBLISH_GRACE, IngestPipeline, IngestUnavailable, Overloaded
 from triggerd.services import Services
 from triggerd.store.event_rows import EventRecord, delivery_snapshot
 from triggerd.store.events import fetch_trigger
-from triggerd.store.ingest import PUBLISH_GRACE, IngestPipeline, IngestUnavailable, Overloaded
-from triggerd.timeutil import utcnow
 
 SOURCE = "manual-test"
 NOTE = "test run"

@@ -26,13 +26,13 @@ from triggerd.api.validation import (
     validate_update,
 )
 from triggerd.config import Settings
-from triggerd.errors import ApiError, NotFound
+from triggerd.domain.errors import ApiError, NotFound
+from triggerd.domain.models import new_id, parse_uuid
+from triggerd.domain.timeutil import to_iso, utcnow
 from triggerd.logs import log_context
-from triggerd.models import new_id, parse_uuid
 from triggerd.services import Services
 from triggerd.store.db import is_transient
 from triggerd.store.triggers import TriggerRecord, TriggerStore
-from triggerd.timeutil import to_iso, utcnow
 
 log = logging.getLogger(__name__)
 

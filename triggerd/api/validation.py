@@ -29,9 +29,9 @@ from urllib.parse import urlsplit
 
 from triggerd.api.payloads import check_storable, compile_schema
 from triggerd.api.redact import restore_redacted
-from triggerd.errors import ValidationError
-from triggerd.scheduler.timing import get_zone, next_cron, parse_run_at, validate_cron
-from triggerd.timeutil import parse_duration, to_iso
+from triggerd.domain.errors import ValidationError
+from triggerd.domain.timeutil import parse_duration, to_iso
+from triggerd.domain.timing import get_zone, next_cron, parse_run_at, validate_cron
 
 TRIGGER_TYPES = ("webhook", "time_scheduled", "cron_scheduled", "interval_scheduled")
 STATUSES = ("active", "inactive")

@@ -1,7 +1,7 @@
 """Webhook ingestion: `POST /api/v1/webhook/{trigger_id}` (SPEC §3).
 
 A request is answered 202 only after its event row is committed (group commit in
-store/ingest.py); the job is published right after, and by the outbox relay if Kafka
+ingest/pipeline.py); the job is published right after, and by the outbox relay if Kafka
 is down. The order of checks: trigger (404 unknown/deleted/non-webhook, 409 inactive),
 body size (413), signature when the trigger has `config.secret` (401; checked on the
 raw bytes before parsing), content type (415), JSON (400), schema (400 with
@@ -35,14 +35,14 @@ from aiohttp import web
 
 from triggerd.api.http import parse_json, read_body
 from triggerd.api.payloads import Validator, compile_schema, encode_payload, violations
-from triggerd.errors import ApiError, Conflict, NotFound, Unauthorized, ValidationError
-from triggerd.models import Trigger, new_id, parse_uuid
+from triggerd.domain.errors import ApiError, Conflict, NotFound, Unauthorized, ValidationError
+from triggerd.domain.models import Trigger, new_id, parse_uuid
+from triggerd.domain.timeutil import utcnow
+from triggerd.ingest.pipeline import PUBLISH_GRACE, IngestPipeline, IngestUnavailable, Overloaded
 from triggerd.services import Services
 from triggerd.store.db import Database
 from triggerd.store.event_rows import EventRecord, delivery_snapshot
 from triggerd.store.events import fetch_trigger
-from triggerd.store.ingest import PUBLISH_GRACE, IngestPipeline, IngestUnavailable, Overloaded
-from triggerd.timeutil import utcnow
 
 TRIGGER_TTL = 1.0
 MAX_CACHED_TRIGGERS = 10_000

@@ -23,10 +23,10 @@ from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.structs import RecordMetadata
 
-from triggerd.backoff import Backoff
-from triggerd.bus.jobs import Job
 from triggerd.config import Settings
-from triggerd.errors import TriggerdError
+from triggerd.domain.backoff import Backoff
+from triggerd.domain.errors import TriggerdError
+from triggerd.domain.jobs import Job
 
 log = logging.getLogger(__name__)
 

@@ -22,14 +22,14 @@ from typing import Any
 
 import orjson
 
-from triggerd.bus.jobs import Job
-from triggerd.models import SCHEDULED_TYPES, occurrence_event_id
-from triggerd.scheduler.timing import latest_due, next_occurrence
+from triggerd.domain.jobs import Job
+from triggerd.domain.models import SCHEDULED_TYPES, occurrence_event_id
+from triggerd.domain.timeutil import to_iso
+from triggerd.domain.timing import latest_due, next_occurrence
 from triggerd.store import schedules
 from triggerd.store.db import Database
 from triggerd.store.event_rows import EventRecord, delivery_snapshot
 from triggerd.store.schedules import ClaimedRow
-from triggerd.timeutil import to_iso
 
 log = logging.getLogger(__name__)
 

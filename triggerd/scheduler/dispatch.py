@@ -32,13 +32,13 @@ from datetime import UTC, datetime, timedelta
 
 from aiokafka.structs import RecordMetadata
 
-from triggerd.backoff import Backoff, backoff_delay
+from triggerd.domain.backoff import Backoff, backoff_delay
+from triggerd.domain.timeutil import to_iso, utcnow
 from triggerd.scheduler.claims import Claim
 from triggerd.scheduler.reconcile import Window
 from triggerd.services import Services
 from triggerd.store import schedules
 from triggerd.store.db import is_transient
-from triggerd.timeutil import to_iso, utcnow
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,8 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from triggerd.backoff import Backoff
+from triggerd.domain.backoff import Backoff
+from triggerd.domain.timeutil import utcnow
 from triggerd.scheduler.claims import TriggerCache, plan
 from triggerd.scheduler.dispatch import YIELD_EVERY, Dispatcher
 from triggerd.scheduler.reconcile import Window
@@ -41,7 +42,6 @@ from triggerd.services import Services
 from triggerd.store import schedules
 from triggerd.store.db import is_transient
 from triggerd.store.schedule_rows import CHECK_AHEAD
-from triggerd.timeutil import utcnow
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import aiomysql
 import pymysql
 
 from triggerd.config import DatabaseUrl
-from triggerd.errors import ConfigError
+from triggerd.domain.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -19,9 +19,9 @@ from typing import Any
 
 import orjson
 
+from triggerd.domain.timeutil import from_db, to_db, utcnow
 from triggerd.store.coalesce import Coalescer
 from triggerd.store.db import Database, is_duplicate_key
-from triggerd.timeutil import from_db, to_db, utcnow
 
 FINAL_STATUSES = ("success", "failed", "published")
 

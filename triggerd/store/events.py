@@ -25,11 +25,11 @@ from typing import Any
 
 import orjson
 
-from triggerd.bus.jobs import Job
-from triggerd.models import Trigger
+from triggerd.domain.jobs import Job
+from triggerd.domain.models import Trigger
+from triggerd.domain.timeutil import from_db, to_db, to_iso
 from triggerd.store.db import Database, Row
 from triggerd.store.event_rows import delivery_snapshot
-from triggerd.timeutil import from_db, to_db, to_iso
 
 MAX_STATS_WINDOW = timedelta(hours=48)
 STATS_SAMPLE = 10_000
@@ -164,7 +164,7 @@ async def start_replay(db: Database, event_id: str, publish_at: datetime) -> Rep
     The new series' job is always a higher attempt than any job the event owed before,
     also for an event that never made an HTTP attempt (no endpoint, `published`: its
     attempts are 0 while its job was attempt 1). A late outbox clear of the earlier job
-    (store/ingest.py: OutboxClearer) names that job's attempt, so it cannot clear the
+    (ingest/pipeline.py: OutboxClearer) names that job's attempt, so it cannot clear the
     replay's.
 
     The series delivers the way the trigger says *now* (endpoint, method, headers,

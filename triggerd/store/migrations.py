@@ -21,7 +21,7 @@ from typing import Any
 
 import pymysql
 
-from triggerd.errors import SchemaVersionError
+from triggerd.domain.errors import SchemaVersionError
 from triggerd.store.db import Database
 
 log = logging.getLogger(__name__)

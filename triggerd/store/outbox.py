@@ -16,9 +16,9 @@ from datetime import datetime
 
 import orjson
 
-from triggerd.bus.jobs import Job
+from triggerd.domain.jobs import Job
+from triggerd.domain.timeutil import from_db, to_db
 from triggerd.store.db import Database
-from triggerd.timeutil import from_db, to_db
 
 _CLAIM = (
     "SELECT id, trigger_id, trigger_type, source, is_test_run, payload, scheduled_for,"

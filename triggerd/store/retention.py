@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from triggerd.domain.timeutil import from_db, to_db
 from triggerd.store.db import Database
 from triggerd.store.events import RETENTION_STATUSES
-from triggerd.timeutil import from_db, to_db
 
 # Events whose delivery has not ended are neither archived nor deleted.
 IN_FLIGHT = ("pending", "retrying")

@@ -16,8 +16,8 @@ import time
 from datetime import datetime, timedelta
 from typing import Any
 
+from triggerd.domain.timeutil import from_db, to_db, utcnow
 from triggerd.store.db import Database
-from triggerd.timeutil import from_db, to_db, utcnow
 
 CHECK_AHEAD = timedelta(milliseconds=500)  # the scheduler's last look before due
 HOLD_AHEAD = CHECK_AHEAD + timedelta(milliseconds=150)  # and a margin for a busy loop

@@ -25,10 +25,10 @@ from typing import Any
 
 import aiomysql
 
+from triggerd.domain.timeutil import from_db, to_db
 from triggerd.store.db import Database
 from triggerd.store.event_rows import EventRecord, insert_events
 from triggerd.store.literals import int_list, texts, times, uuid_literals
-from triggerd.timeutil import from_db, to_db
 
 EVENT_CHUNK = 100  # rows per INSERT: rendering them is the costliest CPU work here; the
 # loop runs between chunks

@@ -19,11 +19,11 @@ import orjson
 import pymysql
 
 from triggerd.api.validation import PAST_GRACE, TriggerDefinition, schedule_changed
-from triggerd.models import Trigger
-from triggerd.scheduler.timing import latest_due, next_occurrence
+from triggerd.domain.models import Trigger
+from triggerd.domain.timeutil import from_db, parse_iso_utc, to_db
+from triggerd.domain.timing import latest_due, next_occurrence
 from triggerd.store import schedule_rows
 from triggerd.store.db import Database
-from triggerd.timeutil import from_db, parse_iso_utc, to_db
 
 # The stored instant a schedule starts from; validation accepts one up to PAST_GRACE
 # in the past, and it must still fire.

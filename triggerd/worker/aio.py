@@ -7,7 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from triggerd.backoff import Backoff
+from triggerd.domain.backoff import Backoff
 from triggerd.store.db import is_transient
 
 log = logging.getLogger(__name__)

@@ -27,8 +27,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
-from triggerd.backoff import Backoff
-from triggerd.bus.jobs import Job
+from triggerd.domain.backoff import Backoff
+from triggerd.domain.jobs import Job
 from triggerd.services import Services
 from triggerd.worker.aio import shielded
 

@@ -28,7 +28,7 @@ import aiohttp
 from multidict import CIMultiDict
 
 from triggerd import __version__
-from triggerd.backoff import backoff_delay
+from triggerd.domain.backoff import backoff_delay
 from triggerd.worker.signing import signature_headers
 
 SUCCESS = "success"

@@ -21,14 +21,14 @@ from datetime import timedelta
 
 import aiohttp
 
-from triggerd.bus.jobs import Job
+from triggerd.domain.jobs import Job
+from triggerd.domain.timeutil import utcnow
 from triggerd.logs import log_context
 from triggerd.scheduler.claims import SOURCE as SCHEDULER_SOURCE  # the one that publishes first
 from triggerd.services import Services
 from triggerd.store import deliveries
 from triggerd.store.deliveries import EventState, Outcome
 from triggerd.store.event_rows import EventRecord, delivery_snapshot, insert_events
-from triggerd.timeutil import utcnow
 from triggerd.worker import delivery
 from triggerd.worker.aio import retry_transient, shielded
 from triggerd.worker.delivery import AttemptResult, Target

@@ -14,11 +14,11 @@ from collections.abc import Callable
 
 import aiohttp
 
+from triggerd.relay import OutboxRelay
 from triggerd.services import Services
 from triggerd.worker.consumer import JobConsumer
 from triggerd.worker.delivery import USER_AGENT
 from triggerd.worker.processor import JobProcessor
-from triggerd.worker.relay import OutboxRelay
 
 log = logging.getLogger(__name__)
 

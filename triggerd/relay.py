@@ -26,12 +26,12 @@ import time
 from collections import Counter
 from datetime import timedelta
 
-from triggerd.backoff import Backoff
+from triggerd.domain.backoff import Backoff
+from triggerd.domain.timeutil import utcnow
 from triggerd.services import Services
 from triggerd.store import outbox
 from triggerd.store.db import is_transient
 from triggerd.store.outbox import OwedJob
-from triggerd.timeutil import utcnow
 
 log = logging.getLogger(__name__)
 

@@ -32,14 +32,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
 
-from triggerd.bus.jobs import Job
 from triggerd.bus.producer import Bus
-from triggerd.errors import TriggerdError
+from triggerd.domain.errors import TriggerdError
+from triggerd.domain.jobs import Job
+from triggerd.domain.timeutil import to_db, utcnow
 from triggerd.metrics import Metrics
 from triggerd.store.db import Database, is_transient
 from triggerd.store.event_rows import EventRecord, insert_statements
 from triggerd.store.literals import time_literal, uuid_literals
-from triggerd.timeutil import to_db, utcnow
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from triggerd.timeutil import parse_iso_utc, to_iso
+from triggerd.domain.timeutil import parse_iso_utc, to_iso
 
 
 @dataclass(frozen=True, slots=True)

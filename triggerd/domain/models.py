@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from triggerd.timeutil import from_db, to_iso
+from triggerd.domain.timeutil import from_db, to_iso
 
 SCHEDULED_TYPES = ("time_scheduled", "cron_scheduled", "interval_scheduled")
 
