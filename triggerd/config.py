@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from triggerd.domain.enums import Role, values
 from triggerd.domain.errors import ConfigError
 from triggerd.domain.timeutil import parse_duration
 
 PREFIX = "TRIGGERD_"
-ALL_ROLES = ("api", "scheduler", "worker", "retention")
+ALL_ROLES = values(Role)
 # Environment names that are not settings but are allowed next to them.
 _ENV_NOT_SETTINGS = {"TRIGGERD_CONFIG", "TRIGGERD_SQL_DIR"}
 _ENV_IGNORED_PREFIXES = ("TRIGGERD_TEST_", "TRIGGERD_BENCH_", "TRIGGERD_DEV_")

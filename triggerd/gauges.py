@@ -24,6 +24,7 @@ from typing import TypeVar
 from prometheus_client import Gauge
 
 from triggerd.domain.backoff import Backoff
+from triggerd.domain.enums import ScheduleStatus, TriggerStatus, TriggerType, values
 from triggerd.domain.timeutil import utcnow
 from triggerd.metrics import Metrics
 from triggerd.services import Services
@@ -35,9 +36,9 @@ log = logging.getLogger(__name__)
 
 REFRESH_INTERVAL = 15.0
 
-TRIGGER_TYPES = ("webhook", "time_scheduled", "cron_scheduled", "interval_scheduled")
-TRIGGER_STATUSES = ("active", "inactive")
-SCHEDULE_STATUSES = ("pending", "processing", "completed", "cancelled")
+TRIGGER_TYPES = values(TriggerType)
+TRIGGER_STATUSES = values(TriggerStatus)
+SCHEDULE_STATUSES = values(ScheduleStatus)
 
 Labels = tuple[str, ...]
 QueryHook = Callable[[str, float], None]

@@ -23,6 +23,7 @@ from triggerd.api.http import json_response, read_json, read_raw_json
 from triggerd.api.payloads import encode_payload
 from triggerd.api.validation import validate_create
 from triggerd.api.webhook import ValidatorCache, check_payload, ensure_pipeline, unavailable
+from triggerd.domain.enums import Source
 from triggerd.domain.errors import NotFound, ValidationError
 from triggerd.domain.models import new_id, parse_uuid
 from triggerd.domain.timeutil import utcnow
@@ -31,7 +32,7 @@ from triggerd.services import Services
 from triggerd.store.event_rows import EventRecord, delivery_snapshot
 from triggerd.store.events import fetch_trigger
 
-SOURCE = "manual-test"
+SOURCE = Source.MANUAL_TEST
 NOTE = "test run"
 
 

@@ -11,9 +11,10 @@ from typing import Any
 
 import orjson
 
+from triggerd.domain.enums import SCHEDULED_TYPES as _SCHEDULED
 from triggerd.domain.timeutil import from_db, to_iso
 
-SCHEDULED_TYPES = ("time_scheduled", "cron_scheduled", "interval_scheduled")
+SCHEDULED_TYPES = tuple(t.value for t in _SCHEDULED)
 
 # Event IDs of scheduled occurrences are derived from the occurrence, so a re-claimed
 # occurrence can never produce a second event.

@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from triggerd.domain.enums import Source
 from triggerd.domain.jobs import Job
 from triggerd.domain.models import SCHEDULED_TYPES, occurrence_event_id
 from triggerd.domain.timeutil import to_iso
@@ -33,7 +34,7 @@ from triggerd.store.schedules import ClaimedRow
 
 log = logging.getLogger(__name__)
 
-SOURCE = "scheduler"
+SOURCE = Source.SCHEDULER
 _UNSCHEDULABLE = "unschedulable"  # the status TriggerCache serves for a broken schedule
 MISSED_COUNT_CAP = 10_000  # skipped occurrences counted per trigger after downtime
 

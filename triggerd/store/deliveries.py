@@ -19,11 +19,13 @@ from typing import Any
 
 import orjson
 
+from triggerd.domain import enums
+from triggerd.domain.enums import AttemptClaim
 from triggerd.domain.timeutil import from_db, to_db, utcnow
 from triggerd.store.coalesce import Coalescer
 from triggerd.store.db import Database, is_duplicate_key
 
-FINAL_STATUSES = ("success", "failed", "published")
+FINAL_STATUSES = tuple(s.value for s in enums.FINAL_STATUSES)
 
 
 @dataclass(frozen=True)
@@ -150,7 +152,7 @@ async def start_attempt(
             " VALUES (%(event_id)s, %(attempt)s, %(now)s)",
             params,
         )
-        return "new"
+        return AttemptClaim.NEW
     except Exception as exc:
         if not is_duplicate_key(exc):
             raise
@@ -161,13 +163,15 @@ async def start_attempt(
         params,
     )
     if taken:
-        return "restarted"
+        return AttemptClaim.RESTARTED
     row = await db.fetchone(
         "SELECT finished_at FROM delivery_attempts"
         " WHERE event_id = %(event_id)s AND attempt = %(attempt)s",
         params,
     )
-    return "busy" if row is not None and row["finished_at"] is None else "finished"
+    if row is not None and row["finished_at"] is None:
+        return AttemptClaim.BUSY
+    return AttemptClaim.FINISHED
 
 
 class AttemptClaims:

@@ -25,6 +25,7 @@ from typing import Any
 
 import orjson
 
+from triggerd.domain.enums import ExecutionStatus, RetentionStatus, Source, values
 from triggerd.domain.jobs import Job
 from triggerd.domain.models import Trigger
 from triggerd.domain.timeutil import from_db, to_db, to_iso
@@ -209,9 +210,9 @@ def replay_job(row: Row, attempt: int, fired_at: datetime) -> Job:
 
 # --- stats -------------------------------------------------------------------------------
 
-SOURCES = ("webhook", "scheduler", "manual-test")
-EXECUTION_STATUSES = ("pending", "retrying", "success", "failed", "published")
-RETENTION_STATUSES = ("active", "archived")
+SOURCES = values(Source)
+EXECUTION_STATUSES = values(ExecutionStatus)
+RETENTION_STATUSES = values(RetentionStatus)
 # The breakdowns of a count, each listing every value (zeros included).
 _BREAKDOWNS = {"execution_status": EXECUTION_STATUSES, "source": SOURCES,
                "retention_status": RETENTION_STATUSES}  # fmt: skip
@@ -232,8 +233,8 @@ def percentiles(values: list[float]) -> dict[str, float | int | None]:
 def empty_counts() -> dict[str, Any]:
     """`total` and `by_<column>` with every known value at zero."""
     counts: dict[str, Any] = {"total": 0}
-    for column, values in _BREAKDOWNS.items():
-        counts[f"by_{column}"] = dict.fromkeys(values, 0)
+    for column, known in _BREAKDOWNS.items():
+        counts[f"by_{column}"] = dict.fromkeys(known, 0)
     return counts
 
 

@@ -20,15 +20,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from triggerd.domain import enums
+from triggerd.domain.enums import ScheduleStatus
 from triggerd.domain.timeutil import from_db, to_db
 from triggerd.store.db import Database
 from triggerd.store.events import RETENTION_STATUSES
 
 # Events whose delivery has not ended are neither archived nor deleted.
-IN_FLIGHT = ("pending", "retrying")
+IN_FLIGHT = tuple(s.value for s in enums.IN_FLIGHT)
 _SETTLED = f"execution_status NOT IN ({', '.join(repr(s) for s in IN_FLIGHT)})"
 # Schedule rows that will never change again.
-FINISHED_SCHEDULES = ("completed", "cancelled")
+FINISHED_SCHEDULES = (ScheduleStatus.COMPLETED.value, ScheduleStatus.CANCELLED.value)
 
 StatementHook = Callable[[str, float], None]
 _READ_COMMITTED = "SET TRANSACTION ISOLATION LEVEL READ COMMITTED"  # the next transaction only

@@ -29,11 +29,10 @@ from multidict import CIMultiDict
 
 from triggerd import __version__
 from triggerd.domain.backoff import backoff_delay
+from triggerd.domain.enums import Verdict
 from triggerd.worker.signing import signature_headers
 
-SUCCESS = "success"
-RETRY = "retry"
-FAIL = "fail"
+SUCCESS, RETRY, FAIL = Verdict.SUCCESS, Verdict.RETRY, Verdict.FAIL
 
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_METHOD = "POST"

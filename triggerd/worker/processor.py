@@ -21,10 +21,10 @@ from datetime import timedelta
 
 import aiohttp
 
+from triggerd.domain.enums import AttemptClaim, ExecutionStatus, Source
 from triggerd.domain.jobs import Job
 from triggerd.domain.timeutil import utcnow
 from triggerd.logs import log_context
-from triggerd.scheduler.claims import SOURCE as SCHEDULER_SOURCE  # the one that publishes first
 from triggerd.services import Services
 from triggerd.store import deliveries
 from triggerd.store.deliveries import EventState, Outcome
@@ -45,7 +45,8 @@ STALE_MARGIN = 5.0
 _BUSY_POLL = 0.2
 
 # How the processing of a job ended (also the `outcome` label of deliveries_total).
-SUCCESS, FAILED, RETRYING, PUBLISHED = "success", "failed", "retrying", "published"
+SUCCESS, FAILED, RETRYING, PUBLISHED = (ExecutionStatus.SUCCESS, ExecutionStatus.FAILED,
+                                        ExecutionStatus.RETRYING, ExecutionStatus.PUBLISHED)
 DUPLICATE, SKIPPED = "duplicate", "skipped"
 
 WakeRelay = Callable[[float], None]
@@ -91,10 +92,10 @@ class JobProcessor:
             if target.endpoint is None:
                 return await self._publish_only(event, job.attempt)
             claim = await self._claim(event.id, job.attempt, target)
-            if claim == "finished":
+            if claim is AttemptClaim.FINISHED:
                 log.info("attempt %d already finished: nothing to do", job.attempt)
                 return DUPLICATE
-            if claim == "restarted":
+            if claim is AttemptClaim.RESTARTED:
                 log.warning("attempt %d was left unfinished; delivering again", job.attempt)
             return await self._deliver(event, target, job.attempt)
 
@@ -115,7 +116,7 @@ class JobProcessor:
 
         while True:
             claim = await retry_transient(claim_once, "claiming a delivery attempt")
-            if claim != "busy":
+            if claim is not AttemptClaim.BUSY:
                 return claim
             await asyncio.sleep(_BUSY_POLL)
 
@@ -143,7 +144,7 @@ class JobProcessor:
 
     def _may_precede_its_row(self, job: Job) -> bool:
         """Asked only when the row is missing (not for every job)."""
-        return (job.source == SCHEDULER_SOURCE and job.attempt == 1
+        return (job.source == Source.SCHEDULER and job.attempt == 1
                 and job.trigger_id is not None
                 and job.fired_at >= utcnow() - self.horizon)  # fmt: skip
 
