@@ -24,7 +24,7 @@ dev: install
 lint: install
 	$(BIN)/ruff check triggerd tests bench
 	$(BIN)/mypy
-	$(BIN)/lint-imports --config .importlinter
+	$(BIN)/lint-imports
 
 unit: install
 	$(BIN)/pytest tests/unit -q $(PYTEST_ARGS)

@@ -30,11 +30,13 @@ from triggerd.domain.backoff import Backoff
 from triggerd.domain.errors import ConfigError, SchemaVersionError
 from triggerd.gauges import refresh_forever as refresh_gauges
 from triggerd.gctune import settle_after_startup
+from triggerd.ingest.pipeline import IngestPipeline
 from triggerd.metrics import Metrics
+from triggerd.relay import OutboxRelay
 from triggerd.services import Services
 from triggerd.store.db import Database, url_error
 from triggerd.store.migrations import check_schema
-from triggerd.supervisor import Role, RoleCrashLoop, Supervisor
+from triggerd.supervisor import Component, Role, RoleCrashLoop, Supervisor
 from triggerd.systemd import Notifier
 
 log = logging.getLogger(__name__)
@@ -46,7 +48,20 @@ EXIT_CONFIG = 2
 _KAFKA_ROLES = {"api", "scheduler", "worker"}
 
 
-def build_roles(services: Services) -> list[Role]:
+def build_components(services: Services) -> tuple[IngestPipeline | None, OutboxRelay | None]:
+    """The background work this process's roles depend on: the ingestion pipeline where
+    the `api` role runs, and one outbox relay where the `api` or `worker` role runs (the
+    relay publishes what a fast path could not and the worker's retries; one per process
+    is enough, several processes share the table safely)."""
+    roles = set(services.settings.roles)
+    ingest = None
+    if "api" in roles:
+        ingest = IngestPipeline(services.db, services.bus, services.metrics)
+    relay = OutboxRelay(services) if roles & {"api", "worker"} else None
+    return ingest, relay
+
+
+def build_roles(services: Services, relay: OutboxRelay | None = None) -> list[Role]:
     """One object per configured role; modules load only for the roles this process runs."""
     roles: list[Role] = []
     for name in services.settings.roles:
@@ -61,7 +76,8 @@ def build_roles(services: Services) -> list[Role]:
         elif name == "worker":
             from triggerd.worker.role import WorkerRole
 
-            roles.append(WorkerRole(services))
+            assert relay is not None, "build_components gives a worker process a relay"
+            roles.append(WorkerRole(services, relay))
         elif name == "retention":
             from triggerd.retention import RetentionRole
 
@@ -143,8 +159,13 @@ async def serve(
         settle_after_startup()
         notifier.ready()
 
-    supervisor = Supervisor(build_roles(services), on_all_ready=all_ready)
-    services.role_states = lambda: dict(supervisor.states)
+    ingest, relay = build_components(services)
+    components = [Component(name, work.run) for name, work in
+                  (("ingest", ingest), ("outbox_relay", relay)) if work is not None]  # fmt: skip
+    supervisor = Supervisor(build_roles(services, relay), components=components,
+                            on_all_ready=all_ready)  # fmt: skip
+    services.role_states = supervisor.role_states
+    services.component_states = supervisor.component_states
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -168,7 +189,7 @@ async def serve(
     if not settings.all_api_keys():
         log.warning("TRIGGERD_API_KEYS is not set: the API is open to anyone who can reach it")
 
-    app = build_app(services, with_api="api" in settings.roles)
+    app = build_app(services, with_api="api" in settings.roles, ingest=ingest)
     runner = AppRunner(
         app, handle_signals=False, access_log=None, shutdown_timeout=settings.shutdown_timeout
     )

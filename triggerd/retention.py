@@ -28,32 +28,30 @@ from datetime import datetime, timedelta
 import pymysql
 
 from triggerd.config import Settings
-from triggerd.domain.backoff import Backoff, backoff_delay
+from triggerd.domain.backoff import Backoff
+from triggerd.domain.retry import Retry
 from triggerd.domain.timeutil import utcnow
 from triggerd.services import Services
-from triggerd.store.db import is_transient
+from triggerd.store.mysql_errors import RESTARTING, code_of, is_lock_conflict, is_transient
 from triggerd.store.retention import FINISHED_SCHEDULES, Position, RetentionStore, Span, lock_name
 
 log = logging.getLogger(__name__)
 
 MIN_PASS_BUDGET = 30.0  # seconds; a pass may use the whole interval when that is longer
-# MariaDB errors seen while a server restarts, beyond the connection-level ones.
-_RESTART_CODES = {1053, 1927}  # server shutdown in progress, connection killed
-_LOCK_CODES = {1205, 1213}  # lock wait timeout, deadlock
 # Batch sizing: what one batch (one statement, or the delete transaction) may take.
 BATCH_TARGET = 0.25
 BATCH_START = 1000
 BATCH_MIN = 50
-_SPAN_TRIES = 3
+# A deadlock or lock wait timeout (a worker, a replay or another pass holding rows of
+# the span) rolls back one statement or transaction; it is safe to run again.
+_SPAN_RETRY = Retry(tries=3, base=0.05, cap=1.0, log_level=logging.INFO)
 
 
 def retryable(exc: BaseException) -> bool:
-    if is_transient(exc):
-        return True
-    return (
-        isinstance(exc, pymysql.err.OperationalError | pymysql.err.InternalError)
-        and bool(exc.args)
-        and exc.args[0] in _RESTART_CODES
+    """The pass stops and runs again later: the server is away or restarting (MariaDB
+    reports a shutdown in progress as an InternalError too)."""
+    return is_transient(exc) or (
+        isinstance(exc, pymysql.err.InternalError) and code_of(exc) in RESTARTING
     )
 
 
@@ -131,17 +129,8 @@ async def _walk(find_end: FindEnd, apply: Apply, start: Position, size: BatchSiz
 
 
 async def _with_retries(apply: Apply, span: Span) -> None:
-    """A deadlock or lock wait timeout (a worker, a replay or another pass holding rows
-    of the span) rolls back one statement or transaction; it is safe to run again."""
-    for attempt in range(1, _SPAN_TRIES + 1):
-        try:
-            await apply(span)
-            return
-        except pymysql.err.OperationalError as exc:
-            if attempt == _SPAN_TRIES or not exc.args or exc.args[0] not in _LOCK_CODES:
-                raise
-            log.info("retention: %s; retrying the batch", exc.args[1] if exc.args[1:] else exc)
-            await asyncio.sleep(backoff_delay(attempt, 0.05, 1.0))
+    await _SPAN_RETRY.run(lambda: apply(span), retry_on=is_lock_conflict,
+                          what="retention batch", log=log)  # fmt: skip
 
 
 async def run_pass(

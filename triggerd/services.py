@@ -56,7 +56,8 @@ class Services:
     metrics: Metrics
     wakeup: Wakeup = field(default_factory=Wakeup)
     trigger_changes: TriggerChanges = field(default_factory=TriggerChanges)
-    # Filled by the daemon: the supervisor's per-role state, for /health.
+    # Filled by the daemon: the supervisor's per-role and per-component state, for /health.
     role_states: Callable[[], dict[str, str]] = dict
+    component_states: Callable[[], dict[str, str]] = dict
     # False until the database answered and the schema was checked.
     uses_kafka: bool = True

@@ -1,4 +1,5 @@
-"""The supervisor: every role is a named task on one event loop.
+"""The supervisor: every role, and every component the roles depend on, is a named task
+on one event loop.
 
 A role is an object with a `name` and `async def run(ready)`; it runs until cancelled,
 calls `ready()` once it is serving, rides out transient faults itself, and on
@@ -15,7 +16,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 from triggerd.domain.backoff import backoff_delay
@@ -28,6 +29,20 @@ class Role(Protocol):
     name: str
 
     async def run(self, ready: Callable[[], None]) -> None: ...
+
+
+class Component:
+    """Background work a role depends on, run by the supervisor beside the roles with
+    the same restart policy and its own /health entry (`checks.components`): the
+    ingestion pipeline, the outbox relay. It is up as soon as it runs."""
+
+    def __init__(self, name: str, work: Callable[[], Awaitable[None]]) -> None:
+        self.name = name
+        self._work = work
+
+    async def run(self, ready: Callable[[], None]) -> None:
+        ready()
+        await self._work()
 
 
 class RoleCrashLoop(TriggerdError):
@@ -46,13 +61,15 @@ class Supervisor:
         self,
         roles: Sequence[Role],
         *,
+        components: Sequence[Role] = (),
         max_crashes: int = 5,
         crash_window: float = 60.0,
         restart_base: float = 0.5,
         restart_cap: float = 10.0,
         on_all_ready: Callable[[], None] | None = None,
     ) -> None:
-        self.roles = list(roles)
+        self.role_names = [role.name for role in roles]
+        self.roles = [*roles, *components]
         self.max_crashes = max_crashes
         self.crash_window = crash_window
         self.restart_base = restart_base
@@ -61,6 +78,12 @@ class Supervisor:
         self.states: dict[str, str] = {role.name: RoleState.STARTING for role in self.roles}
         self._crashes: dict[str, deque[float]] = {role.name: deque() for role in self.roles}
         self._all_ready_sent = False
+
+    def role_states(self) -> dict[str, str]:
+        return {name: self.states[name] for name in self.role_names}
+
+    def component_states(self) -> dict[str, str]:
+        return {name: state for name, state in self.states.items() if name not in self.role_names}
 
     @property
     def healthy(self) -> bool:

@@ -37,6 +37,7 @@ async def test_sigterm_exits_zero_quickly(start_daemon: Any) -> None:
     assert body["checks"]["roles"] == {
         "api": "ok", "scheduler": "ok", "worker": "ok", "retention": "ok"
     }
+    assert body["checks"]["components"] == {"ingest": "ok", "outbox_relay": "ok"}
     started = time.monotonic()
     code = await asyncio.to_thread(daemon.terminate, 15)
     assert code == 0, daemon.logs()
@@ -49,6 +50,7 @@ async def test_roles_flag_runs_only_the_api(start_daemon: Any, db: Any) -> None:
     await daemon.wait_healthy()
     _, body = await get_health(daemon)
     assert body["checks"]["roles"] == {"api": "ok"}
+    assert body["checks"]["components"] == {"ingest": "ok", "outbox_relay": "ok"}
     async with aiohttp.ClientSession() as http:
         create = {
             "name": "soon", "type": "time_scheduled",

@@ -22,6 +22,7 @@ from triggerd.api import docs
 from triggerd.api.app import build_app
 from triggerd.bus.producer import Bus
 from triggerd.config import Settings
+from triggerd.ingest.pipeline import IngestPipeline
 from triggerd.metrics import Metrics
 from triggerd.services import Services
 from triggerd.store.db import Database
@@ -49,7 +50,8 @@ def build(*keys: str) -> tuple[web.Application, dict[str, Any]]:
     settings = Settings(database_url="mysql://u@127.0.0.1/db", api_keys=keys)
     services = Services(settings=settings, db=Database(settings.database), bus=Bus(settings),
                         metrics=Metrics())  # fmt: skip
-    app = build_app(services, with_api=True)
+    app = build_app(services, with_api=True,
+                    ingest=IngestPipeline(services.db, services.bus, services.metrics))
     return app, docs.build_document(app)
 
 

@@ -20,6 +20,7 @@ from triggerd.api.app import build_app
 from triggerd.bus.producer import Bus
 from triggerd.config import Settings
 from triggerd.domain.timeutil import to_db, utcnow
+from triggerd.ingest.pipeline import IngestPipeline
 from triggerd.metrics import Metrics
 from triggerd.services import Services
 from triggerd.store.db import Database, Row
@@ -57,10 +58,10 @@ class Api:
         return int(row["n"]) if row else 0
 
 
-def build_api_app(services: Services) -> web.Application:
+def build_api_app(services: Services, ingest: IngestPipeline) -> web.Application:
     """The process's app with the /api/v1 routes as routes.setup mounts them, minus the
     OpenAPI docs (tested by their owner; kept out of these tests' way)."""
-    app = build_app(services, with_api=False)
+    app = build_app(services, with_api=False, ingest=ingest)
     for module in (triggers, testruns, webhook, events):
         module.add_routes(app, services)
     return app
@@ -75,12 +76,16 @@ async def running_api(settings: Settings, *, connect_bus: bool = True) -> AsyncI
     if connect_bus:
         assert await bus.wait_connected(15), bus.last_error
     services = Services(settings=settings, db=db, bus=bus, metrics=Metrics())
-    client: TestClient[Any, Any] = TestClient(TestServer(build_api_app(services)))
+    ingest = IngestPipeline(db, bus, services.metrics)  # as the daemon's `ingest` component
+    ingest_task = asyncio.create_task(ingest.run(), name="test-ingest")
+    client: TestClient[Any, Any] = TestClient(TestServer(build_api_app(services, ingest)))
     await client.start_server()
     try:
         yield Api(client, services)
     finally:
         await client.close()
+        ingest_task.cancel()
+        await asyncio.gather(ingest_task, return_exceptions=True)
         if bus_task is not None:
             bus_task.cancel()
             await asyncio.gather(bus_task, return_exceptions=True)

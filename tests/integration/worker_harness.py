@@ -19,6 +19,7 @@ from triggerd.domain.jobs import Job
 from triggerd.domain.models import new_id
 from triggerd.domain.timeutil import to_db, utcnow
 from triggerd.metrics import Metrics
+from triggerd.relay import OutboxRelay
 from triggerd.services import Services
 from triggerd.store.db import Database
 from triggerd.store.event_rows import EventRecord, delivery_snapshot, insert_events
@@ -149,13 +150,16 @@ async def processed_at_least(worker: RunningWorker, count: int) -> bool:
 @contextlib.asynccontextmanager
 async def running_worker(settings: Settings, *, wait_assigned: bool = True
                          ) -> AsyncIterator[RunningWorker]:  # fmt: skip
-    """WorkerRole (consumer + relay) with its own pool and producer, in this event loop."""
+    """WorkerRole and the outbox relay it works with (as the daemon runs them), with its
+    own pool and producer, in this event loop."""
     db = Database(settings.database, pool_size=5)
     await db.connect()
     services = Services(settings=settings, db=db, bus=Bus(settings), metrics=Metrics())
-    role = WorkerRole(services)
+    relay = OutboxRelay(services)
+    role = WorkerRole(services, relay)
     ready = asyncio.Event()
     bus_task = asyncio.create_task(services.bus.run(), name="test:bus")
+    relay_task = asyncio.create_task(relay.run(), name="test:relay")
     role_task = asyncio.create_task(role.run(ready.set), name="test:worker")
     try:
         await asyncio.wait_for(ready.wait(), 10)
@@ -165,6 +169,8 @@ async def running_worker(settings: Settings, *, wait_assigned: bool = True
     finally:
         role_task.cancel()
         await asyncio.wait({role_task})
+        relay_task.cancel()
+        await asyncio.wait({relay_task})
         bus_task.cancel()
         await asyncio.wait({bus_task})
         await db.close()

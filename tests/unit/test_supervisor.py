@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from triggerd.supervisor import RoleCrashLoop, Supervisor
+from triggerd.supervisor import Component, RoleCrashLoop, Supervisor
 
 
 class Steady:
@@ -83,3 +83,28 @@ async def test_health_reports_a_restarting_role() -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_components_run_beside_the_roles_and_are_reported_apart() -> None:
+    """The ingestion pipeline and the outbox relay are components: restarted like roles
+    when they crash, listed under their own names, not among the roles."""
+    runs: list[int] = []
+
+    async def work() -> None:
+        runs.append(1)
+        if len(runs) == 1:
+            raise RuntimeError("first run crashes")
+        await asyncio.Event().wait()
+
+    sup = Supervisor([Steady()], components=[Component("relay", work)],
+                     restart_base=0.01, restart_cap=0.02)  # fmt: skip
+    task = asyncio.create_task(sup.run())
+    try:
+        async with asyncio.timeout(5):
+            while len(runs) < 2 or not sup.healthy:
+                await asyncio.sleep(0.01)
+        assert sup.role_states() == {"steady": "ok"}
+        assert sup.component_states() == {"relay": "ok"}
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

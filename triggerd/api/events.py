@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 from aiohttp import web
 
 from triggerd.api.http import json_response, pagination, query_choice, query_int
-from triggerd.api.webhook import ensure_pipeline
+from triggerd.api.webhook import pipeline_of
 from triggerd.domain.errors import Conflict, NotFound, ValidationError
 from triggerd.domain.models import parse_uuid
 from triggerd.domain.timeutil import from_db, parse_duration, parse_query_time, to_iso, utcnow
@@ -173,7 +173,7 @@ class EventsApi:
 
 
 def add_routes(app: web.Application, services: Services) -> None:
-    api = EventsApi(services, ensure_pipeline(app, services))
+    api = EventsApi(services, pipeline_of(app))
     app.router.add_get("/api/v1/events", api.list, allow_head=False)
     app.router.add_get("/api/v1/events/stats", api.stats, allow_head=False)  # before /{id}
     app.router.add_get("/api/v1/events/{id}", api.get, allow_head=False)

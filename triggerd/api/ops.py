@@ -33,8 +33,12 @@ async def health(request: web.Request) -> web.Response:
         checks["kafka"] = "ok" if bus.healthy else f"down: {bus.last_error or 'unreachable'}"
     roles = services.role_states()
     checks["roles"] = roles
+    components = services.component_states()
+    if components:
+        checks["components"] = components
     failing = [name for name, value in checks.items() if isinstance(value, str) and value != "ok"]
     failing += [f"roles.{name}" for name, state in roles.items() if state != "ok"]
+    failing += [f"components.{name}" for name, state in components.items() if state != "ok"]
     status = "healthy" if not failing else "unhealthy"
     body: dict[str, object] = {"status": status, "checks": checks}
     if failing:

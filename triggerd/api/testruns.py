@@ -22,7 +22,7 @@ from aiohttp import web
 from triggerd.api.http import json_response, read_json, read_raw_json
 from triggerd.api.payloads import encode_payload
 from triggerd.api.validation import validate_create
-from triggerd.api.webhook import ValidatorCache, check_payload, ensure_pipeline, unavailable
+from triggerd.api.webhook import ValidatorCache, check_payload, pipeline_of, unavailable
 from triggerd.domain.enums import Source
 from triggerd.domain.errors import NotFound, ValidationError
 from triggerd.domain.models import new_id, parse_uuid
@@ -95,6 +95,6 @@ class TestRuns:
 
 
 def add_routes(app: web.Application, services: Services) -> None:
-    runs = TestRuns(services, ensure_pipeline(app, services))
+    runs = TestRuns(services, pipeline_of(app))
     app.router.add_post("/api/v1/triggers/test", runs.ephemeral)
     app.router.add_post("/api/v1/triggers/{id}/test", runs.stored)

@@ -27,7 +27,7 @@ import hashlib
 import hmac
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,22 +53,12 @@ _JSON = {"Content-Type": "application/json"}
 INGEST: web.AppKey[IngestPipeline] = web.AppKey("ingest", IngestPipeline)
 
 
-def ensure_pipeline(app: web.Application, services: Services) -> IngestPipeline:
-    """The app's one ingestion pipeline; its tasks live as long as the app (started on
-    startup, drained on cleanup, after the server has finished in-flight requests)."""
-    if INGEST in app:
-        return app[INGEST]
-    pipeline = IngestPipeline(services.db, services.bus, services.metrics)
-    app[INGEST] = pipeline
-
-    async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(pipeline.run(), name="ingest-pipeline")
-        yield
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-
-    app.cleanup_ctx.append(lifecycle)
-    return pipeline
+def pipeline_of(app: web.Application) -> IngestPipeline:
+    """The process's ingestion pipeline, built and run by the composition root (the
+    supervisor's `ingest` component) and handed to the app by `build_app`."""
+    if INGEST not in app:
+        raise RuntimeError("build_app(..., ingest=...) was not given the ingestion pipeline")
+    return app[INGEST]
 
 
 def unavailable(exc: Exception) -> ApiError:
@@ -267,5 +257,5 @@ class WebhookHandler:
 def add_routes(app: web.Application, services: Services) -> None:
     handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     # The bound coroutine method itself: aiohttp wraps any other callable per request.
-    handler = WebhookHandler(services, ensure_pipeline(app, services)).handle
+    handler = WebhookHandler(services, pipeline_of(app)).handle
     app.router.add_post("/api/v1/webhook/{trigger_id}", handler)

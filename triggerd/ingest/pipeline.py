@@ -23,6 +23,7 @@ length and case is matched exactly (the column's collation is case-insensitive).
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import time
@@ -35,6 +36,7 @@ from typing import Any, Generic, TypeVar
 from triggerd.bus.producer import Bus
 from triggerd.domain.errors import TriggerdError
 from triggerd.domain.jobs import Job
+from triggerd.domain.retry import Retry
 from triggerd.domain.timeutil import to_db, utcnow
 from triggerd.metrics import Metrics
 from triggerd.store.db import Database, is_transient
@@ -46,7 +48,10 @@ log = logging.getLogger(__name__)
 PUBLISH_GRACE = timedelta(seconds=5)
 CLEAR_WINDOW = 0.1  # seconds of published jobs whose outbox marks one UPDATE clears
 _PUBLISH_TIMEOUT = 10.0  # a batch not acked by then is left to the relay
-_WRITE_RETRIES = 3
+# A deadlock or a dropped connection: the requests of the batch wait for a few quick
+# tries before they are answered 503.
+_WRITE_RETRY = Retry(tries=3, base=0.05, cap=0.2, log_level=logging.INFO)
+_CLEAR_RETRY = Retry(tries=3, base=0.01, cap=0.05, log_level=logging.INFO)
 _LOG_EVERY = 10.0  # seconds between repeated "kafka down" warnings
 
 T = TypeVar("T")
@@ -264,18 +269,13 @@ class OutboxClearer(_Batcher[PublishedJob]):
             by_attempt[item.attempt].append(item)
         for attempt, items in by_attempt.items():
             sql = clear_statement(items)
-            for tries in range(1, _WRITE_RETRIES + 1):
-                try:
-                    await self.db.execute(sql, [attempt])
-                    break
-                except Exception as exc:
-                    if is_transient(exc) and tries < _WRITE_RETRIES:  # e.g. a deadlock
-                        await asyncio.sleep(0.01 * tries)
-                        continue
-                    # The relay republishes them; the worker absorbs the duplicates.
-                    log.warning("could not clear the outbox mark of %d published job(s): %s",
-                                len(items), exc)  # fmt: skip
-                    break
+            try:
+                await _CLEAR_RETRY.run(functools.partial(self.db.execute, sql, [attempt]),
+                                       retry_on=is_transient, what="outbox clear", log=log)
+            except Exception as exc:
+                # The relay republishes them; the worker absorbs the duplicates.
+                log.warning("could not clear the outbox mark of %d published job(s): %s",
+                            len(items), exc)  # fmt: skip
 
 
 def clear_statement(items: Sequence[PublishedJob]) -> str:
@@ -340,22 +340,19 @@ class EventWriter(_Batcher[_Pending]):
         return item.size
 
     async def _handle(self, batch: list[_Pending]) -> None:
-        for attempt in range(1, _WRITE_RETRIES + 1):
-            try:
-                winners, fresh = await self._commit(batch)
-                break
-            except Exception as exc:
-                if is_transient(exc) and attempt < _WRITE_RETRIES:
-                    await asyncio.sleep(0.05 * attempt)
-                    continue
-                if is_transient(exc):
-                    log.warning("event batch of %d not written: %s", len(batch), exc)
-                else:
-                    log.exception("event batch of %d not written", len(batch))
-                for item in batch:
-                    if not item.future.done():
-                        item.future.set_exception(IngestUnavailable(f"{type(exc).__name__}"))
-                return
+        try:
+            winners, fresh = await _WRITE_RETRY.run(lambda: self._commit(batch),
+                                                    retry_on=is_transient, what="event batch",
+                                                    log=log)  # fmt: skip
+        except Exception as exc:
+            if is_transient(exc):
+                log.warning("event batch of %d not written: %s", len(batch), exc)
+            else:
+                log.exception("event batch of %d not written", len(batch))
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(IngestUnavailable(f"{type(exc).__name__}"))
+            return
         for item in batch:
             if not item.future.done():
                 key = (item.record.trigger_id, item.key)

@@ -17,45 +17,13 @@ import pymysql
 
 from triggerd.config import DatabaseUrl
 from triggerd.domain.errors import ConfigError
+from triggerd.store.mysql_errors import URL_ERRORS, is_duplicate_key, is_transient
 
 log = logging.getLogger(__name__)
 
+__all__ = ["Database", "NotConnected", "Row", "is_duplicate_key", "is_transient", "url_error"]
+
 Row = dict[str, Any]
-
-# Errors that mean "the server is not reachable right now", not "the query is wrong".
-_TRANSIENT_CODES = {
-    1040,  # too many connections
-    1053,  # server shutdown in progress
-    1927,  # connection was killed (MariaDB)
-    1205,  # lock wait timeout
-    1213,  # deadlock
-    2003,  # can't connect
-    2006,  # server has gone away
-    2013,  # lost connection during query
-    2014,
-    2055,  # lost connection (network)
-}
-
-
-def is_transient(exc: BaseException) -> bool:
-    """True for connection-level failures worth retrying with backoff."""
-    if isinstance(exc, (ConnectionError, TimeoutError, OSError)):
-        return True
-    if isinstance(exc, pymysql.err.OperationalError | pymysql.err.InterfaceError):
-        code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
-        return code is None or code in _TRANSIENT_CODES or code >= 2000
-    return False
-
-
-# Errors that mean the database URL itself is wrong: no such database, bad credentials,
-# no privilege. Waiting does not fix them, so start-up fails with a config error.
-_URL_CODES = {
-    1044,  # access denied to the database
-    1045,  # access denied (user or password)
-    1049,  # unknown database
-    1142,  # command denied on a table
-}
-
 
 def url_error(url: DatabaseUrl, exc: BaseException) -> ConfigError | None:
     """A one-line ConfigError naming TRIGGERD_DATABASE_URL when `exc` says the URL itself
@@ -63,7 +31,7 @@ def url_error(url: DatabaseUrl, exc: BaseException) -> ConfigError | None:
     if not isinstance(exc, pymysql.err.MySQLError) or len(exc.args) < 2:
         return None
     code, message = exc.args[0], " ".join(str(exc.args[1]).split())
-    if code not in _URL_CODES:
+    if code not in URL_ERRORS:
         return None
     return ConfigError(f"TRIGGERD_DATABASE_URL: {url.redacted()}: {message} (MySQL error {code})")
 
@@ -71,10 +39,6 @@ def url_error(url: DatabaseUrl, exc: BaseException) -> ConfigError | None:
 class NotConnected(ConnectionError):
     """The pool is not open yet (the daemon is still waiting for the database): as
     transient as a refused connection, so the API answers 503 and /health says down."""
-
-
-def is_duplicate_key(exc: BaseException) -> bool:
-    return isinstance(exc, pymysql.err.IntegrityError) and bool(exc.args) and exc.args[0] == 1062
 
 
 class Database:

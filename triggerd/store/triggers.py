@@ -16,21 +16,22 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import orjson
-import pymysql
 
 from triggerd.api.validation import PAST_GRACE, TriggerDefinition, schedule_changed
 from triggerd.domain.models import Trigger
+from triggerd.domain.retry import Retry
 from triggerd.domain.timeutil import from_db, parse_iso_utc, to_db
 from triggerd.domain.timing import latest_due, next_occurrence
 from triggerd.store import schedule_rows
 from triggerd.store.db import Database
+from triggerd.store.mysql_errors import is_lock_conflict
 
 # The stored instant a schedule starts from; validation accepts one up to PAST_GRACE
 # in the past, and it must still fire.
 _ANCHOR_KEYS = {"time_scheduled": "run_at", "interval_scheduled": "first_run_at"}
 _COLUMNS = "id, name, type, status, config, version, created_at, updated_at"
-_DEADLOCK = 1213
-_ATTEMPTS = 3
+# A deadlock victim was rolled back whole, so running its transaction again is safe.
+_DEADLOCK_RETRY = Retry(tries=3, base=0.01, cap=0.1, log_level=logging.INFO)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -257,14 +258,8 @@ class TriggerStore:
 async def _retry_deadlocks(work: Callable[[], Awaitable[T]]) -> T:
     """Run a transaction again when InnoDB chose it as a deadlock victim (it was rolled
     back whole, so running it again is safe); the scheduler locks the same rows."""
-    for attempt in range(1, _ATTEMPTS + 1):
-        try:
-            return await work()
-        except pymysql.err.OperationalError as exc:
-            if attempt == _ATTEMPTS or not exc.args or exc.args[0] != _DEADLOCK:
-                raise
-            log.info("deadlock on a trigger write; retrying (attempt %d)", attempt + 1)
-    raise AssertionError("unreachable")
+    return await _DEADLOCK_RETRY.run(work, retry_on=is_lock_conflict, what="trigger write",
+                                     log=log)  # fmt: skip
 
 
 def _filters(*, type: str | None, status: str | None) -> tuple[str, dict[str, Any]]:

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from triggerd.domain.backoff import Backoff
+from triggerd.domain.retry import Retry
 from triggerd.store.db import is_transient
 
 log = logging.getLogger(__name__)
@@ -34,14 +34,5 @@ async def retry_transient(
 ) -> T:
     """Run `op` until it does not fail with a transient database error (server down,
     connection lost, deadlock), backing off in between. Other errors propagate."""
-    backoff = Backoff(base=base, cap=cap)
-    while True:
-        try:
-            return await op()
-        except Exception as exc:
-            if not is_transient(exc):
-                raise
-            delay = backoff.next()
-            if backoff.failures == 1 or backoff.failures % 10 == 0:
-                log.warning("%s failed (%s); retrying in %.1fs", what, exc, delay)
-            await asyncio.sleep(delay)
+    return await Retry(tries=None, base=base, cap=cap).run(op, retry_on=is_transient,
+                                                            what=what, log=log)  # fmt: skip

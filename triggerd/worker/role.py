@@ -1,14 +1,14 @@
-"""The `worker` role: consumes jobs and delivers them over HTTP, and relays the outbox.
+"""The `worker` role: consumes jobs and delivers them over HTTP.
 
-Two named tasks in one TaskGroup: `worker:consumer` (JobConsumer → JobProcessor) and
-`worker:relay` (OutboxRelay, which publishes retries and any job a fast path could not).
-The role owns the one aiohttp ClientSession all deliveries share; cancelling the role
-drains in-flight deliveries (consumer) before the session closes.
+JobConsumer → JobProcessor. A retry is written as "attempt n+1 is owed at t" and the
+process's outbox relay (a supervised component of its own, handed in here) publishes
+it when due; the processor tells the relay when to look. The role owns the one aiohttp
+ClientSession all deliveries share; cancelling the role drains in-flight deliveries
+before the session closes.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 
@@ -44,9 +44,9 @@ def new_http_session(concurrency: int) -> aiohttp.ClientSession:
 class WorkerRole:
     name = "worker"
 
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, relay: OutboxRelay) -> None:
         self.services = services
-        self.relay = OutboxRelay(services)
+        self.relay = relay
         self.consumer: JobConsumer | None = None
 
     async def run(self, ready: Callable[[], None]) -> None:
@@ -54,7 +54,5 @@ class WorkerRole:
         async with new_http_session(settings.worker_concurrency) as http:
             processor = JobProcessor(self.services, http, wake_relay=self.relay.wake_in)
             self.consumer = JobConsumer(self.services, processor.handle)
-            async with asyncio.TaskGroup() as group:
-                group.create_task(self.consumer.run(), name="worker:consumer")
-                group.create_task(self.relay.run(), name="worker:relay")
-                ready()
+            ready()
+            await self.consumer.run()
