@@ -304,11 +304,11 @@ class Dispatcher:
         for item in fired:
             self._unrecorded.pop(item.schedule_id, None)
             if item.schedule_id in ours and item.next_fire_at is not None:
-                self.window.hint(item.trigger_id, item.next_fire_at)
+                self.window.hint(item.next_fire_at)
         for failure in failed:
             self._unrecorded.pop(failure.schedule_id, None)
             if failure.schedule_id in ours:
-                self.window.hint(failure.trigger_id, failure.retry_at)
+                self.window.hint(failure.retry_at)
 
     # --------------------------------------------------------------- shutdown
 

@@ -2,7 +2,7 @@
 
 How it fits together (a reader's map of triggerd/scheduler/):
 
-- reconcile.py `Window` — an OccurrenceHeap (heap.py) of what is due soon, re-read from
+- reconcile.py `Window` — a WakeHeap (heap.py) of what is due soon, re-read from
   MySQL every `scheduler_reconcile_interval` and on a wake-up from the API;
 - loop.py (this module) — the planner: sleeps until the earliest entry is due minus the
   claim-ahead, then claims every due row in batches with a lease (store/schedules.py);
@@ -181,7 +181,7 @@ class SchedulerRole:
             reach = window.take_due(now + self.claim_ahead)
             while True:
                 if dispatcher.held >= self.max_held:
-                    window.hint("", utcnow(), reach)  # come back for the rest
+                    window.hint(utcnow(), reach)  # come back for the rest
                     return
                 now = utcnow()
                 if not await self._claim_batch(dispatcher, now, max(reach, now + self.claim_ahead)):

@@ -1,4 +1,4 @@
-"""The scheduler's window: an OccurrenceHeap of when something is due soon, kept in step
+"""The scheduler's window: a WakeHeap of when something is due soon, kept in step
 with MySQL.
 
 The heap only decides *when* the loop claims; the database decides *what*: the claim
@@ -34,7 +34,7 @@ import itertools
 from datetime import datetime, timedelta
 
 from triggerd.config import Settings
-from triggerd.scheduler.heap import Occurrence, OccurrenceHeap
+from triggerd.scheduler.heap import WakeHeap, WakePoint
 from triggerd.store import schedules
 from triggerd.store.db import Database
 
@@ -54,9 +54,9 @@ class Window:
         self.span = window_span(settings, claim_ahead)
         self.claim_ahead = timedelta(seconds=claim_ahead)
         self.max_lead = max_lead
-        self.heap = OccurrenceHeap()
+        self.heap = WakeHeap()
         self.horizon: datetime | None = None  # what the last reload covered
-        self._recording: list[tuple[Occurrence, datetime]] | None = None
+        self._recording: list[tuple[WakePoint, datetime]] | None = None
         # Entries are wake-up points, not rows: their ids only need to be unique.
         self._ids = itertools.count(-1, -1)
         # id -> how far the claim an entry starts must reach, when beyond the entry: the
@@ -72,7 +72,7 @@ class Window:
         """Rebuild the heap from the database; returns the number of due points.
         `claim_rate` (rows/s this process claims) sets how early a crowded second starts."""
         horizon = now + self.span
-        recorded: list[tuple[Occurrence, datetime]] = []
+        recorded: list[tuple[WakePoint, datetime]] = []
         self._recording = recorded
         try:
             pending, leases = await schedules.due_points(db, horizon)
@@ -89,46 +89,46 @@ class Window:
             at = last + self.claim_ahead + _AFTER
             entries.append(self._entry(at, at))
         self.heap.replace_all(entries)
-        for occ, reach in recorded:
-            self._push(occ, reach)
+        for point, reach in recorded:
+            self._push(point, reach)
         self.horizon = horizon
         return len(entries)
 
-    def hint(self, trigger_id: str, due: datetime, reach: datetime | None = None) -> None:
+    def hint(self, due: datetime, reach: datetime | None = None) -> None:
         """Look at `due` (a row this process inserted or re-queued), claiming up to `reach`
         (default `due`). Beyond the horizon it is left to a later reload, which will read
         it before it is due."""
         if self.horizon is not None and due > self.horizon:
             return
-        occ = Occurrence(due, next(self._ids), trigger_id)
+        point = WakePoint(due, next(self._ids))
         top = self.heap.peek()
-        self._push(occ, reach or due)
-        if top is None or due < top.fire_at:
+        self._push(point, reach or due)
+        if top is None or due < top.at:
             self.nudged.set()
         if self._recording is not None:
-            self._recording.append((occ, reach or due))
+            self._recording.append((point, reach or due))
 
-    def _entry(self, at: datetime, reach: datetime) -> Occurrence:
-        occ = Occurrence(at, next(self._ids), "")
+    def _entry(self, at: datetime, reach: datetime) -> WakePoint:
+        point = WakePoint(at, next(self._ids))
         if reach > at:
-            self._reach[occ.schedule_id] = reach
-        return occ
+            self._reach[point.key] = reach
+        return point
 
-    def _push(self, occ: Occurrence, reach: datetime) -> None:
-        self.heap.push(occ)
-        if reach > occ.fire_at:
-            self._reach[occ.schedule_id] = reach
+    def _push(self, point: WakePoint, reach: datetime) -> None:
+        self.heap.push(point)
+        if reach > point.at:
+            self._reach[point.key] = reach
 
     def next_due(self) -> datetime | None:
         top = self.heap.peek()
-        return top.fire_at if top is not None else None
+        return top.at if top is not None else None
 
     def take_due(self, until: datetime) -> datetime:
         """Drop the entries due by `until`; returns how far the claim that follows must
         reach: `until`, or further when a crowded second starts early."""
         reach = until
-        for occ in self.heap.pop_due(until):
-            far = self._reach.pop(occ.schedule_id, None)
+        for point in self.heap.pop_due(until):
+            far = self._reach.pop(point.key, None)
             if far is not None and far > reach:
                 reach = far
         return reach
