@@ -1,4 +1,4 @@
-"""JSON Schema compilation and payload violations (triggerd.api.payloads)."""
+"""JSON Schema compilation and payload violations (triggerd.domain.payloads)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from triggerd.api import payloads
-from triggerd.api.payloads import compile_schema, violations
+from triggerd.domain import payloads
 from triggerd.domain.errors import ValidationError
+from triggerd.domain.payloads import compile_schema, violations
 
 D07 = "http://json-schema.org/draft-07/schema#"
 D2020 = "https://json-schema.org/draft/2020-12/schema"

@@ -1,4 +1,4 @@
-"""Redaction of secrets and credential headers (triggerd.api.redact)."""
+"""Redaction of secrets and credential headers (triggerd.domain.redact)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from triggerd.api.redact import REDACTED, is_sensitive_name, redact_config, restore_redacted
+from triggerd.domain.redact import REDACTED, is_sensitive_name, redact_config, restore_redacted
 
 
 @pytest.mark.parametrize(

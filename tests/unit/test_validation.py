@@ -10,7 +10,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from triggerd.api.redact import REDACTED, redact_config
 from triggerd.api.validation import (
     TRIGGER_TYPES,
     TriggerDefinition,
@@ -19,6 +18,7 @@ from triggerd.api.validation import (
     validate_update,
 )
 from triggerd.domain.errors import ValidationError
+from triggerd.domain.redact import REDACTED, redact_config
 from triggerd.store.triggers import first_occurrence
 
 NOW = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)

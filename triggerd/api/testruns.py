@@ -20,12 +20,12 @@ from typing import Any
 from aiohttp import web
 
 from triggerd.api.http import json_response, read_json, read_raw_json
-from triggerd.api.payloads import encode_payload
 from triggerd.api.validation import validate_create
 from triggerd.api.webhook import ValidatorCache, check_payload, pipeline_of, unavailable
 from triggerd.domain.enums import Source
 from triggerd.domain.errors import NotFound, ValidationError
 from triggerd.domain.models import new_id, parse_uuid
+from triggerd.domain.payloads import encode_payload
 from triggerd.domain.timeutil import utcnow
 from triggerd.ingest.pipeline import PUBLISH_GRACE, IngestPipeline, IngestUnavailable, Overloaded
 from triggerd.services import Services

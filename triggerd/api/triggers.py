@@ -17,7 +17,6 @@ from typing import Any
 from aiohttp import web
 
 from triggerd.api.http import json_response, pagination, query_choice, query_int, read_json
-from triggerd.api.redact import redact_config
 from triggerd.api.validation import (
     STATUSES,
     TRIGGER_TYPES,
@@ -28,6 +27,7 @@ from triggerd.api.validation import (
 from triggerd.config import Settings
 from triggerd.domain.errors import ApiError, NotFound
 from triggerd.domain.models import new_id, parse_uuid
+from triggerd.domain.redact import redact_config
 from triggerd.domain.timeutil import to_iso, utcnow
 from triggerd.logs import log_context
 from triggerd.services import Services

@@ -27,9 +27,9 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from triggerd.api.payloads import check_storable, compile_schema
-from triggerd.api.redact import restore_redacted
 from triggerd.domain.errors import ValidationError
+from triggerd.domain.payloads import check_storable, compile_schema
+from triggerd.domain.redact import restore_redacted
 from triggerd.domain.timeutil import parse_duration, to_iso
 from triggerd.domain.timing import get_zone, next_cron, parse_run_at, validate_cron
 

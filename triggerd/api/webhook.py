@@ -34,9 +34,9 @@ from typing import Any
 from aiohttp import web
 
 from triggerd.api.http import parse_json, read_body
-from triggerd.api.payloads import Validator, compile_schema, encode_payload, violations
 from triggerd.domain.errors import ApiError, Conflict, NotFound, Unauthorized, ValidationError
 from triggerd.domain.models import Trigger, new_id, parse_uuid
+from triggerd.domain.payloads import Validator, compile_schema, encode_payload, violations
 from triggerd.domain.timeutil import utcnow
 from triggerd.ingest.pipeline import PUBLISH_GRACE, IngestPipeline, IngestUnavailable, Overloaded
 from triggerd.services import Services

@@ -43,8 +43,8 @@ from typing import Any, NoReturn
 import fastjsonschema
 import orjson
 
-from triggerd.api.refcycles import endless_ref_loop
 from triggerd.domain.errors import ValidationError
+from triggerd.domain.refcycles import endless_ref_loop
 
 Validator = Callable[[Any], Any]
 
