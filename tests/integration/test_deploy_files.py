@@ -459,7 +459,7 @@ if sys.argv[1] == "mdwe":
         pass
 import asyncio, ssl
 import aiohttp, aiokafka, aiomysql, croniter, fastjsonschema, orjson, pymysql
-import prometheus_client, prometheus_async, apispec, marshmallow
+import prometheus_client, prometheus_async, pydantic, pydantic_core
 import triggerd.cli
 from aiohttp import web
 assert ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int)(lambda x: x + 1)(41) == 42

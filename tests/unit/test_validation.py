@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from triggerd.api.validation import (
+from triggerd.domain.contract import (
     TRIGGER_TYPES,
     TriggerDefinition,
     schedule_changed,
@@ -345,7 +345,7 @@ def test_first_run_at_sent_back_is_ignored() -> None:
 
 def test_normalized_config_serializes() -> None:
     for kind in TRIGGER_TYPES:
-        orjson.dumps(create(body(kind, payload={"a": [1, None]})).config)
+        orjson.dumps(create(body(kind, payload={"a": [1, None]})).config.stored())
 
 
 # --- update ------------------------------------------------------------------------------
@@ -521,7 +521,7 @@ def only_validation_errors(data: Any, current: TriggerDefinition | None = None) 
         assert isinstance(err.field, str) and err.field
         return
     assert isinstance(result, TriggerDefinition)
-    orjson.dumps(result.config)
+    orjson.dumps(result.config.stored())
 
 
 @FUZZ

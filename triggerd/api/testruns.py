@@ -20,8 +20,8 @@ from typing import Any
 from aiohttp import web
 
 from triggerd.api.http import json_response, read_json, read_raw_json
-from triggerd.api.validation import validate_create
 from triggerd.api.webhook import ValidatorCache, check_payload, pipeline_of, unavailable
+from triggerd.domain.contract import TriggerConfig, validate_create
 from triggerd.domain.enums import Source
 from triggerd.domain.errors import NotFound, ValidationError
 from triggerd.domain.models import new_id, parse_uuid
@@ -29,19 +29,19 @@ from triggerd.domain.payloads import encode_payload
 from triggerd.domain.timeutil import utcnow
 from triggerd.ingest.pipeline import PUBLISH_GRACE, IngestPipeline, IngestUnavailable, Overloaded
 from triggerd.services import Services
-from triggerd.store.event_rows import EventRecord, delivery_snapshot
+from triggerd.store.event_rows import EventRecord
 from triggerd.store.events import fetch_trigger
 
 SOURCE = Source.MANUAL_TEST
 NOTE = "test run"
 
 
-def _record(trigger_id: str | None, name: str, kind: str, config: dict[str, Any],
+def _record(trigger_id: str | None, name: str, kind: str, config: TriggerConfig,
             payload: Any) -> EventRecord:  # fmt: skip
     now = utcnow()
     return EventRecord(
         id=new_id(), trigger_id=trigger_id, trigger_name=name, trigger_type=kind,
-        source=SOURCE, is_test_run=True, payload=payload, delivery=delivery_snapshot(config),
+        source=SOURCE, is_test_run=True, payload=payload, delivery=config.delivery(),
         fired_at=now, note=NOTE, publish_at=now + PUBLISH_GRACE,
         payload_json=encode_payload(payload),
     )  # fmt: skip
@@ -68,7 +68,7 @@ class TestRuns:
     async def ephemeral(self, request: web.Request) -> web.Response:
         definition = validate_create(await read_json(request), now=utcnow())
         config = definition.config
-        payload = config.get("payload", {})
+        payload = config.payload if config.has_payload else {}
         record = _record(None, definition.name, definition.type, config, payload)
         return await _fire(self.pipeline, record)
 
@@ -89,7 +89,7 @@ class TestRuns:
             if trigger.type == "webhook":
                 check_payload(self.validators.get(trigger), payload)
         else:
-            payload = trigger.config.get("payload", {})
+            payload = trigger.config.payload if trigger.config.has_payload else {}
         record = _record(trigger.id, trigger.name, trigger.type, trigger.config, payload)
         return await _fire(self.pipeline, record)
 

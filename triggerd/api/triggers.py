@@ -1,6 +1,6 @@
 """`/api/v1/triggers`: create, list, get, update and delete triggers (SPEC §3 "Triggers").
 
-Validation is `api.validation` (pure); the SQL, and the schedule rows that move with
+Validation is `domain.contract` (pure); the SQL, and the schedule rows that move with
 a trigger, are `store.triggers`. After every change the in-process scheduler is woken
 so it reloads at once. Configs leave the API through `redact_config` only.
 `POST /api/v1/triggers/test` and `/{id}/test` belong to `api.testruns`: this module
@@ -16,15 +16,15 @@ from typing import Any
 
 from aiohttp import web
 
-from triggerd.api.http import json_response, pagination, query_choice, query_int, read_json
-from triggerd.api.validation import (
-    STATUSES,
-    TRIGGER_TYPES,
+from triggerd.api.http import json_response, read_json
+from triggerd.config import Settings
+from triggerd.domain.contract import (
+    Pagination,
     TriggerDefinition,
+    TriggerListQuery,
     validate_create,
     validate_update,
 )
-from triggerd.config import Settings
 from triggerd.domain.errors import ApiError, NotFound
 from triggerd.domain.models import new_id, parse_uuid
 from triggerd.domain.redact import redact_config
@@ -40,9 +40,6 @@ COLLECTION = "/api/v1/triggers"
 # Any id but `test`: /api/v1/triggers/test is the test-run resource (api.testruns, POST
 # only), so GET or DELETE there is a 405 naming POST, not a 404 from this resource.
 ITEM = "/api/v1/triggers/{id:(?!test$)[^{}/]+}"
-DEFAULT_LIMIT = 20
-MAX_LIMIT = 100
-MAX_PAGE = 10_000_000
 
 
 def trigger_json(record: TriggerRecord, settings: Settings) -> dict[str, Any]:
@@ -59,7 +56,7 @@ def trigger_json(record: TriggerRecord, settings: Settings) -> dict[str, Any]:
         "name": trigger.name,
         "type": trigger.type,
         "status": trigger.status,
-        "config": redact_config(trigger.config),
+        "config": redact_config(trigger.config.stored()),
         "webhook_url": webhook_url,
         "next_scheduled_run": next_run,
         "created_at": to_iso(trigger.created_at),
@@ -89,17 +86,15 @@ class TriggerRoutes:
         )
 
     async def list(self, request: web.Request) -> web.Response:
-        page = query_int(request, "page", 1, 1, MAX_PAGE)
-        limit = query_int(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
-        kind = query_choice(request, "type", TRIGGER_TYPES)
-        status = query_choice(request, "status", STATUSES)
+        query = TriggerListQuery.parse(request.query)
+        page, limit = query.page, query.limit
         result = await self.store.list(
-            type=kind, status=status, limit=limit, offset=(page - 1) * limit
+            type=query.type, status=query.status, limit=limit, offset=(page - 1) * limit
         )
         return json_response(
             {
                 "triggers": [self._json(record) for record in result.records],
-                "pagination": pagination(page, limit, result.total),
+                "pagination": Pagination.of(page, limit, result.total),
             }
         )
 

@@ -34,6 +34,7 @@ from typing import Any
 from aiohttp import web
 
 from triggerd.api.http import parse_json, read_body
+from triggerd.domain.contract import WebhookConfig
 from triggerd.domain.errors import ApiError, Conflict, NotFound, Unauthorized, ValidationError
 from triggerd.domain.models import Trigger, new_id, parse_uuid
 from triggerd.domain.payloads import Validator, compile_schema, encode_payload, violations
@@ -41,7 +42,7 @@ from triggerd.domain.timeutil import utcnow
 from triggerd.ingest.pipeline import PUBLISH_GRACE, IngestPipeline, IngestUnavailable, Overloaded
 from triggerd.services import Services
 from triggerd.store.db import Database
-from triggerd.store.event_rows import EventRecord, delivery_snapshot
+from triggerd.store.event_rows import EventRecord
 from triggerd.store.events import fetch_trigger
 
 TRIGGER_TTL = 1.0
@@ -93,7 +94,8 @@ class ValidatorCache:
         if key in self._entries:
             self._entries.move_to_end(key)
             return self._entries[key]
-        schema = trigger.config.get("schema")
+        config = trigger.config
+        schema = config.json_schema if isinstance(config, WebhookConfig) else None
         validator = compile_schema(schema) if schema is not None else None
         self._entries[key] = validator
         while len(self._entries) > self.max_size:
@@ -157,9 +159,10 @@ class TargetCache:
         trigger = await fetch_trigger(self.db, trigger_id)
         if trigger is None or trigger.type != "webhook":
             return None
-        secret = trigger.config.get("secret")
-        return Target(trigger, self.validators.get(trigger), str(secret) if secret else None,
-                      delivery_snapshot(trigger.config))  # fmt: skip
+        config = trigger.config
+        secret = config.secret if isinstance(config, WebhookConfig) else None
+        return Target(trigger, self.validators.get(trigger), secret or None,
+                      config.delivery())  # fmt: skip
 
 
 def check_payload(validator: Validator | None, payload: Any) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from triggerd.domain.contract.configs import TriggerConfig, stored_config
 from triggerd.domain.enums import SCHEDULED_TYPES as _SCHEDULED
 from triggerd.domain.timeutil import from_db, to_iso
 
@@ -53,7 +54,7 @@ class Trigger:
     name: str
     type: str
     status: str
-    config: dict[str, Any]
+    config: TriggerConfig
     version: int
     created_at: datetime
     updated_at: datetime
@@ -68,7 +69,7 @@ class Trigger:
             name=row["name"],
             type=row["type"],
             status=row["status"],
-            config=orjson.loads(row["config"]),
+            config=stored_config(row["type"], orjson.loads(row["config"])),
             version=int(row["version"]),
             created_at=created,
             updated_at=updated,

@@ -16,12 +16,12 @@ from typing import Any
 
 import orjson
 
+from triggerd.domain.contract import TriggerConfig
 from triggerd.store.literals import json_hex, texts, times
 
 # Keys of a trigger's config that the worker needs to deliver; snapshotted into the
 # event so a later edit or delete of the trigger does not change an event in flight.
-DELIVERY_KEYS = ("endpoint", "http_method", "headers", "timeout_seconds", "retry",
-                 "signing_secret")  # fmt: skip
+DELIVERY_KEYS = TriggerConfig.DELIVERY_KEYS
 
 
 def delivery_snapshot(config: Mapping[str, Any]) -> dict[str, Any]:

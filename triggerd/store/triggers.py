@@ -17,18 +17,15 @@ from typing import Any, TypeVar
 
 import orjson
 
-from triggerd.api.validation import PAST_GRACE, TriggerDefinition, schedule_changed
+from triggerd.domain.contract import PAST_GRACE, TriggerConfig, TriggerDefinition, schedule_changed
+from triggerd.domain.enums import TriggerStatus, TriggerType
 from triggerd.domain.models import Trigger
 from triggerd.domain.retry import Retry
-from triggerd.domain.timeutil import from_db, parse_iso_utc, to_db
-from triggerd.domain.timing import latest_due, next_occurrence
+from triggerd.domain.timeutil import from_db, to_db
 from triggerd.store import schedule_rows
 from triggerd.store.db import Database
 from triggerd.store.mysql_errors import is_lock_conflict
 
-# The stored instant a schedule starts from; validation accepts one up to PAST_GRACE
-# in the past, and it must still fire.
-_ANCHOR_KEYS = {"time_scheduled": "run_at", "interval_scheduled": "first_run_at"}
 _COLUMNS = "id, name, type, status, config, version, created_at, updated_at"
 # A deadlock victim was rolled back whole, so running its transaction again is safe.
 _DEADLOCK_RETRY = Retry(tries=3, base=0.01, cap=0.1, log_level=logging.INFO)
@@ -52,9 +49,8 @@ class TriggerPage:
 
 
 def definition_of(trigger: Trigger) -> TriggerDefinition:
-    return TriggerDefinition(
-        name=trigger.name, type=trigger.type, status=trigger.status, config=trigger.config
-    )
+    kind, status = TriggerType(trigger.type), TriggerStatus(trigger.status)
+    return TriggerDefinition(name=trigger.name, type=kind, status=status, config=trigger.config)
 
 
 def first_occurrence(
@@ -63,22 +59,17 @@ def first_occurrence(
     """When a new (or re-timed) schedule fires first: its next occurrence after now,
     except that a new `run_at` / `start_at` that validation accepted inside its grace
     (up to PAST_GRACE ago) still fires, at once, instead of being skipped."""
-    anchor = _anchor(definition)
+    config = definition.config
+    anchor = config.anchor()
     if (
         anchor is not None
         and now - PAST_GRACE <= anchor <= now
-        and (previous is None or _anchor(previous) != anchor)
+        and (previous is None or previous.config.anchor() != anchor)
     ):
         # The latest occurrence due by now: an interval shorter than the grace must not
         # fire start_at and the grid points after it in a burst.
-        return latest_due(definition.type, definition.config, now) or anchor
-    return next_occurrence(definition.type, definition.config, now)
-
-
-def _anchor(definition: TriggerDefinition) -> datetime | None:
-    key = _ANCHOR_KEYS.get(definition.type)
-    value = definition.config.get(key) if key else None
-    return parse_iso_utc(value) if isinstance(value, str) else None
+        return config.latest_due(now) or anchor
+    return config.next_occurrence(now)
 
 
 class TriggerStore:
@@ -210,16 +201,15 @@ class TriggerStore:
                     # A new schedule starts from its own first occurrence; an unchanged
                     # one resumes after now: no burst of the occurrences missed while
                     # inactive.
-                    fire_at = first_occurrence(new, now, old) if retimed else next_occurrence(
-                        new.type, new.config, now
-                    )
+                    fire_at = (first_occurrence(new, now, old) if retimed
+                               else new.config.next_occurrence(now))  # fmt: skip
                     # A held occurrence fires at its time anyway: when the schedule also
                     # fires then, that firing is it, and the schedule goes on from the
                     # next one (its row is taken: inserting it would add nothing, and
                     # settle_held would leave the trigger with no occurrence at all).
                     taken = {to_db(due) for _, due in held}
                     while fire_at is not None and to_db(fire_at) in taken:
-                        fire_at = next_occurrence(new.type, new.config, fire_at)
+                        fire_at = new.config.next_occurrence(fire_at)
                     if fire_at is not None:
                         await schedule_rows.insert_occurrence(cur, trigger_id, fire_at, now)
             next_run = await schedule_rows.next_pending(cur, trigger_id)
@@ -273,6 +263,6 @@ def _filters(*, type: str | None, status: str | None) -> tuple[str, dict[str, An
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 
 
-def _dump(config: dict[str, Any]) -> str:
-    return orjson.dumps(config).decode()
+def _dump(config: TriggerConfig) -> str:
+    return orjson.dumps(config.stored()).decode()
 
