@@ -1,4 +1,4 @@
-"""Trigger definition validation and normalization (triggerd.api.validation)."""
+"""Trigger definition validation and normalization (triggerd.domain.contract)."""
 
 from __future__ import annotations
 

@@ -44,7 +44,7 @@ class EventRecord:
     publish_at: datetime | None = None  # outbox: None when already published
     published_at: datetime | None = None
     execution_status: str = "pending"
-    # `payload` already encoded (api.payloads.encode_payload), when the writer has it.
+    # `payload` already encoded (domain.payloads.encode_payload), when the writer has it.
     payload_json: bytes | None = field(default=None, compare=False, repr=False)
 
     def payload_bytes(self) -> bytes:
