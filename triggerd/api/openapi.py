@@ -4,8 +4,9 @@ pydantic writes JSON Schema 2020-12; OpenAPI 3.0 speaks an older dialect, so eac
 schema is translated: `anyOf [X, null]` -> X with `nullable`, `const` -> a one-value
 `enum`, numeric `exclusiveMinimum` -> `minimum` + `exclusiveMinimum: true`, `examples`
 -> `example`, a `$ref` with siblings -> `allOf [$ref]` beside them, and a nullable
-`enum` lists null. Titles are dropped (the component's name says it) and `required`
-is sorted.
+`enum` lists null. Titles are dropped (the component's name says it), so are
+`propertyNames` and `patternProperties`, which OpenAPI 3.0 lacks (the document then
+says less about a mapping's keys than the validator checks), and `required` is sorted.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from triggerd.domain.contract import QueryModel
 Schema = dict[str, Any]
 REF = "#/components/schemas/"
 _TEMPLATE = REF + "{model}"
-_MAPS = ("properties", "patternProperties", "$defs")
-_ONE = ("items", "additionalProperties", "not", "contains", "propertyNames")
+_MAPS = ("properties", "$defs")
+_ONE = ("items", "additionalProperties", "not", "contains")
+_DROPPED = ("title", "propertyNames")  # names say it; OpenAPI 3.0 has no propertyNames
 _MANY = ("anyOf", "oneOf", "allOf", "prefixItems")
 
 
@@ -45,9 +47,12 @@ def convert(schema: Any) -> Any:
     _nulls(schema)
     out: Schema = {}
     for key, value in schema.items():
-        if key == "title":
+        if key in _DROPPED:
             continue
-        if key in _MAPS:
+        if key == "patternProperties":  # OpenAPI 3.0 has none: any key, values as given
+            if "additionalProperties" not in schema and len(value) == 1:
+                out["additionalProperties"] = convert(next(iter(value.values())))
+        elif key in _MAPS:
             out[key] = {name: convert(sub) for name, sub in value.items()}
         elif key in _ONE:
             out[key] = convert(value)

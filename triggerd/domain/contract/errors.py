@@ -48,7 +48,8 @@ def raise_first(exc: pydantic.ValidationError, at: Sequence[str] = (), *,
     shallowest unknown key first (as a reader scans the body)."""
     errors = sorted(exc.errors(include_url=False), key=_precedence)
     error = errors[0]
-    loc = [str(part) for part in error["loc"]]
+    # A fault in a mapping's key is named by the key (pydantic adds a "[key]" step).
+    loc = [str(part) for part in error["loc"] if part != "[key]"]
     if loc and loc[0] in tags:  # the discriminated union names the chosen shape first
         loc = loc[1:]
     path = [*at, *loc]
