@@ -24,13 +24,14 @@ _MESSAGES = {
 
 
 def validated(model: type[M], data: Any, *, context: dict[str, Any] | None = None,
-              at: Sequence[str] = ()) -> M:  # fmt: skip
+              at: Sequence[str] = (), depth: int | None = None) -> M:  # fmt: skip
     """`model` from `data`, or the ValidationError of its first fault; `at` is where
-    `data` sits in the body (`("config",)`)."""
+    `data` sits in the body (`("config",)`); `depth` cuts the field's path (a query
+    parameter is named, not the place of a bad value in its list)."""
     try:
         return model.model_validate(data, context=context)
     except pydantic.ValidationError as exc:
-        raise_first(exc, at)
+        raise_first(exc, at, depth=depth)
 
 
 def adapted(adapter: TypeAdapter[Any], data: Any, *, context: dict[str, Any] | None = None,
@@ -43,7 +44,7 @@ def adapted(adapter: TypeAdapter[Any], data: Any, *, context: dict[str, Any] | N
 
 
 def raise_first(exc: pydantic.ValidationError, at: Sequence[str] = (), *,
-                tags: Sequence[str] = ()) -> NoReturn:  # fmt: skip
+                tags: Sequence[str] = (), depth: int | None = None) -> NoReturn:  # fmt: skip
     """Raise the ValidationError of the first fault: unknown keys before the rest, the
     shallowest unknown key first (as a reader scans the body)."""
     errors = sorted(exc.errors(include_url=False), key=_precedence)
@@ -66,7 +67,7 @@ def raise_first(exc: pydantic.ValidationError, at: Sequence[str] = (), *,
         message = _MESSAGES.get(kind) or f"must be one of {', '.join(tags)}"
     else:
         message = _MESSAGES.get(kind) or _lower(error["msg"])
-    raise ValidationError(".".join(path) or "body", message) from None
+    raise ValidationError(".".join(path[:depth]) or "body", message) from None
 
 
 def _precedence(error: ErrorDetails) -> tuple[int, int]:

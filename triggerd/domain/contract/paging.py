@@ -92,7 +92,7 @@ class QueryModel(Model):
                     _as_list(query[name]))
             else:
                 data[name] = query[name]
-        return validated(cls, data)
+        return validated(cls, data, depth=1)
 
 
 def _as_list(value: Any) -> list[Any]:
