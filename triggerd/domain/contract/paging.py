@@ -87,9 +87,9 @@ class QueryModel(Model):
         for name in cls.model_fields:
             if name not in query:
                 continue
-            if name in many:
-                data[name] = list(query.getall(name)) if hasattr(query, "getall") else (
-                    _as_list(query[name]))
+            if name in many:  # an empty value is no value here too
+                given = query.getall(name) if hasattr(query, "getall") else _as_list(query[name])
+                data[name] = [value for value in given if value != ""]
             else:
                 data[name] = query[name]
         return validated(cls, data, depth=1)
