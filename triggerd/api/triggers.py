@@ -57,6 +57,7 @@ def trigger_json(record: TriggerRecord, settings: Settings) -> dict[str, Any]:
         "type": trigger.type,
         "status": trigger.status,
         "config": redact_config(trigger.config.stored()),
+        "labels": dict(trigger.labels),
         "webhook_url": webhook_url,
         "next_scheduled_run": next_run,
         "created_at": to_iso(trigger.created_at),
@@ -89,7 +90,8 @@ class TriggerRoutes:
         query = TriggerListQuery.parse(request.query)
         page, limit = query.page, query.limit
         result = await self.store.list(
-            type=query.type, status=query.status, limit=limit, offset=(page - 1) * limit
+            type=query.type, status=query.status, label=query.label or (), limit=limit,
+            offset=(page - 1) * limit,
         )
         return json_response(
             {

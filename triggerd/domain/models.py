@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import re
 import uuid
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -58,6 +59,7 @@ class Trigger:
     version: int
     created_at: datetime
     updated_at: datetime
+    labels: Mapping[str, str] = field(default_factory=dict)  # kept in their own table
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Trigger:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -22,7 +22,7 @@ from triggerd.domain.enums import TriggerStatus, TriggerType
 from triggerd.domain.models import Trigger
 from triggerd.domain.retry import Retry
 from triggerd.domain.timeutil import from_db, to_db
-from triggerd.store import schedule_rows
+from triggerd.store import labels, schedule_rows
 from triggerd.store.db import Database
 from triggerd.store.mysql_errors import is_lock_conflict
 
@@ -50,7 +50,8 @@ class TriggerPage:
 
 def definition_of(trigger: Trigger) -> TriggerDefinition:
     kind, status = TriggerType(trigger.type), TriggerStatus(trigger.status)
-    return TriggerDefinition(name=trigger.name, type=kind, status=status, config=trigger.config)
+    return TriggerDefinition(name=trigger.name, type=kind, status=status, config=trigger.config,
+                             labels=trigger.labels)  # fmt: skip
 
 
 def first_occurrence(
@@ -98,6 +99,7 @@ class TriggerStore:
                     "now": to_db(now),
                 },
             )
+            await labels.replace(cur, trigger_id, definition.labels, fresh=True)
             if fire_at is not None:
                 await schedule_rows.insert_occurrence(cur, trigger_id, fire_at, now)
         stored = now.replace(microsecond=now.microsecond // 1000 * 1000)
@@ -110,6 +112,7 @@ class TriggerStore:
             version=1,
             created_at=stored,
             updated_at=stored,
+            labels=dict(definition.labels),
         )
         return TriggerRecord(trigger, fire_at)
 
@@ -122,12 +125,15 @@ class TriggerStore:
         )
         if row is None:
             return None
-        return TriggerRecord(Trigger.from_row(row), from_db(row["next_run"]))
+        found = await labels.of(self.db, [trigger_id])
+        trigger = replace(Trigger.from_row(row), labels=found.get(trigger_id, {}))
+        return TriggerRecord(trigger, from_db(row["next_run"]))
 
-    async def list(self, *, type: str | None, status: str | None, limit: int,
-                   offset: int) -> TriggerPage:  # fmt: skip
-        """A page, newest first, with the total; the page's next runs in one query."""
-        where, params = _filters(type=type, status=status)
+    async def list(self, *, type: str | None, status: str | None, limit: int, offset: int,
+                   label: Sequence[labels.Selector] = ()) -> TriggerPage:  # fmt: skip
+        """A page, newest first, with the total; the page's next runs and labels in one
+        query each. `label`: only triggers carrying every one of these labels."""
+        where, params = _filters(type=type, status=status, label=label)
         count = await self.db.fetchone(f"SELECT COUNT(*) AS n FROM triggers{where}", params)
         total = int(count["n"]) if count else 0
         if offset >= total:
@@ -137,7 +143,9 @@ class TriggerStore:
             " ORDER BY created_at DESC, id DESC LIMIT %(limit)s OFFSET %(offset)s",
             {**params, "limit": limit, "offset": offset},
         )
-        triggers = [Trigger.from_row(row) for row in rows]
+        found = await labels.of(self.db, [row["id"] for row in rows])
+        triggers = [replace(Trigger.from_row(row), labels=found.get(row["id"], {}))
+                    for row in rows]  # fmt: skip
         next_runs = await self._next_runs([t.id for t in triggers if t.is_scheduled])
         return TriggerPage([TriggerRecord(t, next_runs.get(t.id)) for t in triggers], total)
 
@@ -179,9 +187,16 @@ class TriggerStore:
             row = await cur.fetchone()
             if row is None:
                 return None
-            current = Trigger.from_row(row)
+            await cur.execute(
+                "SELECT label_key, label_value FROM trigger_labels WHERE trigger_id = %(id)s",
+                {"id": trigger_id},
+            )
+            held_labels = {r["label_key"]: r["label_value"] for r in await cur.fetchall()}
+            current = replace(Trigger.from_row(row), labels=held_labels)
             old = definition_of(current)
             new = change(old)
+            if new.labels != old.labels:
+                await labels.replace(cur, trigger_id, new.labels)
             await cur.execute(
                 "UPDATE triggers SET name = %(name)s, status = %(status)s, config = %(config)s,"
                 " version = version + 1, updated_at = %(now)s WHERE id = %(id)s",
@@ -226,6 +241,7 @@ class TriggerStore:
             version=current.version + 1,
             created_at=current.created_at,
             updated_at=stored,
+            labels=dict(new.labels),
         )
         return TriggerRecord(trigger, next_run if current.is_scheduled else None)
 
@@ -240,6 +256,7 @@ class TriggerStore:
             )
             if not deleted:
                 return False
+            await labels.replace(cur, trigger_id, {})
             held = await schedule_rows.cancel_pending(cur, trigger_id, now)
         await schedule_rows.settle_held(self.db, trigger_id, held, now)
         return True
@@ -252,8 +269,9 @@ async def _retry_deadlocks(work: Callable[[], Awaitable[T]]) -> T:
                                      log=log)  # fmt: skip
 
 
-def _filters(*, type: str | None, status: str | None) -> tuple[str, dict[str, Any]]:
-    clauses, params = [], {}
+def _filters(*, type: str | None, status: str | None,
+             label: Sequence[labels.Selector]) -> tuple[str, dict[str, Any]]:  # fmt: skip
+    clauses, params = labels.filters(label)
     if type is not None:
         clauses.append("type = %(type)s")
         params["type"] = type

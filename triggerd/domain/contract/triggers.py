@@ -3,7 +3,7 @@ as the API returns it, the list and its query; and `TriggerDefinition`, the vali
 trigger the store writes."""
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -19,6 +19,7 @@ from triggerd.domain.contract.configs import (
     stored_config,
 )
 from triggerd.domain.contract.fields import AnyJson, Choice, Text, invalid
+from triggerd.domain.contract.labels import Labels, LabelSelector
 from triggerd.domain.contract.paging import Pagination, QueryInt, QueryModel
 from triggerd.domain.enums import TriggerStatus, TriggerType, values
 
@@ -36,6 +37,7 @@ StatusChoice = Annotated[TriggerStatus, Choice(values(TriggerStatus), convert=Tr
 class _Create(RequestModel):
     name: Name
     status: Status = TriggerStatus.ACTIVE
+    labels: Labels = Field(default_factory=dict)
 
 
 class WebhookTriggerCreate(_Create):
@@ -84,6 +86,7 @@ class TriggerUpdate(RequestModel):
     name: Name | None = None
     type: Annotated[Type | None, Field(description="May be repeated, cannot be changed")] = None
     status: Status | None = None
+    labels: Annotated[Labels | None, Field(description="Replaces the whole set")] = None
     config: Annotated[dict[str, Any] | None, NewConfig] = Field(
         None, description="A new config, replacing the old one and validated as on create; its "
                           "shape is the one of the trigger's type")  # fmt: skip
@@ -103,6 +106,7 @@ class TriggerDefinition:
     type: TriggerType
     status: TriggerStatus
     config: TriggerConfig
+    labels: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         kind = TriggerType(self.type)
@@ -125,6 +129,7 @@ class Trigger(Model):
         description="The normalized config: defaults filled in, run_in resolved to run_at, "
                     "interval triggers anchored by first_run_at; secrets shown as "
                     "`***`")  # fmt: skip
+    labels: dict[str, str] = Field(description="The trigger's labels; {} when none")
     webhook_url: str | None = Field(
         description="Where to POST events (webhook triggers); null for other types")
     next_scheduled_run: datetime | None = Field(
@@ -147,6 +152,9 @@ class TriggerListQuery(QueryModel):
 
     type: Type | None = Field(None, description="Only triggers of this type")
     status: StatusChoice | None = Field(None, description="Only triggers with this status")
+    label: list[Annotated[tuple[str, str | None], LabelSelector()]] | None = Field(
+        None, description="Only triggers carrying this label: key:value, or key: for any "
+                          "value; repeated, all must match")  # fmt: skip
     page: Annotated[int, QueryInt(1, MAX_PAGE)] = Field(
         1, description="1-based page number; past the last page the list is empty")
     limit: Annotated[int, QueryInt(1, MAX_LIMIT)] = Field(20, description="Page size")

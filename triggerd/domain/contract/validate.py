@@ -19,7 +19,8 @@ def validate_create(body: object, *, now: datetime) -> TriggerDefinition:
         raise ValidationError("body", "must be a JSON object")
     created = adapted(CREATE, body, context={"now": now}, tags=_TAGS)
     return TriggerDefinition(name=created.name, type=TriggerType(created.type),
-                             status=created.status, config=created.config)  # fmt: skip
+                             status=created.status, config=created.config,
+                             labels=created.labels)  # fmt: skip
 
 
 def validate_update(
@@ -45,6 +46,7 @@ def validate_update(
         type=current.type,
         status=current.status if update.status is None else update.status,
         config=config,
+        labels=current.labels if update.labels is None else update.labels,
     )
 
 
