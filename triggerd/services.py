@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from triggerd.bus.producer import Bus
 from triggerd.config import Settings
 from triggerd.metrics import Metrics
+from triggerd.store.changes import TriggerChanges
 from triggerd.store.db import Database
 
 
@@ -32,22 +33,6 @@ class Wakeup:
         return self._event.is_set()
 
 
-class TriggerChanges:
-    """Tells in-process caches of trigger rows (webhook ingestion's) that a trigger was
-    updated or deleted here, so the next request reads it again: a client that
-    deactivates a trigger and posts to it at once gets its 409."""
-
-    def __init__(self) -> None:
-        self._listeners: list[Callable[[str], None]] = []
-
-    def subscribe(self, listener: Callable[[str], None]) -> None:
-        self._listeners.append(listener)
-
-    def notify(self, trigger_id: str) -> None:
-        for listener in self._listeners:
-            listener(trigger_id)
-
-
 @dataclass
 class Services:
     settings: Settings
@@ -61,3 +46,7 @@ class Services:
     component_states: Callable[[], dict[str, str]] = dict
     # False until the database answered and the schema was checked.
     uses_kafka: bool = True
+
+    def __post_init__(self) -> None:
+        # A trigger change in this process may move what is due soon: reload at once.
+        self.trigger_changes.subscribe(lambda _trigger_id: self.wakeup.notify())

@@ -68,7 +68,7 @@ def trigger_json(record: TriggerRecord, settings: Settings) -> dict[str, Any]:
 class TriggerRoutes:
     def __init__(self, services: Services) -> None:
         self.services = services
-        self.store = TriggerStore(services.db)
+        self.store = TriggerStore(services.db, services.trigger_changes)
 
     def _json(self, record: TriggerRecord) -> dict[str, Any]:
         return trigger_json(record, self.services.settings)
@@ -80,7 +80,6 @@ class TriggerRoutes:
         trigger_id = new_id()
         with log_context(trigger_id=trigger_id):
             record = await self.store.create(definition, trigger_id, now)
-            self.services.wakeup.notify()
             log.info("trigger created (%s, %s)", definition.type, definition.status)
         return json_response(
             self._json(record), status=201, headers={"Location": f"{COLLECTION}/{trigger_id}"}
@@ -119,8 +118,6 @@ class TriggerRoutes:
             record = await self.store.update(trigger_id, change, now)
             if record is None:
                 raise _not_found()
-            self.services.trigger_changes.notify(trigger_id)
-            self.services.wakeup.notify()
             log.info("trigger updated (version %d)", record.trigger.version)
         return json_response(self._json(record))
 
@@ -129,8 +126,6 @@ class TriggerRoutes:
         with log_context(trigger_id=trigger_id):
             if not await self.store.delete(trigger_id, utcnow()):
                 raise _not_found()
-            self.services.trigger_changes.notify(trigger_id)
-            self.services.wakeup.notify()
             log.info("trigger deleted")
         return web.Response(status=204)
 

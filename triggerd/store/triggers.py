@@ -23,6 +23,7 @@ from triggerd.domain.models import Trigger
 from triggerd.domain.retry import Retry
 from triggerd.domain.timeutil import from_db, to_db
 from triggerd.store import labels, schedule_rows
+from triggerd.store.changes import TriggerChanges
 from triggerd.store.db import Database
 from triggerd.store.mysql_errors import is_lock_conflict
 
@@ -76,8 +77,9 @@ def first_occurrence(
 class TriggerStore:
     """All SQL on the `triggers` table; one method per query or transaction."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, changes: TriggerChanges | None = None) -> None:
         self.db = db
+        self.changes = changes or TriggerChanges()
 
     async def create(self, definition: TriggerDefinition, trigger_id: str,
                      now: datetime) -> TriggerRecord:  # fmt: skip
@@ -102,6 +104,7 @@ class TriggerStore:
             await labels.replace(cur, trigger_id, definition.labels, fresh=True)
             if fire_at is not None:
                 await schedule_rows.insert_occurrence(cur, trigger_id, fire_at, now)
+        self.changes.notify(trigger_id)
         stored = now.replace(microsecond=now.microsecond // 1000 * 1000)
         trigger = Trigger(
             id=trigger_id,
@@ -171,7 +174,10 @@ class TriggerStore:
         """Lock the row, apply `change` (validation: it may raise, and then nothing is
         written), write it with version + 1 and, when the schedule or the status changed,
         cancel pending occurrences and insert the next one after now. None: no such id."""
-        return await _retry_deadlocks(lambda: self._update(trigger_id, change, now))
+        record = await _retry_deadlocks(lambda: self._update(trigger_id, change, now))
+        if record is not None:
+            self.changes.notify(trigger_id)
+        return record
 
     async def _update(
         self,
@@ -247,7 +253,10 @@ class TriggerStore:
 
     async def delete(self, trigger_id: str, now: datetime) -> bool:
         """Cancel the pending occurrences and delete the row; events stay. False: no such id."""
-        return await _retry_deadlocks(lambda: self._delete(trigger_id, now))
+        deleted = await _retry_deadlocks(lambda: self._delete(trigger_id, now))
+        if deleted:
+            self.changes.notify(trigger_id)
+        return deleted
 
     async def _delete(self, trigger_id: str, now: datetime) -> bool:
         async with self.db.transaction() as cur:
