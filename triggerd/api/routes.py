@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from triggerd.api import docs, events, testruns, triggers, webhook
+from triggerd.api import console, docs, events, testruns, triggers, webhook
 from triggerd.services import Services
 
 
@@ -13,4 +13,5 @@ def setup(app: web.Application, services: Services) -> None:
     testruns.add_routes(app, services)
     webhook.add_routes(app, services)
     events.add_routes(app, services)
-    docs.setup(app)  # last: it documents every route registered above
+    docs.setup(app)  # it documents every route registered above
+    console.add_routes(app)  # the console's page and files: not API operations

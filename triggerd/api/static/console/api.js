@@ -1,0 +1,146 @@
+// The public HTTP API, and the API key of this browser tab.
+//
+// URLs are relative to the page (served at <prefix>/ui), so the console works behind a
+// proxy that mounts the daemon under a prefix. A 401 asks for a key, keeps it in
+// sessionStorage (this tab only, gone when it closes) and retries. A key that may only
+// read turns the console read-only: write controls are hidden (CSS on body.read-only,
+// and pages do not build them).
+import { h } from './dom.js';
+
+const KEY_ITEM = 'triggerd.apiKey';
+const BASE = new URL('.', window.location.href);
+// An id no event has: a replay of it changes nothing. A write key gets 404, a read key
+// 403 (read keys may call GET routes only).
+const PROBE = 'api/v1/events/00000000-0000-0000-0000-000000000000/replay';
+
+export const access = { readOnly: false, listeners: new Set() };
+
+export class ApiError extends Error {
+  constructor(status, body) {
+    const error = (body && body.error) || {};
+    super(error.message || `HTTP ${status}`);
+    this.status = status;
+    this.code = error.code || `http_${status}`;
+    this.details = error.details ?? null;
+    this.field = (error.details && typeof error.details === 'object' && error.details.field) || null;
+  }
+}
+
+export function apiKey() {
+  return window.sessionStorage.getItem(KEY_ITEM);
+}
+
+export function forgetKey() {
+  window.sessionStorage.removeItem(KEY_ITEM);
+  setReadOnly(false);
+}
+
+function setReadOnly(readOnly) {
+  if (access.readOnly === readOnly) return;
+  access.readOnly = readOnly;
+  document.body.classList.toggle('read-only', readOnly);
+  for (const listener of access.listeners) listener(readOnly);
+}
+
+function url(path, query) {
+  const target = new URL(path.replace(/^\//, ''), BASE);
+  for (const [name, value] of Object.entries(query || {})) {
+    for (const one of [value].flat()) {
+      if (one !== '' && one !== null && one !== undefined) target.searchParams.append(name, one);
+    }
+  }
+  return target;
+}
+
+async function send(method, path, query, body) {
+  const headers = { Accept: 'application/json' };
+  const key = apiKey();
+  if (key) headers.Authorization = `Bearer ${key}`;
+  const init = { method, headers, credentials: 'omit', cache: 'no-store' };
+  if (body !== undefined) {
+    headers['Content-Type'] = 'application/json';
+    init.body = JSON.stringify(body);
+  }
+  const response = await fetch(url(path, query), init);
+  let data = null;
+  if (response.status !== 204) {
+    try { data = await response.json(); } catch { data = null; }
+  }
+  return { status: response.status, ok: response.ok, data };
+}
+
+// `api('GET', 'api/v1/triggers', {query: {page: 2}})` → the parsed body, or throws ApiError.
+export async function api(method, path, { query, body } = {}) {
+  for (;;) {
+    const reply = await send(method, path, query, body);
+    if (reply.ok) return reply.data;
+    if (reply.status === 401) {
+      await askForKey(new ApiError(401, reply.data).message);
+      continue;
+    }
+    if (reply.status === 403 && method !== 'GET') setReadOnly(true);
+    throw new ApiError(reply.status, reply.data);
+  }
+}
+
+// /health answers 503 with the same body when something is down: both are an answer.
+export async function health() {
+  const reply = await send('GET', 'health');
+  if (reply.data && reply.data.checks) return reply.data;
+  throw new ApiError(reply.status, reply.data);
+}
+
+// Decide once per key whether it may write, before any page shows a write control.
+export async function probeAccess() {
+  try {
+    await api('POST', PROBE);
+    setReadOnly(false);
+  } catch (error) {
+    setReadOnly(error.status === 403);
+  }
+}
+
+// --- the key prompt ----------------------------------------------------------------------
+
+let pending = null;
+
+export function askForKey(reason) {
+  if (!pending) {
+    // The new key may be a read key: probe it before anyone goes on.
+    pending = prompt(reason).then(() => { pending = null; return probeAccess(); });
+  }
+  return pending;
+}
+
+function prompt(reason) {
+  return new Promise((resolve) => {
+    const input = h('input', {
+      id: 'api-key', type: 'password', autocomplete: 'off', required: true,
+      'aria-describedby': 'api-key-help',
+    });
+    const dialog = h('dialog', { class: 'key-dialog', 'aria-labelledby': 'api-key-title' });
+    const form = h('form', {
+      onsubmit: (event) => {
+        event.preventDefault();
+        const key = input.value.trim();
+        if (!key) return;
+        window.sessionStorage.setItem(KEY_ITEM, key);
+        dialog.close();
+        dialog.remove();
+        resolve();
+      },
+    },
+    h('h2', { id: 'api-key-title' }, 'API key needed'),
+    h('p', { id: 'api-key-help' }, apiKey()
+      ? 'That key was not accepted. Enter another one.'
+      : 'This daemon requires an API key. It is kept for this browser tab only.'),
+    reason ? h('p', { class: 'muted' }, reason) : null,
+    h('label', { for: 'api-key' }, 'API key'), input,
+    h('div', { class: 'actions' }, h('button', { type: 'submit', class: 'primary' }, 'Use this key')));
+    dialog.append(form);
+    dialog.addEventListener('cancel', (event) => event.preventDefault());  // a key is needed
+    document.body.append(dialog);
+    dialog.showModal();
+    input.focus();
+  });
+}
