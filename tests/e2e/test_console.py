@@ -38,6 +38,7 @@ SHOTS = Path(__file__).resolve().parents[2] / "docs" / "console"
 WIDE = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 XSS = "<img src=x onerror=alert(1)>"
+AXE = Path(__file__).resolve().parent / "axe" / "axe.min.js"  # vendored: see axe/README.txt
 BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                 "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
 
@@ -150,6 +151,19 @@ async def shot(page: Any, name: str) -> None:
     await page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
+async def accessibility_problems(page: Any) -> list[str]:
+    """axe-core's serious and critical violations on the page as it is now. The script is
+    evaluated over the DevTools protocol, which the page's CSP does not govern."""
+    if not await page.evaluate("() => typeof window.axe !== 'undefined'"):
+        await page.evaluate(AXE.read_text(encoding="utf-8"))
+    result = await page.evaluate(
+        "() => axe.run(document, {resultTypes: ['violations']}).then(r => r.violations"
+        ".filter(v => v.impact === 'serious' || v.impact === 'critical')"
+        ".map(v => `${v.id} (${v.impact}): ${v.nodes.map(n => n.target.join(' ')).join(', ')}`))"
+    )
+    return list(result)
+
+
 async def poll(probe: Callable[[], Awaitable[Any]], what: str, timeout: float = 20) -> Any:
     return await wait_until(probe, timeout=timeout, interval=0.2, what=what)
 
@@ -192,6 +206,7 @@ async def test_the_console_asks_for_a_key_and_shows_the_overview(stack: Stack) -
     await page.get_by_label("API key", exact=True).fill("wrong-key")
     await page.get_by_role("button", name="Use this key").click()
     await page.get_by_text("That key was not accepted").wait_for()
+    assert await accessibility_problems(page) == []  # the prompt too
     await page.get_by_label("API key", exact=True).fill(KEY)
     await page.get_by_role("button", name="Use this key").click()
     await page.get_by_role("heading", name="Health", exact=True).wait_for()
@@ -304,6 +319,8 @@ async def test_delete_asks_for_a_confirmation(stack: Stack, tab: Any) -> None:
     await go(page, f"#/triggers/{trigger['id']}", "to delete")
     await page.get_by_role("button", name="Delete…").click()
     confirm = page.get_by_role("dialog", name="Delete this trigger?")
+    await confirm.wait_for()
+    assert await accessibility_problems(page) == []
     await confirm.get_by_role("button", name="Cancel").click()
     await confirm.wait_for(state="detached")
     await stack.api("GET", f"/api/v1/triggers/{trigger['id']}")  # still there
@@ -363,7 +380,42 @@ async def test_the_main_flow_with_the_keyboard_alone(stack: Stack, tab: Any) -> 
 # --- a read key -------------------------------------------------------------------------------
 
 
-async def test_a_read_key_gets_a_read_only_console(stack: Stack) -> None:
+async def assert_read_only(stack: Stack, page: Any) -> None:
+    trigger = await stack.trigger("seen by a reader")
+    run = await stack.api("POST", f"/api/v1/triggers/{trigger['id']}/test")
+    await page.get_by_text("read-only key").wait_for()
+    await go(page, "#/triggers", "Triggers")
+    assert await page.get_by_role("link", name="New trigger").count() == 0
+    await go(page, f"#/triggers/{trigger['id']}", "seen by a reader")
+    for name in ("Edit", "Deactivate", "Test run", "Delete…"):
+        assert await page.get_by_role("button", name=name).count() == 0, name
+        assert await page.get_by_role("link", name=name).count() == 0, name
+    await go(page, f"#/events/{run['event_id']}", "Event of seen by a reader")
+    assert await page.get_by_role("button", name="Replay").count() == 0
+    await go(page, f"#/triggers/{trigger['id']}/edit", "Read-only")
+
+
+async def test_a_key_that_may_only_read_gets_a_read_only_console(stack: Stack) -> None:
+    """The console's side alone, whatever this build's keys can do: every write this tab
+    sends is answered as the API answers a read key (403 forbidden)."""
+    page = await new_tab(stack, WIDE)
+
+    async def as_read_key(route: Any) -> None:
+        if route.request.method == "GET":
+            await route.continue_()
+            return
+        error = {"code": "forbidden", "message": "this key may only read", "details": None,
+                 "request_id": "test"}  # fmt: skip
+        await route.fulfill(status=403, json={"error": error})
+
+    await page.route(re.compile(r".*/api/v1/.*"), as_read_key)
+    await open_console(stack, page, KEY)
+    await assert_read_only(stack, page)
+    await page.context.close()
+    assert stack.problems == []
+
+
+async def test_a_read_key_is_refused_writes_and_gets_a_read_only_console(stack: Stack) -> None:
     async with (
         aiohttp.ClientSession() as http,
         http.post(
@@ -376,19 +428,9 @@ async def test_a_read_key_gets_a_read_only_console(stack: Stack) -> None:
             pytest.skip("this build has no key scopes (a read key is not a key here)")
         assert resp.status == 403
         assert (await resp.json())["error"]["code"] == "forbidden"
-    trigger = await stack.trigger("seen by a reader")
-    run = await stack.api("POST", f"/api/v1/triggers/{trigger['id']}/test")
     page = await new_tab(stack, WIDE)
     await open_console(stack, page, READ_KEY)
-    await page.get_by_text("read-only key").wait_for()
-    await go(page, "#/triggers", "Triggers")
-    assert await page.get_by_role("link", name="New trigger").count() == 0
-    await go(page, f"#/triggers/{trigger['id']}", "seen by a reader")
-    for name in ("Edit", "Deactivate", "Test run", "Delete…"):
-        assert await page.get_by_role("button", name=name).count() == 0, name
-        assert await page.get_by_role("link", name=name).count() == 0, name
-    await go(page, f"#/events/{run['event_id']}", "Event of seen by a reader")
-    assert await page.get_by_role("button", name="Replay").count() == 0
+    await assert_read_only(stack, page)
     await page.context.close()
     assert stack.problems == []
 
@@ -396,7 +438,7 @@ async def test_a_read_key_gets_a_read_only_console(stack: Stack) -> None:
 # --- every page, wide and narrow ---------------------------------------------------------------
 
 
-async def test_every_page_fits_a_laptop_and_a_phone(stack: Stack, tab: Any) -> None:
+async def test_every_page_fits_a_laptop_and_a_phone_and_passes_axe(stack: Stack, tab: Any) -> None:
     page = tab
     long_name = "a trigger with a rather long name to see how it wraps on a phone"
     trigger = await stack.trigger(long_name, payload={"order": 42})
@@ -420,6 +462,7 @@ async def test_every_page_fits_a_laptop_and_a_phone(stack: Stack, tab: Any) -> N
                 "() => [document.documentElement.scrollWidth, document.documentElement.clientWidth]"
             )
             assert width[0] <= width[1], (name, viewport, width)
+            assert await accessibility_problems(page) == [], (name, viewport)
             if viewport is PHONE and name in ("triggers", "trigger", "event"):
                 await shot(page, f"{name}-phone")
             elif viewport is WIDE and name in ("overview", "triggers", "endpoints", "audit"):
