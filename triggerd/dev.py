@@ -31,6 +31,7 @@ class _PrintUrls(Notifier):
         super().ready()
         print(f"api: {self.base}/api/v1", flush=True)
         print(f"docs: {self.base}/api/docs", flush=True)
+        print(f"console: {self.base}/ui", flush=True)
         print(f"health: {self.base}/health", flush=True)
 
 

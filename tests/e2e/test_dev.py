@@ -91,6 +91,7 @@ async def test_dev_runs_everything_and_ctrl_c_leaves_nothing(tmp_path: Path) -> 
         lines = proc.stdout.read().decode().splitlines()
         assert f"api: {base}/api/v1" in lines
         assert f"docs: {base}/api/docs" in lines
+        assert f"console: {base}/ui" in lines
         assert f"health: {base}/health" in lines
 
         async def all_gone() -> bool:
