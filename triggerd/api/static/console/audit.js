@@ -1,6 +1,6 @@
 // The audit log: who changed what, newest first.
 import { api } from './api.js';
-import { h, json, table, time } from './dom.js';
+import { codeBlock, h, json, table, time } from './dom.js';
 import { errorBox, filters, notAvailable, pager } from './ui.js';
 
 export async function auditPage(ctx) {
@@ -26,7 +26,7 @@ export async function auditPage(ctx) {
     { label: 'Action', cell: (e) => e.action },
     { label: 'Trigger', cell: (e) => (e.trigger_id ? h('a', { href: `#/triggers/${encodeURIComponent(e.trigger_id)}`, class: 'break' }, e.trigger_id) : '—') },
     { label: 'Event', cell: (e) => (e.event_id ? h('a', { href: `#/events/${encodeURIComponent(e.event_id)}`, class: 'break' }, e.event_id) : '—') },
-    { label: 'Changes', cell: (e) => (e.changes && Object.keys(e.changes).length ? h('pre', { class: 'code small' }, json(e.changes)) : '—') },
+    { label: 'Changes', cell: (e) => (e.changes && Object.keys(e.changes).length ? codeBlock(json(e.changes), 'small') : '—') },
   ], rows, 'Audit log') : h('p', { class: 'muted' }, 'No entries match.'));
   ctx.main.append(pager(body.pagination, '/audit', query));
 }

@@ -108,3 +108,17 @@ export function section(title, ...children) {
 export function muted(text) {
   return h('p', { class: 'muted' }, text);
 }
+
+// A block of JSON or code. Focusable, as it may scroll: a keyboard user can scroll it too.
+export function codeBlock(text, extra = '') {
+  return h('pre', { class: `code ${extra}`.trim(), tabindex: '0' }, text);
+}
+
+// One occurrence from /upcoming or /preview: its wall time in the trigger's zone, with the
+// UTC time beside it when the zone is not UTC.
+export function occurrence(o) {
+  const local = o.local ? String(o.local).replace('T', ' ') : null;
+  const utc = !local || /(\+00:00|Z)$/.test(local);
+  return h('time', { datetime: o.fire_at || o.scheduled_for },
+    local || when(o.scheduled_for), utc ? null : h('span', { class: 'muted' }, ` (${when(o.scheduled_for)})`));
+}

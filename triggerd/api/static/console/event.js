@@ -1,6 +1,6 @@
 // One event: its fields, payload, the timeline of delivery attempts, and replay.
 import { api } from './api.js';
-import { badge, clear, facts, h, json, ms, section, time } from './dom.js';
+import { badge, clear, codeBlock, facts, h, json, ms, section, time } from './dom.js';
 import { errorBox, toast, write } from './ui.js';
 
 const IN_FLIGHT = new Set(['pending', 'retrying']);
@@ -60,7 +60,7 @@ export async function eventPage(ctx, id) {
           ['Retention', event.retention_status],
         ])),
         section('Delivery attempts', attempts(event.delivery_attempts || [])),
-        section('Payload', h('pre', { class: 'code' }, json(event.payload)))),
+        section('Payload', codeBlock(json(event.payload)))),
     );
   }
 

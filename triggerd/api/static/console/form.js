@@ -2,7 +2,7 @@
 // a live preview of the next runs, and the API's validation errors shown at their field
 // (the error envelope's details.field, e.g. `config.cron`).
 import { ApiError, access, api } from './api.js';
-import { clear, h, json, when } from './dom.js';
+import { clear, h, json, occurrence } from './dom.js';
 import { STATUSES, TYPES, errorBox, toast } from './ui.js';
 
 const METHODS = ['POST', 'GET', 'PUT', 'PATCH', 'DELETE'];
@@ -189,8 +189,7 @@ export async function triggerForm(ctx, triggerId) {
       if (seq !== previewSeq) return;
       const runs = answer.occurrences || [];
       clear(preview, runs.length
-        ? h('ol', { class: 'runs' }, runs.map((r) => h('li', null, h('time', { datetime: r.fire_at || r.scheduled_for }, r.local || when(r.scheduled_for)),
-          r.local ? h('span', { class: 'muted' }, ` (${when(r.scheduled_for)})`) : null)))
+        ? h('ol', { class: 'runs' }, runs.map((r) => h('li', null, occurrence(r))))
         : h('p', { class: 'muted' }, 'No upcoming runs.'));
     } catch (error) {
       if (seq !== previewSeq) return;

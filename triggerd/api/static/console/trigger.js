@@ -1,7 +1,7 @@
 // One trigger: its settings and config (secrets come redacted from the API), actions,
 // upcoming runs, occurrence history, recent events and delivery numbers.
 import { api } from './api.js';
-import { badge, clear, facts, h, json, ms, section, table, time } from './dom.js';
+import { badge, clear, codeBlock, facts, h, json, ms, occurrence, section, table, time } from './dom.js';
 import { eventColumns } from './events.js';
 import { labelChips } from './triggers.js';
 import { errorBox, link, toast, write } from './ui.js';
@@ -120,12 +120,12 @@ export async function triggerPage(ctx, id) {
     grid.append(section('Deliveries, last 48 h', errorBox(stats.error)));
   }
 
-  grid.append(section('Config', h('pre', { class: 'code' }, json(trigger.config))));
+  grid.append(section('Config', codeBlock(json(trigger.config))));
 
   if (upcoming.body) {
     const runs = upcoming.body.occurrences || [];
     grid.append(section('Upcoming runs', runs.length
-      ? h('ol', { class: 'runs' }, runs.map((r) => h('li', null, h('time', { datetime: r.fire_at }, r.local || r.scheduled_for))))
+      ? h('ol', { class: 'runs' }, runs.map((r) => h('li', null, occurrence(r))))
       : h('p', { class: 'muted' }, 'Nothing scheduled.')));
   } else if (upcoming.error) {
     grid.append(section('Upcoming runs', errorBox(upcoming.error)));
