@@ -1,6 +1,24 @@
 // The audit log: who changed what, newest first.
 import { api } from './api.js';
-import { codeBlock, h, json, table, time } from './dom.js';
+import { h, table, time } from './dom.js';
+
+function shortLink(href, id, what) {
+  return h('a', { href, title: id, 'aria-label': `${what} ${id}` }, h('code', null, `${String(id).slice(0, 8)}…`));
+}
+
+function compact(value) {
+  return value === null || value === undefined ? '—' : JSON.stringify(value);
+}
+
+// {field: [old, new]} as one line a field: `name: "a" → "b"`.
+function changes(set) {
+  const entries = Object.entries(set || {});
+  if (!entries.length) return '—';
+  return h('ul', { class: 'changes' }, entries.map(([name, pair]) => {
+    const [before, after] = Array.isArray(pair) ? pair : [undefined, pair];
+    return h('li', { class: 'break' }, h('strong', null, name), ': ', compact(before), ' → ', compact(after));
+  }));
+}
 import { errorBox, filters, notAvailable, pager } from './ui.js';
 
 export async function auditPage(ctx) {
@@ -23,10 +41,10 @@ export async function auditPage(ctx) {
   ctx.main.append(rows.length ? table([
     { label: 'When', cell: (e) => time(e.at) },
     { label: 'Actor', cell: (e) => h('span', { class: 'break' }, e.actor) },
-    { label: 'Action', cell: (e) => e.action },
-    { label: 'Trigger', cell: (e) => (e.trigger_id ? h('a', { href: `#/triggers/${encodeURIComponent(e.trigger_id)}`, class: 'break' }, e.trigger_id) : '—') },
-    { label: 'Event', cell: (e) => (e.event_id ? h('a', { href: `#/events/${encodeURIComponent(e.event_id)}`, class: 'break' }, e.event_id) : '—') },
-    { label: 'Changes', cell: (e) => (e.changes && Object.keys(e.changes).length ? codeBlock(json(e.changes), 'small') : '—') },
+    { label: 'Action', cell: (e) => h('span', { class: 'nowrap' }, e.action) },
+    { label: 'Trigger', cell: (e) => (e.trigger_id ? shortLink(`#/triggers/${encodeURIComponent(e.trigger_id)}`, e.trigger_id, 'trigger') : '—') },
+    { label: 'Event', cell: (e) => (e.event_id ? shortLink(`#/events/${encodeURIComponent(e.event_id)}`, e.event_id, 'event') : '—') },
+    { label: 'Changes', cell: (e) => changes(e.changes) },
   ], rows, 'Audit log') : h('p', { class: 'muted' }, 'No entries match.'));
   ctx.main.append(pager(body.pagination, '/audit', query));
 }
