@@ -3,7 +3,7 @@ import { api } from './api.js';
 import { h, table, time } from './dom.js';
 
 function shortLink(href, id, what) {
-  return h('a', { href, title: id, 'aria-label': `${what} ${id}` }, h('code', null, `${String(id).slice(0, 8)}…`));
+  return h('a', { href, title: id, class: 'nowrap', 'aria-label': `${what} ${id}` }, h('code', null, `${String(id).slice(0, 8)}…`));
 }
 
 function compact(value) {
@@ -40,7 +40,7 @@ export async function auditPage(ctx) {
   const rows = body.entries || [];
   ctx.main.append(rows.length ? table([
     { label: 'When', cell: (e) => time(e.at) },
-    { label: 'Actor', cell: (e) => h('span', { class: 'break' }, e.actor) },
+    { label: 'Actor', cell: (e) => h('span', { class: 'nowrap' }, e.actor) },
     { label: 'Action', cell: (e) => h('span', { class: 'nowrap' }, e.action) },
     { label: 'Trigger', cell: (e) => (e.trigger_id ? shortLink(`#/triggers/${encodeURIComponent(e.trigger_id)}`, e.trigger_id, 'trigger') : '—') },
     { label: 'Event', cell: (e) => (e.event_id ? shortLink(`#/events/${encodeURIComponent(e.event_id)}`, e.event_id, 'event') : '—') },
