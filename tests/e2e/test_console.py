@@ -442,6 +442,33 @@ async def test_a_read_key_is_refused_writes_and_gets_a_read_only_console(stack: 
     assert stack.problems == []
 
 
+async def test_endpoints_and_their_circuits_as_the_api_describes_them(
+    stack: Stack, tab: Any
+) -> None:
+    """The page's side, answered with the documented body: this build may not serve it yet."""
+    page = tab
+    endpoint = {"url": f"https://hooks.example.com/{XSS}", "state": "open",
+                "consecutive_failures": 12, "last_success_at": "2026-01-01T10:00:00Z",
+                "last_failure_at": "2026-01-01T11:00:00Z", "opened_at": "2026-01-01T11:00:00Z",
+                "next_probe_at": "2026-01-01T11:00:30Z", "triggers": 3}  # fmt: skip
+    body = {"endpoints": [endpoint], "pagination": {"current_page": 1, "page_size": 20,
+                                                    "total_pages": 1, "total_records": 1}}
+
+    async def endpoints(route: Any) -> None:
+        await route.fulfill(status=200, json=body)
+
+    await page.route(re.compile(r".*/api/v1/endpoints(\?.*)?$"), endpoints)
+    await go(page, "#/endpoints", "Endpoints")
+    cells = page.locator("table.list td")
+    assert await page.locator('td[data-label="URL"]').text_content() == endpoint["url"]
+    assert await page.locator('td[data-label="Circuit"]').text_content() == "open"
+    assert await page.locator('td[data-label="Triggers"]').text_content() == "3"
+    assert await cells.count() == 7
+    await go(page, "#/overview", "Overview")
+    await page.get_by_text(endpoint["url"]).wait_for()
+    assert await page.locator("main img").count() == 0
+
+
 # --- every page, wide and narrow ---------------------------------------------------------------
 
 
