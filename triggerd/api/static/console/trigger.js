@@ -65,8 +65,12 @@ export async function triggerPage(ctx, id) {
       onclick: () => act(toggle === 'active' ? 'Activating' : 'Deactivating', async () => {
         await api('PATCH', path, { body: { status: toggle } });
         toast(toggle === 'active' ? 'Trigger activated.' : 'Trigger deactivated.', 'ok');
-        ctx.rerender();
+        await ctx.rerender();
+        // the redrawn page has the opposite button: keep a keyboard user's place on it
+        const again = document.querySelector('[data-action="toggle"]');
+        if (again) again.focus();
       }),
+      'data-action': 'toggle',
     }, toggle === 'active' ? 'Activate' : 'Deactivate'),
     h('button', {
       type: 'button',
