@@ -1,7 +1,7 @@
 // One event: its fields, payload, the timeline of delivery attempts, and replay.
 import { api } from './api.js';
 import { badge, clear, codeBlock, facts, h, json, ms, section, time } from './dom.js';
-import { errorBox, toast, write } from './ui.js';
+import { errorBox, write } from './ui.js';
 
 const IN_FLIGHT = new Set(['pending', 'retrying']);
 const REFRESH_MS = 2000;
@@ -35,7 +35,6 @@ export async function eventPage(ctx, id) {
           clear(result, 'Replaying…');
           try {
             const answer = await api('POST', `${path}/replay`);
-            toast(`Replay accepted (attempt ${answer.attempt}).`, 'ok');
             clear(result, `Replay accepted: attempt ${answer.attempt} is on its way.`);
             refresh();
           } catch (error) {
