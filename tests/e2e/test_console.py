@@ -241,6 +241,7 @@ async def test_create_test_run_replay_and_steer_a_cron_trigger(stack: Stack, tab
     await form.get_by_label("Type").select_option("cron_scheduled")
     await form.get_by_label("Cron expression").fill("not a cron")
     await form.get_by_label("Endpoint URL").fill(stack.sink.url("/hook"))
+    await form.get_by_label("Labels").fill("team=reports")
     await form.get_by_role("button", name="Create trigger").click()
     # The API's validation error, at the field it names
     cron_error = page.locator('[data-field="config.cron"] .field-error')
@@ -264,6 +265,7 @@ async def test_create_test_run_replay_and_steer_a_cron_trigger(stack: Stack, tab
     trigger_id = page.url.rsplit("/", 1)[1]
     saved = await stack.api("GET", f"/api/v1/triggers/{trigger_id}")
     assert saved["config"]["cron"] == "*/5 * * * *"
+    assert saved["labels"] == {"team": "reports"}
 
     # Test run: the event appears with its attempt; then replay it
     await page.get_by_role("button", name="Test run").click()
@@ -313,6 +315,24 @@ async def test_events_filter_and_refresh_by_themselves(stack: Stack, tab: Any) -
     await page.get_by_label("Source").select_option("scheduler")
     await page.get_by_role("button", name="Apply").click()
     await page.get_by_text("No events match.").wait_for()
+
+
+async def test_triggers_filter_by_labels(stack: Stack, tab: Any) -> None:
+    page = tab
+    probe = await stack.trigger("label probe")
+    if "labels" not in probe:
+        pytest.skip("this build has no trigger labels")
+    body = {"name": "payments nightly", "type": "cron_scheduled", "labels": {"team": "payments"},
+            "config": {"cron": "0 2 * * *", "endpoint": stack.sink.url("/hook")}}  # fmt: skip
+    await stack.api("POST", "/api/v1/triggers", body)
+    await go(page, "#/triggers", "Triggers")
+    await page.get_by_role("textbox", name="Labels").fill("team:payments")
+    await page.get_by_role("button", name="Apply").click()
+    await page.wait_for_url(re.compile(r"label=team%3Apayments"))
+    names = page.locator('td[data-label="Name"]')
+    await page.get_by_role("link", name="payments nightly").wait_for()
+    assert await names.all_text_contents() == ["payments nightly"]
+    assert await page.locator('td[data-label="Labels"]').text_content() == "team: payments"
 
 
 async def test_untrusted_text_is_shown_as_text_and_runs_nothing(stack: Stack, tab: Any) -> None:
