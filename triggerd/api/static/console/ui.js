@@ -61,7 +61,7 @@ export function filters(path, params, fields) {
       }
       window.location.hash = link(path, next);
     },
-  }, controls, h('div', { class: 'field actions' }, h('button', { type: 'submit' }, 'Apply'),
+  }, controls, h('div', { class: 'filter-actions' }, h('button', { type: 'submit' }, 'Apply'),
     h('a', { href: `#${path}`, class: 'button-link' }, 'Clear')));
   return form;
 }
