@@ -102,7 +102,7 @@ async def read_jobs(bootstrap: str, topic: str, *, count: int, timeout: float = 
                     match: Callable[[dict[str, Any]], bool] | None = None,
                     ) -> list[dict[str, Any]]:  # fmt: skip
     """Read the topic from the start until `count` matching jobs arrived (or the deadline);
-    returns every matching job seen, with `_timestamp` (ms) and `_key` added."""
+    returns every matching job seen, with `_timestamp` (ms), `_key` and `_headers` added."""
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
         enable_auto_commit=False,
@@ -118,6 +118,8 @@ async def read_jobs(bootstrap: str, topic: str, *, count: int, timeout: float = 
                     job = orjson.loads(record.value)
                     job["_timestamp"] = record.timestamp
                     job["_key"] = record.key.decode() if record.key else None
+                    job["_headers"] = {k: v.decode("utf-8", "replace")
+                                       for k, v in record.headers}  # fmt: skip
                     if match is None or match(job):
                         found.append(job)
     finally:

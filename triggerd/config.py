@@ -1,7 +1,10 @@
-"""Settings: environment variables, optionally overlaid on a TOML file (SPEC §2).
+"""Settings: environment variables, optionally overlaid on a TOML file.
 
 The only module that reads the environment. Every value is parsed and validated here,
 once; a bad or unknown key fails start-up with a one-line ConfigError naming it.
+
+Trace export takes OpenTelemetry's standard variables (OTEL_*, environment only), so
+triggerd is pointed at a collector the way any other service is (`OtelSettings`).
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ import os
 import socket
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -154,6 +157,66 @@ def _optional_str(value: Any) -> str | None:
     return text or None
 
 
+OTLP_HTTP_PORT = 4318
+_TRACES_PATH = "/v1/traces"
+
+
+@dataclass(frozen=True)
+class OtelSettings:
+    """Trace export: off unless OTEL_TRACES_EXPORTER=otlp (and OTEL_SDK_DISABLED is not
+    true). Only OTLP over HTTP with protobuf bodies is spoken; the OpenTelemetry SDK
+    reads its other standard variables itself (OTEL_EXPORTER_OTLP_HEADERS, _TIMEOUT,
+    _COMPRESSION, OTEL_BSP_*, OTEL_TRACES_SAMPLER, OTEL_RESOURCE_ATTRIBUTES)."""
+
+    exporter: str | None = None  # "otlp", or None: nothing is exported
+    endpoint: str = f"http://localhost:{OTLP_HTTP_PORT}{_TRACES_PATH}"  # the full traces URL
+    service_name: str = "triggerd"
+
+    @property
+    def enabled(self) -> bool:
+        return self.exporter is not None
+
+
+def load_otel(env: Mapping[str, str]) -> OtelSettings:
+    """OtelSettings from the standard OpenTelemetry variables. Raises ConfigError."""
+
+    def get(*names: str) -> tuple[str, str] | None:  # the first one set: (name, value)
+        for name in names:
+            value = env.get(name, "").strip()
+            if value:
+                return name, value
+        return None
+
+    disabled = get("OTEL_SDK_DISABLED")
+    exporter = get("OTEL_TRACES_EXPORTER")
+    if exporter is None or exporter[1].lower() == "none":
+        return OtelSettings()
+    if disabled is not None and disabled[1].lower() == "true":  # the spec's only "yes"
+        return OtelSettings()
+    if exporter[1].lower() != "otlp":
+        raise ConfigError(f"{exporter[0]}: triggerd exports traces over OTLP only: otlp or none")
+    protocol = get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
+    if protocol is not None and protocol[1] != "http/protobuf":
+        raise ConfigError(f"{protocol[0]}: triggerd speaks http/protobuf only")
+    endpoint = f"http://localhost:{OTLP_HTTP_PORT}{_TRACES_PATH}"
+    full = get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    base = get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    if full is not None:  # the signal's own variable is the whole URL
+        endpoint = _otlp_url(*full)
+    elif base is not None:  # the shared one is a base: the signal's path goes after it
+        endpoint = _otlp_url(*base).rstrip("/") + _TRACES_PATH
+    service = get("OTEL_SERVICE_NAME")
+    return OtelSettings(exporter="otlp", endpoint=endpoint,
+                        service_name=service[1] if service else "triggerd")  # fmt: skip
+
+
+def _otlp_url(name: str, value: str) -> str:
+    try:
+        return _url(value)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str | None = None
@@ -189,6 +252,8 @@ class Settings:
     scheduler_batch_size: int = 1000
     db_pool_size: int = 10
     instance_id: str = ""
+    # From OpenTelemetry's own OTEL_* variables (load_otel), not a TRIGGERD_* setting.
+    otel: OtelSettings = field(default=OtelSettings(), metadata={"variables": "OTEL_*"})
 
     @property
     def database(self) -> DatabaseUrl:
@@ -241,7 +306,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "db_pool_size": _int_range(1, 1000),
     "instance_id": _str,
 }
-assert set(_PARSERS) == {f.name for f in fields(Settings)}
+assert set(_PARSERS) | {"otel"} == {f.name for f in fields(Settings)}
 
 
 def load_settings(
@@ -286,6 +351,7 @@ def load_settings(
     def where(key: str) -> str:  # the name the value was given under, as in the per-key errors
         return raw[key][0] if key in raw else PREFIX + key.upper()
 
+    values["otel"] = load_otel(env)
     settings = Settings(**values)
     if settings.database_url:
         try:

@@ -38,6 +38,7 @@ from triggerd.store.db import Database, url_error
 from triggerd.store.migrations import check_schema
 from triggerd.supervisor import Component, Role, RoleCrashLoop, Supervisor
 from triggerd.systemd import Notifier
+from triggerd.tracing import build_tracer
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ def build_components(services: Services) -> tuple[IngestPipeline | None, OutboxR
     roles = set(services.settings.roles)
     ingest = None
     if "api" in roles:
-        ingest = IngestPipeline(services.db, services.bus, services.metrics)
+        ingest = IngestPipeline(services.db, services.bus, services.metrics, services.tracer)
     relay = OutboxRelay(services) if roles & {"api", "worker"} else None
     return ingest, relay
 
@@ -154,6 +155,7 @@ async def serve(
         bus=bus,
         metrics=metrics,
         uses_kafka=bool(_KAFKA_ROLES & set(settings.roles)),
+        tracer=build_tracer(settings.otel, settings.instance_id),
     )
     def all_ready() -> None:
         settle_after_startup()
@@ -233,6 +235,7 @@ async def serve(
         exit_code = EXIT_CRASH
     finally:
         await runner.cleanup()
+        await services.tracer.aclose()  # after the roles: their last spans go out too
         await db.close()
         notifier.close()
         for signum in (signal.SIGTERM, signal.SIGINT):

@@ -32,6 +32,7 @@ from triggerd.services import Services
 from triggerd.store import outbox
 from triggerd.store.db import is_transient
 from triggerd.store.outbox import OwedJob
+from triggerd.tracing import trace_publishes
 
 log = logging.getLogger(__name__)
 
@@ -118,12 +119,16 @@ class OutboxRelay:
             self.metrics.fires.labels(type=trigger_type, source=source).inc(count)
 
     async def _publish(self, owed: list[OwedJob]) -> tuple[list[OwedJob], list[OwedJob]]:
+        jobs = [o.job for o in owed]
+        started = time.time_ns()
         try:
             async with asyncio.timeout(self.PUBLISH_TIMEOUT):
-                results = await self.bus.publish_many([o.job for o in owed])
+                results = await self.bus.publish_many(jobs)
         except TimeoutError:
             # Some may have gone out; republishing them later is absorbed by the worker.
             return [], owed
+        if self.services.tracer.enabled:
+            trace_publishes(self.services.tracer, jobs, results, started, self.bus.topic)
         published: list[OwedJob] = []
         failed: list[OwedJob] = []
         for item, result in zip(owed, results, strict=True):

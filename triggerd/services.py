@@ -11,6 +11,7 @@ from triggerd.config import Settings
 from triggerd.metrics import Metrics
 from triggerd.store.changes import TriggerChanges
 from triggerd.store.db import Database
+from triggerd.tracing import Tracer
 
 
 class Wakeup:
@@ -41,6 +42,8 @@ class Services:
     metrics: Metrics
     wakeup: Wakeup = field(default_factory=Wakeup)
     trigger_changes: TriggerChanges = field(default_factory=TriggerChanges)
+    # Span export (OpenTelemetry): records nothing unless configured.
+    tracer: Tracer = field(default_factory=Tracer)
     # Filled by the daemon: the supervisor's per-role and per-component state, for /health.
     role_states: Callable[[], dict[str, str]] = dict
     component_states: Callable[[], dict[str, str]] = dict

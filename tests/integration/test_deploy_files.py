@@ -51,7 +51,9 @@ def _settings_names() -> frozenset[str]:
         from triggerd.config import Settings
     except ImportError:
         return SPEC_SETTINGS
-    return frozenset(f.name for f in dataclasses.fields(Settings)) | SPEC_SETTINGS
+    # Fields read from other variables than TRIGGERD_* (OTEL_*) say so in their metadata.
+    names = (f.name for f in dataclasses.fields(Settings) if "variables" not in f.metadata)
+    return frozenset(names) | SPEC_SETTINGS
 
 
 SETTINGS = _settings_names()

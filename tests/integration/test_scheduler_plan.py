@@ -10,6 +10,7 @@ import orjson
 from triggerd.domain.jobs import Job
 from triggerd.domain.models import occurrence_event_id
 from triggerd.domain.timeutil import to_iso
+from triggerd.domain.tracecontext import parse_traceparent
 from triggerd.scheduler.claims import TriggerSpec, plan
 from triggerd.store.schedules import ClaimedRow
 
@@ -99,10 +100,15 @@ def test_rows_of_gone_or_inactive_triggers_are_dropped() -> None:
 def test_the_job_encoded_at_claim_time_is_the_contract_encoding() -> None:
     [claim] = plan([row(1, "c", NOW)], {"c": EVERY_SECOND}, now=NOW, lease_until=LEASE).claims
     fired_at = NOW + timedelta(milliseconds=3)
-    key, value = claim.record(fired_at, (to_iso(fired_at) or "").encode())
+    key, value, headers = claim.record(fired_at, (to_iso(fired_at) or "").encode())
     expected = Job(event_id=claim.event_id, trigger_id="c", type="cron_scheduled",
                    source="scheduler", is_test_run=False, payload={"k": [1, 2]},
-                   scheduled_for=NOW, fired_at=fired_at)  # fmt: skip
+                   scheduled_for=NOW, fired_at=fired_at,
+                   traceparent=claim.traceparent)  # fmt: skip
     assert key == expected.key
     assert value == expected.encode()
-    assert Job.decode(value) == expected
+    assert headers == expected.headers()
+    assert Job.decode(value, headers) == expected
+    # Each firing is a trace of its own, and its event row is written under it.
+    assert parse_traceparent(claim.traceparent) == claim.traceparent
+    assert claim.fired(fired_at, fired_at).event.traceparent == claim.traceparent

@@ -17,6 +17,7 @@ from tests.support import read_jobs, wait_until
 from triggerd.api.webhook import INGEST
 from triggerd.devstack import free_port
 from triggerd.domain.timeutil import from_db
+from triggerd.domain.tracecontext import parse_traceparent
 
 SCHEMA = {
     "type": "object",
@@ -60,7 +61,10 @@ async def test_valid_webhook_is_stored_then_published(api: Api, kafka_bootstrap:
     assert len(jobs) == 1
     job = jobs[0]
     assert job["_key"] == trigger_id
-    assert set(job) - {"_key", "_timestamp"} == JOB_FIELDS
+    assert set(job) - {"_key", "_timestamp", "_headers"} == JOB_FIELDS
+    # A request without a traceparent starts a trace; its record carries the event's.
+    assert job["_headers"] == {"traceparent": row["traceparent"]}
+    assert parse_traceparent(row["traceparent"]) == row["traceparent"]
     assert job["payload"] == payload and job["attempt"] == 1
     assert job["source"] == "webhook" and job["type"] == "webhook"
     assert job["is_test_run"] is False and job["scheduled_for"] is None

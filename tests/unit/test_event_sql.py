@@ -28,7 +28,8 @@ def record(**changes: object) -> EventRecord:
 
 
 def test_one_row_renders_every_column() -> None:
-    [sql] = event_rows.insert_statements([record(note="n\\ote")])
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    [sql] = event_rows.insert_statements([record(note="n\\ote", traceparent=traceparent)])
     assert sql.startswith(event_rows.INSERT_EVENTS_HEAD)
     row = sql[len(event_rows.INSERT_EVENTS_HEAD):]
     payload_hex = orjson.dumps({"a": "x'y"}).hex()
@@ -37,7 +38,7 @@ def test_one_row_renders_every_column() -> None:
         "('3a6b2ddc-9ce9-44dc-a665-de9f30193887','t-1','o\\'rders','webhook','webhook',0,"
         f"'n\\\\ote',_utf8mb4 X'{payload_hex}',_utf8mb4 X'{delivery_hex}',NULL,"
         "'2026-11-22 18:00:00.123','2026-11-22 18:00:05.123',1,NULL,'pending','active',"
-        "'2026-11-22 18:00:00.123')"
+        f"'2026-11-22 18:00:00.123','{traceparent}')"
     )
 
 

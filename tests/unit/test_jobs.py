@@ -46,3 +46,29 @@ def test_a_pre_encoded_payload_is_embedded_as_it_is() -> None:
                   payload_json=orjson.dumps(payload))  # fmt: skip
     assert encoded.encode() == plain.encode()
     assert Job.decode(encoded.encode()) == plain
+
+
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+def test_the_traceparent_travels_in_headers_not_in_the_value() -> None:
+    fired = datetime(2026, 1, 1, tzinfo=UTC)
+    job = Job("e1", "t1", "webhook", "webhook", False, {}, None, fired, traceparent=TRACEPARENT)
+    assert "traceparent" not in orjson.loads(job.encode())
+    headers = job.headers()
+    assert headers == [("traceparent", TRACEPARENT.encode())]
+    assert Job.decode(job.encode(), headers) == job
+    assert Job.decode(job.encode()).traceparent is None
+    assert Job("e1", "t1", "webhook", "webhook", False, {}, None, fired).headers() is None
+
+
+@pytest.mark.parametrize("headers", [
+    [("traceparent", b"00-bogus")],
+    [("traceparent", b"\xff" * 55)],
+    [("traceparent", TRACEPARENT.upper().encode())],
+    [("other", TRACEPARENT.encode())],
+    [("traceparent", b"")],
+])  # fmt: skip
+def test_an_invalid_traceparent_header_is_ignored(headers: list[tuple[str, bytes]]) -> None:
+    job = Job("e1", "t1", "webhook", "webhook", False, {}, None, datetime(2026, 1, 1, tzinfo=UTC))
+    assert Job.decode(job.encode(), headers).traceparent is None

@@ -24,6 +24,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta
 
 from aiohttp import web
@@ -33,9 +34,11 @@ from triggerd.api.webhook import pipeline_of
 from triggerd.domain.errors import Conflict, NotFound, ValidationError
 from triggerd.domain.models import parse_uuid
 from triggerd.domain.timeutil import from_db, parse_duration, parse_query_time, to_iso, utcnow
+from triggerd.domain.tracecontext import new_traceparent
 from triggerd.ingest.pipeline import PUBLISH_GRACE, IngestPipeline
 from triggerd.services import Services
 from triggerd.store import events as store
+from triggerd.tracing import Attributes, Kind
 
 SOURCES = store.SOURCES
 EXECUTION_STATUSES = store.EXECUTION_STATUSES
@@ -104,6 +107,7 @@ class EventsApi:
     def __init__(self, services: Services, pipeline: IngestPipeline) -> None:
         self.db = services.db
         self.pipeline = pipeline
+        self.tracer = services.tracer
         # Stats reach back as far as events are kept (48 h by default), and at least 48 h.
         self.max_window = max(store.MAX_STATS_WINDOW,
                               timedelta(seconds=services.settings.retention_delete_after))
@@ -155,7 +159,9 @@ class EventsApi:
     async def replay(self, request: web.Request) -> web.Response:
         event_id = _event_id(request)
         now = utcnow()
-        result = await store.start_replay(self.db, event_id, now + PUBLISH_GRACE)
+        traceparent = new_traceparent()  # a replay is traced on its own
+        started = time.time_ns()
+        result = await store.start_replay(self.db, event_id, now + PUBLISH_GRACE, traceparent)
         if result.outcome == "not_found" or result.row is None:
             raise NotFound("no such event")
         if result.outcome == "in_progress":
@@ -167,7 +173,11 @@ class EventsApi:
         row = result.row
         fired_at = from_db(row["fired_at"])
         assert fired_at is not None
-        self.pipeline.publish_later([store.replay_job(row, result.attempt, fired_at)])
+        self.pipeline.publish_later([store.replay_job(row, result.attempt, fired_at, traceparent)])
+        attributes: Attributes = {"triggerd.event_id": event_id,
+                                  "triggerd.attempt": result.attempt}  # fmt: skip
+        self.tracer.record("replay", Kind.INTERNAL, own=traceparent, start_ns=started,
+                           end_ns=time.time_ns(), attributes=attributes)  # fmt: skip
         return json_response({"event_id": event_id, "status": "accepted",
                               "attempt": result.attempt}, status=202)  # fmt: skip
 

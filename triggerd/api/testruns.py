@@ -10,7 +10,8 @@ outbox → Kafka → worker path as real firings, without touching any schedule.
   unvalidated.
 
 Both answer 202 `{"event_id", "status": "accepted", "trigger_id", "source",
-"is_test_run"}` once the event row is committed.
+"is_test_run"}` once the event row is committed. Every test run starts a trace of its
+own (a caller's `traceparent` is not continued: a test run is not part of its work).
 """
 
 from __future__ import annotations
@@ -27,10 +28,12 @@ from triggerd.domain.errors import NotFound, ValidationError
 from triggerd.domain.models import new_id, parse_uuid
 from triggerd.domain.payloads import encode_payload
 from triggerd.domain.timeutil import utcnow
+from triggerd.domain.tracecontext import new_traceparent
 from triggerd.ingest.pipeline import PUBLISH_GRACE, IngestPipeline, IngestUnavailable, Overloaded
 from triggerd.services import Services
 from triggerd.store.event_rows import EventRecord
 from triggerd.store.events import fetch_trigger
+from triggerd.tracing import Kind, Tracer
 
 SOURCE = Source.MANUAL_TEST
 NOTE = "test run"
@@ -43,15 +46,21 @@ def _record(trigger_id: str | None, name: str, kind: str, config: TriggerConfig,
         id=new_id(), trigger_id=trigger_id, trigger_name=name, trigger_type=kind,
         source=SOURCE, is_test_run=True, payload=payload, delivery=config.delivery(),
         fired_at=now, note=NOTE, publish_at=now + PUBLISH_GRACE,
-        payload_json=encode_payload(payload),
+        payload_json=encode_payload(payload), traceparent=new_traceparent(),
     )  # fmt: skip
 
 
-async def _fire(pipeline: IngestPipeline, record: EventRecord) -> web.Response:
+async def _fire(pipeline: IngestPipeline, tracer: Tracer, record: EventRecord) -> web.Response:
+    start = tracer.start(f"test run {record.trigger_type}", Kind.INTERNAL, own=record.traceparent,
+                         attributes={"triggerd.trigger_id": record.trigger_id or "",
+                                     "triggerd.event_id": record.id})  # fmt: skip
     try:
         event_id = await pipeline.submit(record)
     except (Overloaded, IngestUnavailable) as exc:
+        start.fail(str(exc))
         raise unavailable(exc) from None
+    finally:
+        start.end()
     body = {"event_id": event_id, "status": "accepted", "trigger_id": record.trigger_id,
             "source": SOURCE, "is_test_run": True}  # fmt: skip
     return json_response(body, status=202)
@@ -63,6 +72,7 @@ class TestRuns:
     def __init__(self, services: Services, pipeline: IngestPipeline) -> None:
         self.services = services
         self.pipeline = pipeline
+        self.tracer = services.tracer
         self.validators = ValidatorCache(max_size=64)
 
     async def ephemeral(self, request: web.Request) -> web.Response:
@@ -70,7 +80,7 @@ class TestRuns:
         config = definition.config
         payload = config.payload if config.has_payload else {}
         record = _record(None, definition.name, definition.type, config, payload)
-        return await _fire(self.pipeline, record)
+        return await _fire(self.pipeline, self.tracer, record)
 
     async def stored(self, request: web.Request) -> web.Response:
         trigger_id = parse_uuid(request.match_info["id"])
@@ -91,7 +101,7 @@ class TestRuns:
         else:
             payload = trigger.config.payload if trigger.config.has_payload else {}
         record = _record(trigger.id, trigger.name, trigger.type, trigger.config, payload)
-        return await _fire(self.pipeline, record)
+        return await _fire(self.pipeline, self.tracer, record)
 
 
 def add_routes(app: web.Application, services: Services) -> None:

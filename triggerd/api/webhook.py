@@ -15,6 +15,10 @@ Caches, both per process:
 - compiled schema validators by (trigger id, version), LRU-bounded: an update bumps
   the version, so a changed schema is never validated with a stale validator.
 
+Trace context: the request's W3C `traceparent` is continued (the event's traceparent
+is a child of it: the caller's trace, our span); without a valid one a new trace
+starts. With span export on, the request is that span (a server span).
+
 The payload is encoded to JSON once, here; the event row and the Kafka job reuse the
 bytes. A payload orjson can read but not write back (nested over ~250 levels) is a 400
 for its own request instead of failing the group-commit batch it would have joined.
@@ -39,16 +43,19 @@ from triggerd.domain.errors import ApiError, Conflict, NotFound, Unauthorized, V
 from triggerd.domain.models import Trigger, new_id, parse_uuid
 from triggerd.domain.payloads import Validator, compile_schema, encode_payload, violations
 from triggerd.domain.timeutil import utcnow
+from triggerd.domain.tracecontext import continue_or_start
 from triggerd.ingest.pipeline import PUBLISH_GRACE, IngestPipeline, IngestUnavailable, Overloaded
 from triggerd.services import Services
 from triggerd.store.db import Database
 from triggerd.store.event_rows import EventRecord
 from triggerd.store.events import fetch_trigger
+from triggerd.tracing import NO_SPAN, Kind
 
 TRIGGER_TTL = 1.0
 MAX_CACHED_TRIGGERS = 10_000
 MAX_CACHED_VALIDATORS = 1024
 MAX_KEY_CHARS = 255
+ROUTE = "/api/v1/webhook/{trigger_id}"
 _JSON = {"Content-Type": "application/json"}
 
 INGEST: web.AppKey[IngestPipeline] = web.AppKey("ingest", IngestPipeline)
@@ -198,6 +205,7 @@ def _idempotency_key(request: web.Request) -> str | None:
 class WebhookHandler:
     def __init__(self, services: Services, pipeline: IngestPipeline) -> None:
         self.pipeline = pipeline
+        self.tracer = services.tracer
         self.targets = TargetCache(services.db)
         services.trigger_changes.subscribe(self.targets.forget)
         counter = services.metrics.webhook_requests
@@ -212,8 +220,14 @@ class WebhookHandler:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         code = 500
+        traceparent, caller = continue_or_start(request.headers.get("traceparent"))
+        span = NO_SPAN
+        if self.tracer.enabled:
+            span = self.tracer.start(f"POST {ROUTE}", Kind.SERVER, own=traceparent,
+                                     parent=caller, attributes={"http.request.method": "POST",
+                                                                "http.route": ROUTE})  # fmt: skip
         try:
-            response = await self._ingest(request)
+            response = await self._ingest(request, traceparent)
             code = response.status
             return response
         except (ApiError, web.HTTPException) as exc:
@@ -221,6 +235,11 @@ class WebhookHandler:
             raise
         finally:
             self._count(code)
+            if span is not NO_SPAN:
+                span.set("http.response.status_code", code)
+                if code >= 500:
+                    span.fail(f"HTTP {code}")
+                span.end()
 
     async def _target(self, raw_id: str) -> Target:
         try:
@@ -233,7 +252,7 @@ class WebhookHandler:
             raise Conflict("the trigger is inactive", code="trigger_inactive")
         return target
 
-    async def _ingest(self, request: web.Request) -> web.Response:
+    async def _ingest(self, request: web.Request, traceparent: str) -> web.Response:
         target = await self._target(request.match_info["trigger_id"])
         trigger = target.trigger
         raw = await read_body(request)
@@ -247,7 +266,7 @@ class WebhookHandler:
             id=new_id(), trigger_id=trigger.id, trigger_name=trigger.name,
             trigger_type=trigger.type, source="webhook", is_test_run=False, payload=payload,
             delivery=target.delivery, fired_at=now, publish_at=now + PUBLISH_GRACE,
-            payload_json=encode_payload(payload),
+            payload_json=encode_payload(payload), traceparent=traceparent,
         )  # fmt: skip
         try:
             event_id = await self.pipeline.submit(record, key, len(raw))
@@ -261,4 +280,4 @@ def add_routes(app: web.Application, services: Services) -> None:
     handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     # The bound coroutine method itself: aiohttp wraps any other callable per request.
     handler = WebhookHandler(services, pipeline_of(app)).handle
-    app.router.add_post("/api/v1/webhook/{trigger_id}", handler)
+    app.router.add_post(ROUTE, handler)

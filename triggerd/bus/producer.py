@@ -26,12 +26,15 @@ from aiokafka.structs import RecordMetadata
 from triggerd.config import Settings
 from triggerd.domain.backoff import Backoff
 from triggerd.domain.errors import TriggerdError
-from triggerd.domain.jobs import Job
+from triggerd.domain.jobs import Headers, Job
 
 log = logging.getLogger(__name__)
 
 _TOPIC_EXISTS = 36
 _PROBE_INTERVAL = 1.0
+
+# One encoded job: (key, Job.encode(), Job.headers()).
+Record = tuple[bytes, bytes, Headers | None]
 
 
 class BusUnavailable(TriggerdError):
@@ -68,7 +71,7 @@ class _Staged:
 
     builder: BatchBuilder
     acked: asyncio.Future[RecordMetadata]
-    oversized: tuple[bytes, bytes] | None = None
+    oversized: Record | None = None
 
 
 class Bus:
@@ -193,7 +196,8 @@ class Bus:
             # caller wait out the request timeout.
             raise BusUnavailable(self.last_error or "kafka not connected")
         try:
-            return await producer.send_and_wait(self.topic, job.encode(), key=job.key)
+            return await producer.send_and_wait(self.topic, job.encode(), key=job.key,
+                                                headers=job.headers())  # fmt: skip
         except KafkaError as exc:
             raise BusUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
@@ -202,17 +206,17 @@ class Bus:
 
         All sends are queued before any is awaited, so the producer batches them.
         """
-        return await self.publish_encoded([(job.key, job.encode()) for job in jobs])
+        return await self.publish_encoded([(job.key, job.encode(), job.headers()) for job in jobs])
 
     async def publish_encoded(
-        self, records: Sequence[tuple[bytes, bytes]]
+        self, records: Sequence[Record]
     ) -> list[RecordMetadata | BaseException]:
-        """publish_many for jobs already encoded, as (key, Job.encode()) pairs: a caller
+        """publish_many for jobs already encoded, as (key, value, headers): a caller
         that prepares its jobs before they are due spends only the sends at due time."""
         return await self.acked(await self.send_encoded(records))
 
     async def send_encoded(
-        self, records: Sequence[tuple[bytes, bytes]]
+        self, records: Sequence[Record]
     ) -> list[asyncio.Future[RecordMetadata] | BaseException]:
         """The first half of publish_encoded: queue the jobs on the producer (the record
         timestamps are taken now) and return at once; `acked()` waits for the broker.
@@ -232,21 +236,23 @@ class Bus:
         partitions = cluster.partitions_for_topic(self.topic)
         available = cluster.available_partitions_for_topic(self.topic)
         if not partitions or not available:  # send() waits for the metadata, or fails
-            return [await self._send_one(producer, key, value) for key, value in records]
+            return [await self._send_one(producer, record) for record in records]
         all_partitions, live = list(partitions), list(available)  # as aiokafka passes them
         results: list[asyncio.Future[RecordMetadata] | BaseException] = []
         loop = asyncio.get_running_loop()
-        for key, value in records:  # every append first: the timestamps
+        for record in records:  # every append first: the timestamps
+            key, value, headers = record
             partition = self._partitioner(key, all_partitions, live)
             staged = self._staged.get(partition)
             if staged is None:
                 staged = self._staged[partition] = deque()
             last = staged[-1] if staged else None
             if last is None or last.oversized is not None or last.builder.append(
-                    key=key, value=value, timestamp=None) is None:  # fmt: skip
+                    key=key, value=value, timestamp=None, headers=headers) is None:  # fmt: skip
                 last = _Staged(producer.create_batch(), loop.create_future())
-                if last.builder.append(key=key, value=value, timestamp=None) is None:
-                    last.oversized = (key, value)  # sent alone, in its turn
+                if last.builder.append(key=key, value=value, timestamp=None,
+                                       headers=headers) is None:  # fmt: skip
+                    last.oversized = record  # sent alone, in its turn
                 staged.append(last)
                 if partition not in self._handing:
                     self._handing[partition] = asyncio.create_task(
@@ -268,9 +274,10 @@ class Bus:
                     if not self._is_current(producer):
                         raise BusUnavailable(self.last_error or "kafka producer restarted")
                     if batch.oversized is not None:
-                        key, value = batch.oversized
+                        key, value, headers = batch.oversized
                         sent = await producer.send(self.topic, value, key=key,
-                                                   partition=partition)  # fmt: skip
+                                                   partition=partition,
+                                                   headers=headers)  # fmt: skip
                     else:
                         sent = await producer.send_batch(batch.builder, self.topic,
                                                          partition=partition)  # fmt: skip
@@ -288,10 +295,12 @@ class Bus:
             staged.clear()
 
     async def _send_one(
-        self, producer: AIOKafkaProducer, key: bytes, value: bytes
+        self, producer: AIOKafkaProducer, record: Record
     ) -> asyncio.Future[RecordMetadata] | BaseException:
+        key, value, headers = record
         try:
-            sent: asyncio.Future[RecordMetadata] = await producer.send(self.topic, value, key=key)
+            sent: asyncio.Future[RecordMetadata] = await producer.send(self.topic, value, key=key,
+                                                                       headers=headers)  # fmt: skip
             return sent
         except KafkaError as exc:
             return BusUnavailable(str(exc))

@@ -1,7 +1,10 @@
-"""The Kafka job contract (SPEC §4): one JSON message per delivery attempt."""
+"""The Kafka job contract: one JSON message per delivery attempt, and its event's W3C
+`traceparent` in the record's headers (not in the JSON: any consumer's tracing library
+finds it where it looks for it, and the value stays as the contract lists it)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -9,6 +12,31 @@ from typing import Any
 import orjson
 
 from triggerd.domain.timeutil import parse_iso_utc, to_iso
+from triggerd.domain.tracecontext import HEADER, parse_traceparent
+
+# Kafka record headers: (name, value) pairs, in a list (aiokafka's record builder
+# takes nothing else).
+Headers = list[tuple[str, bytes]]
+
+
+def trace_header(traceparent: str) -> tuple[str, bytes]:
+    return HEADER, traceparent.encode()
+
+
+def trace_headers(traceparent: str | None) -> Headers | None:
+    """The record headers that carry `traceparent` (None: no headers)."""
+    return None if traceparent is None else [(HEADER, traceparent.encode())]
+
+
+def traceparent_in(headers: Iterable[tuple[str, bytes]] | None) -> str | None:
+    """The valid traceparent among a record's headers; an invalid one is ignored."""
+    for name, value in headers or ():
+        if name == HEADER and value:
+            try:
+                return parse_traceparent(value.decode("ascii"))
+            except UnicodeDecodeError:
+                return None
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +53,8 @@ class Job:
     # `payload` already encoded, when the producer of the job has it: encode() embeds
     # the bytes instead of serializing the payload again.
     payload_json: bytes | None = field(default=None, compare=False, repr=False)
+    # The event's trace context: travels in the record's headers, not in encode()'s JSON.
+    traceparent: str | None = None
 
     @property
     def key(self) -> bytes:
@@ -49,9 +79,13 @@ class Job:
             }
         )
 
+    def headers(self) -> Headers | None:
+        return trace_headers(self.traceparent)
+
     @classmethod
-    def decode(cls, raw: bytes) -> Job:
-        """Raises ValueError for a message that does not follow the contract."""
+    def decode(cls, raw: bytes, headers: Iterable[tuple[str, bytes]] | None = None) -> Job:
+        """The job of a record's value and headers. Raises ValueError for a value that
+        does not follow the contract; a missing or invalid traceparent is None."""
         try:
             data = orjson.loads(raw)
             if not isinstance(data, dict):
@@ -70,6 +104,7 @@ class Job:
                 scheduled_for=parse_iso_utc(scheduled) if scheduled else None,
                 fired_at=parse_iso_utc(data["fired_at"]),
                 attempt=attempt,
+                traceparent=traceparent_in(headers),
             )
         except (KeyError, TypeError, AttributeError, orjson.JSONDecodeError) as exc:
             raise ValueError(f"malformed job: {exc}") from exc

@@ -42,6 +42,7 @@ from triggerd.metrics import Metrics
 from triggerd.store.db import Database, is_transient
 from triggerd.store.event_rows import EventRecord, insert_statements
 from triggerd.store.literals import time_literal, uuid_literals
+from triggerd.tracing import Kind, Tracer, trace_publishes
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ def job_for(record: EventRecord, attempt: int = 1) -> Job:
         event_id=record.id, trigger_id=record.trigger_id, type=record.trigger_type,
         source=record.source, is_test_run=record.is_test_run, payload=record.payload,
         scheduled_for=record.scheduled_for, fired_at=record.fired_at, attempt=attempt,
-        payload_json=record.payload_json,
+        payload_json=record.payload_json, traceparent=record.traceparent,
     )  # fmt: skip
 
 
@@ -190,13 +191,14 @@ class Publisher(_Batcher[Job]):
     name = "ingest-publisher"
 
     def __init__(self, bus: Bus, metrics: Metrics, clearer: OutboxClearer, *,
-                 concurrency: int = 2, max_batch: int = 1000,
-                 max_queue: int = 50_000) -> None:  # fmt: skip
+                 concurrency: int = 2, max_batch: int = 1000, max_queue: int = 50_000,
+                 tracer: Tracer | None = None) -> None:  # fmt: skip
         super().__init__(concurrency=concurrency, max_batch=max_batch, max_wait=0.0,
                          max_queue=max_queue)  # fmt: skip
         self.bus = bus
         self.metrics = metrics
         self.clearer = clearer
+        self.tracer = tracer or Tracer()
         self._last_warning = 0.0
 
     def offer(self, jobs: Sequence[Job]) -> None:
@@ -204,11 +206,14 @@ class Publisher(_Batcher[Job]):
         self._offer_all(jobs)
 
     async def _handle(self, batch: list[Job]) -> None:
+        started = time.time_ns()
         try:
             async with asyncio.timeout(_PUBLISH_TIMEOUT):
                 results: list[Any] = await self.bus.publish_many(batch)
         except TimeoutError as exc:
             results = [exc] * len(batch)
+        if self.tracer.enabled:
+            trace_publishes(self.tracer, batch, results, started, self.bus.topic)
         published = [job for job, result in zip(batch, results, strict=True)
                      if not isinstance(result, BaseException)]  # fmt: skip
         failed = len(batch) - len(published)
@@ -407,17 +412,31 @@ class IngestPipeline:
     outlives the one feeding it: the last committed batch still gets its fast-path
     publish, and the last published jobs their clear."""
 
-    def __init__(self, db: Database, bus: Bus, metrics: Metrics) -> None:
+    def __init__(self, db: Database, bus: Bus, metrics: Metrics,
+                 tracer: Tracer | None = None) -> None:  # fmt: skip
         self.db = db
         self.bus = bus
         self.metrics = metrics
+        self.tracer = tracer or Tracer()
         self.clearer = OutboxClearer(db)
-        self.publisher = Publisher(bus, metrics, self.clearer)
+        self.publisher = Publisher(bus, metrics, self.clearer, tracer=self.tracer)
         self.writer = EventWriter(db, self.publisher)
 
     async def submit(self, record: EventRecord, idempotency_key: str | None = None,
                      size: int = 0) -> str:  # fmt: skip
-        return await self.writer.submit(record, idempotency_key, size)
+        if not self.tracer.enabled:
+            return await self.writer.submit(record, idempotency_key, size)
+        # The wait for the group commit and the commit itself, as the request saw them.
+        span = self.tracer.start("ingest commit", Kind.INTERNAL, parent=record.traceparent,
+                                 attributes={"db.system": "mysql",
+                                             "triggerd.event_id": record.id})  # fmt: skip
+        try:
+            return await self.writer.submit(record, idempotency_key, size)
+        except Exception as exc:
+            span.fail(f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            span.end()
 
     def publish_later(self, jobs: Sequence[Job]) -> None:
         """Fast-path publish of jobs whose rows are already committed with publish_at set."""

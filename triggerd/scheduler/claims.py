@@ -23,10 +23,11 @@ from typing import Any
 import orjson
 
 from triggerd.domain.enums import Source
-from triggerd.domain.jobs import Job
+from triggerd.domain.jobs import Headers, Job, trace_header
 from triggerd.domain.models import SCHEDULED_TYPES, occurrence_event_id
 from triggerd.domain.timeutil import to_iso
 from triggerd.domain.timing import latest_due, next_occurrence
+from triggerd.domain.tracecontext import new_traceparent
 from triggerd.store import schedules
 from triggerd.store.db import Database
 from triggerd.store.event_rows import EventRecord, delivery_snapshot
@@ -147,11 +148,18 @@ class Claim:
     after_downtime: bool = False  # the row was missed while no scheduler ran
     checked: bool = False  # ownership re-read shortly before due (the API may cancel)
     event_id: str = field(init=False)
+    # Every firing starts a trace of its own: minted with the claim, so due time costs
+    # nothing more (a claim released and claimed again fires under a new one).
+    traceparent: str = field(init=False, repr=False)
     _key: bytes = field(init=False, repr=False)
+    _header: tuple[str, bytes] = field(init=False, repr=False)
     _encoded: tuple[bytes, bytes] | None = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.event_id = occurrence_event_id(self.trigger_id, self.scheduled_for)
+        self.traceparent = new_traceparent()
+        # A tuple, not the headers list: untracked by the garbage collector (see above).
+        self._header = trace_header(self.traceparent)
         job = self.job(_UNFIRED)
         self._key = job.key
         head, found, tail = job.encode().rpartition(_UNFIRED_FIELD)
@@ -176,15 +184,16 @@ class Claim:
             event_id=self.event_id, trigger_id=self.trigger_id, type=self.trigger_type,
             source=SOURCE, is_test_run=False, payload=self.config.get("payload", {}),
             scheduled_for=self.scheduled_for, fired_at=fired_at, attempt=1,
+            traceparent=self.traceparent,
         )  # fmt: skip
 
-    def record(self, fired_at: datetime, fired_iso: bytes) -> tuple[bytes, bytes]:
-        """(key, value) of the job fired at `fired_at` (`fired_iso` is its to_iso):
-        the encoding prepared at claim time, so due time costs only the send."""
+    def record(self, fired_at: datetime, fired_iso: bytes) -> tuple[bytes, bytes, Headers]:
+        """(key, value, headers) of the job fired at `fired_at` (`fired_iso` is its
+        to_iso): the encoding prepared at claim time, so due time costs only the send."""
         if self._encoded is None:
-            return self._key, self.job(fired_at).encode()
+            return self._key, self.job(fired_at).encode(), [self._header]
         head, tail = self._encoded
-        return self._key, head + fired_iso + tail
+        return self._key, head + fired_iso + tail, [self._header]
 
     def fired(self, fired_at: datetime, published_at: datetime) -> schedules.Fired:
         config = self.config
@@ -197,7 +206,7 @@ class Claim:
             trigger_type=self.trigger_type, source=SOURCE, is_test_run=False,
             payload=config.get("payload", {}), delivery=delivery_snapshot(config),
             fired_at=fired_at, scheduled_for=self.scheduled_for, note=note,
-            publish_at=None, published_at=published_at,
+            publish_at=None, published_at=published_at, traceparent=self.traceparent,
         )  # fmt: skip
         return schedules.Fired(
             schedule_id=self.schedule_id, trigger_id=self.trigger_id, fire_at=self.fire_at,

@@ -39,6 +39,7 @@ from triggerd.scheduler.reconcile import Window
 from triggerd.services import Services
 from triggerd.store import schedules
 from triggerd.store.db import is_transient
+from triggerd.tracing import Kind, Tracer
 
 log = logging.getLogger(__name__)
 
@@ -248,6 +249,9 @@ class Dispatcher:
             metrics.fire_delay.observe((acked - claim.scheduled_for).total_seconds())
         for trigger_type, count in fires.items():
             metrics.fires.labels(type=trigger_type, source="scheduler").inc(count)
+        if self.services.tracer.enabled:
+            trace_firings(self.services.tracer, live, results, fired_at, acked,
+                          self.services.bus.topic)  # fmt: skip
         if outcome.failed:
             metrics.publish_failures.inc(len(outcome.failed))
             log.warning("%d job(s) not published (%s); retrying with backoff",
@@ -332,4 +336,27 @@ class Dispatcher:
             await self._record_some()
 
 
-__all__ = ["Dispatcher", "Outcome"]
+def trace_firings(tracer: Tracer, claims: Sequence[Claim], results: Sequence[object],
+                  fired_at: datetime, acked: datetime, topic: str) -> None:  # fmt: skip
+    """The root span of each firing's trace: from its send to the broker's ack, under
+    the traceparent its job and event carry."""
+    start, end = _ns(fired_at), _ns(acked)
+    for claim, result in zip(claims, results, strict=True):
+        error = f"{type(result).__name__}: {result}" if isinstance(result, BaseException) else None
+        delay = (acked - claim.scheduled_for).total_seconds()
+        tracer.record(f"fire {claim.trigger_type}", Kind.PRODUCER, own=claim.traceparent,
+                      start_ns=start, end_ns=end, error=error,
+                      attributes={"messaging.system": "kafka",
+                                  "messaging.destination.name": topic,
+                                  "triggerd.trigger_id": claim.trigger_id,
+                                  "triggerd.event_id": claim.event_id,
+                                  "triggerd.scheduled_for": to_iso(claim.scheduled_for) or "",
+                                  "triggerd.fire_delay_ms": round(delay * 1000, 3),
+                                  "triggerd.after_downtime": claim.after_downtime})  # fmt: skip
+
+
+def _ns(moment: datetime) -> int:
+    return int(moment.timestamp() * 1_000_000) * 1000
+
+
+__all__ = ["Dispatcher", "Outcome", "trace_firings"]

@@ -18,6 +18,7 @@ import orjson
 
 from triggerd.domain.contract import TriggerConfig
 from triggerd.store.literals import json_hex, texts, times
+from triggerd.store.literals import text as unique_text  # not remembered: one per row
 
 # Keys of a trigger's config that the worker needs to deliver; snapshotted into the
 # event so a later edit or delete of the trigger does not change an event in flight.
@@ -46,6 +47,7 @@ class EventRecord:
     execution_status: str = "pending"
     # `payload` already encoded (domain.payloads.encode_payload), when the writer has it.
     payload_json: bytes | None = field(default=None, compare=False, repr=False)
+    traceparent: str | None = None  # W3C trace context of the firing (domain/tracecontext.py)
 
     def payload_bytes(self) -> bytes:
         if self.payload_json is not None:
@@ -68,7 +70,8 @@ async def insert_events(cur: Any, records: Sequence[EventRecord]) -> int:
 # escaping of the driver costs more than the database does.
 _EVENT_COLUMNS = ("id, trigger_id, trigger_name, trigger_type, source, is_test_run, note,"
                   " payload, delivery, scheduled_for, fired_at, publish_at, publish_attempt,"
-                  " published_at, execution_status, retention_status, created_at")  # fmt: skip
+                  " published_at, execution_status, retention_status, created_at,"
+                  " traceparent")  # fmt: skip
 INSERT_EVENTS_HEAD = f"INSERT INTO event_logs ({_EVENT_COLUMNS}) VALUES "
 INSERT_IGNORE_EVENTS_HEAD = f"INSERT IGNORE INTO event_logs ({_EVENT_COLUMNS}) VALUES "
 _MAX_STATEMENT = 2 * 1024 * 1024  # characters; well below any max_allowed_packet
@@ -100,7 +103,8 @@ def insert_statements(records: Sequence[EventRecord], *, ignore: bool = False) -
                f"{text(r.trigger_type)},{text(r.source)},{1 if r.is_test_run else 0},"
                f"{text(r.note)},{json_hex(r.payload_bytes())},{delivery(r.delivery)},"
                f"{when(r.scheduled_for)},{fired},{when(r.publish_at)},1,"
-               f"{when(r.published_at)},{text(r.execution_status)},'active',{fired})")  # fmt: skip
+               f"{when(r.published_at)},{text(r.execution_status)},'active',{fired},"
+               f"{unique_text(r.traceparent)})")  # fmt: skip
         if rows and size + len(row) > _MAX_STATEMENT:
             statements.append(head + ",".join(rows))
             rows, size = [], 0

@@ -158,7 +158,8 @@ _REPLAY_COLUMNS = (
 )
 
 
-async def start_replay(db: Database, event_id: str, publish_at: datetime) -> Replay:
+async def start_replay(db: Database, event_id: str, publish_at: datetime,
+                       traceparent: str | None = None) -> Replay:  # fmt: skip
     """A new attempt series for an event: attempts continue from `attempts + 1`. Refused
     while a series is still in progress (pending/retrying), so two never overlap.
 
@@ -171,7 +172,9 @@ async def start_replay(db: Database, event_id: str, publish_at: datetime) -> Rep
     The series delivers the way the trigger says *now* (endpoint, method, headers,
     timeout, retries, signing): a replay usually follows fixing a broken endpoint. An
     event whose trigger is gone (deleted, or an ephemeral test run) keeps the delivery
-    settings it last used: those it fired with, or those of its latest replay."""
+    settings it last used: those it fired with, or those of its latest replay.
+
+    `traceparent`, when given, replaces the event's: the series is traced on its own."""
     async with db.transaction() as cur:
         await cur.execute(f"SELECT {_REPLAY_COLUMNS} FROM event_logs WHERE id = %s FOR UPDATE",
                           (event_id,))  # fmt: skip
@@ -192,19 +195,20 @@ async def start_replay(db: Database, event_id: str, publish_at: datetime) -> Rep
             "UPDATE event_logs SET attempt_base = attempts, publish_attempt = %s,"
             " execution_status = 'pending', publish_at = %s, published_at = NULL,"
             " response_status = NULL, error_message = NULL, delivered_at = NULL,"
-            " delivery = COALESCE(%s, delivery) WHERE id = %s",
-            (attempt, to_db(publish_at), delivery, event_id),
+            " delivery = COALESCE(%s, delivery), traceparent = COALESCE(%s, traceparent)"
+            " WHERE id = %s",
+            (attempt, to_db(publish_at), delivery, traceparent, event_id),
         )
     return Replay("started", row, attempt)
 
 
-def replay_job(row: Row, attempt: int, fired_at: datetime) -> Job:
+def replay_job(row: Row, attempt: int, fired_at: datetime, traceparent: str | None = None) -> Job:
     """The job of a replay's first attempt, from the row `start_replay` returned."""
     return Job(
         event_id=row["id"], trigger_id=row["trigger_id"], type=row["trigger_type"],
         source=row["source"], is_test_run=bool(row["is_test_run"]),
         payload=orjson.loads(row["payload"]), scheduled_for=from_db(row["scheduled_for"]),
-        fired_at=fired_at, attempt=attempt,
+        fired_at=fired_at, attempt=attempt, traceparent=traceparent,
     )  # fmt: skip
 
 

@@ -22,7 +22,7 @@ from triggerd.store.db import Database
 
 _CLAIM = (
     "SELECT id, trigger_id, trigger_type, source, is_test_run, payload, scheduled_for,"
-    " fired_at, publish_attempt FROM event_logs"
+    " fired_at, publish_attempt, traceparent FROM event_logs"
     " WHERE publish_at <= %(now)s ORDER BY publish_at LIMIT %(limit)s"
     " FOR UPDATE SKIP LOCKED"
 )
@@ -62,6 +62,7 @@ async def claim_due(db: Database, now: datetime, lease: datetime, limit: int) ->
             scheduled_for=from_db(row["scheduled_for"]),
             fired_at=fired_at,
             attempt=int(row["publish_attempt"]),
+            traceparent=row["traceparent"],
         )
         owed.append(OwedJob(job, lease))
     return owed

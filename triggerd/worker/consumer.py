@@ -193,7 +193,7 @@ class JobConsumer:
 
     async def _process(self, record: ConsumerRecord) -> None:
         try:
-            job = Job.decode(record.value)
+            job = Job.decode(record.value, record.headers)
         except ValueError as exc:
             log.warning(
                 "malformed job skipped: %s", exc,

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 from multidict import CIMultiDict
@@ -147,9 +148,10 @@ def retry_delay(
 
 def build_headers(
     target: Target, event_id: str, trigger_id: str | None, body: bytes,
-    timestamp: int | None = None,
+    timestamp: int | None = None, traceparent: str | None = None,
 ) -> CIMultiDict[str]:  # fmt: skip
-    """The trigger's headers, then the contract's (which win over the trigger's)."""
+    """The trigger's headers, then the contract's (which win over the trigger's).
+    `traceparent`: the attempt's W3C trace context (its event's trace, its own span)."""
     headers: CIMultiDict[str] = CIMultiDict()
     headers["User-Agent"] = USER_AGENT
     for name, value in target.headers:
@@ -161,9 +163,25 @@ def build_headers(
         headers["X-Trigger-Id"] = trigger_id
     elif "X-Trigger-Id" in headers:
         del headers["X-Trigger-Id"]
+    if traceparent is not None:
+        headers["traceparent"] = traceparent
     if target.signing_secret:
         headers.update(signature_headers(target.signing_secret, event_id, body, timestamp))
     return headers
+
+
+def url_for_traces(endpoint: str) -> str:
+    """The endpoint as a span may show it: without credentials, query or fragment (a
+    token in either must not leave for the trace collector)."""
+    parts = urlsplit(endpoint)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
 def _clip(text: str) -> str:

@@ -20,15 +20,18 @@ from collections.abc import Callable
 from datetime import timedelta
 
 import aiohttp
+from multidict import CIMultiDict
 
 from triggerd.domain.enums import AttemptClaim, ExecutionStatus, Source
 from triggerd.domain.jobs import Job
 from triggerd.domain.timeutil import utcnow
+from triggerd.domain.tracecontext import child_of, new_traceparent
 from triggerd.logs import log_context
 from triggerd.services import Services
 from triggerd.store import deliveries
 from triggerd.store.deliveries import EventState, Outcome
 from triggerd.store.event_rows import EventRecord, delivery_snapshot, insert_events
+from triggerd.tracing import Kind
 from triggerd.worker import delivery
 from triggerd.worker.aio import retry_transient, shielded
 from triggerd.worker.delivery import AttemptResult, Target
@@ -97,7 +100,7 @@ class JobProcessor:
                 return DUPLICATE
             if claim is AttemptClaim.RESTARTED:
                 log.warning("attempt %d was left unfinished; delivering again", job.attempt)
-            return await self._deliver(event, target, job.attempt)
+            return await self._deliver(event, target, job.attempt, job.traceparent)
 
     async def _claim(self, event_id: str, attempt: int, target: Target) -> str:
         """Insert the attempt row, or take over one a dead worker left unfinished. A row
@@ -167,6 +170,7 @@ class JobProcessor:
             fired_at=job.fired_at,
             scheduled_for=job.scheduled_for,
             published_at=utcnow(),
+            traceparent=job.traceparent,
         )
         async with self.db.transaction() as cur:
             inserted = await insert_events(cur, [record])
@@ -187,10 +191,19 @@ class JobProcessor:
         self.metrics.deliveries.labels(outcome=PUBLISHED).inc()
         return PUBLISHED
 
-    async def _deliver(self, event: EventState, target: Target, attempt: int) -> str:
+    async def _deliver(self, event: EventState, target: Target, attempt: int,
+                       trace: str | None) -> str:  # fmt: skip
         body = event.payload.encode()
-        headers = delivery.build_headers(target, event.id, event.trigger_id, body)
-        result = await delivery.send(self.http, target, headers, body)
+        # The attempt's own span in its event's trace (a job from before traceparents
+        # were carried starts a trace of its own).
+        traceparent = child_of(trace) if trace is not None else new_traceparent()
+        headers = delivery.build_headers(target, event.id, event.trigger_id, body,
+                                         traceparent=traceparent)  # fmt: skip
+        if self.services.tracer.enabled:
+            result = await self._send_traced(target, headers, body, attempt, event.id,
+                                             traceparent, trace)  # fmt: skip
+        else:
+            result = await delivery.send(self.http, target, headers, body)
         self.metrics.delivery_attempts.inc()
         self.metrics.delivery_latency.observe(result.latency)
         outcome = self._outcome(event, target, attempt, result)
@@ -213,6 +226,29 @@ class JobProcessor:
                    "error": result.error},
         )  # fmt: skip
         return outcome.status
+
+    async def _send_traced(self, target: Target, headers: CIMultiDict[str], body: bytes,
+                           attempt: int, event_id: str, own: str,
+                           parent: str | None) -> AttemptResult:  # fmt: skip
+        """delivery.send inside the attempt's client span (status, latency, error)."""
+        span = self.services.tracer.start(
+            target.method, Kind.CLIENT, own=own, parent=parent,
+            attributes={"http.request.method": target.method,
+                        "url.full": delivery.url_for_traces(target.endpoint or ""),
+                        "triggerd.event_id": event_id, "triggerd.attempt": attempt},
+        )  # fmt: skip
+        try:
+            result = await delivery.send(self.http, target, headers, body)
+        except BaseException:  # cancelled: what was measured is exported all the same
+            span.end()
+            raise
+        if result.status is not None:
+            span.set("http.response.status_code", result.status)
+        span.set("triggerd.latency_ms", result.latency_ms)
+        if result.verdict != delivery.SUCCESS:
+            span.fail(result.error or "failed")
+        span.end()
+        return result
 
     @staticmethod
     def _outcome(event: EventState, target: Target, attempt: int, result: AttemptResult) -> Outcome:
