@@ -5,8 +5,8 @@ Batched and bounded: ended spans go to the SDK's BatchSpanProcessor, whose queue
 at most OTEL_BSP_MAX_QUEUE_SIZE spans (2048 by default) and which exports from a thread
 of its own, each request bounded by OTEL_EXPORTER_OTLP_TIMEOUT. A slow or dead
 collector therefore never makes the event loop wait, and memory stays bounded: once
-the queue is full, spans are dropped (counted, and logged once a minute rather than
-once per span as the SDK would).
+the queue is full, spans are dropped (the SDK says so in a warning, at most one per 20
+seconds).
 
 The spans take the ids triggerd minted and propagated (`own`), through an id generator
 that hands out the preset ids of the span being started: the SDK would otherwise pick
@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import logging
 import threading
-import time
 
 from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -49,8 +48,6 @@ _KINDS = {Kind.SERVER: SpanKind.SERVER, Kind.CLIENT: SpanKind.CLIENT,
           Kind.PRODUCER: SpanKind.PRODUCER, Kind.CONSUMER: SpanKind.CONSUMER,
           Kind.INTERNAL: SpanKind.INTERNAL}  # fmt: skip
 _ROOT = Context()  # no parent: never the caller's ambient context
-_DROP_LOG_EVERY = 60.0  # seconds between "spans dropped" warnings
-_SDK_QUEUE_LOGGER = "opentelemetry.sdk._shared_internal"
 
 
 class _GivenIds(IdGenerator):
@@ -71,30 +68,6 @@ class _GivenIds(IdGenerator):
         return given or self._random.generate_span_id()
 
     def is_trace_id_random(self) -> bool:
-        return True
-
-
-class _DroppedSpans(logging.Filter):
-    """Counts the SDK's per-span "queue full" warnings and lets one through a minute,
-    rewritten with the count: a dead collector at thousands of spans a second must not
-    become thousands of log lines."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.dropped = 0
-        self._last = -_DROP_LOG_EVERY
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not str(record.msg).startswith("Queue full"):
-            return True
-        self.dropped += 1
-        now = time.monotonic()
-        if now - self._last < _DROP_LOG_EVERY:
-            return False
-        self._last = now
-        record.msg = ("span export queue full (the collector is slow or unreachable):"
-                      " %d span(s) dropped since start")  # fmt: skip
-        record.args = (self.dropped,)
         return True
 
 
@@ -139,8 +112,6 @@ class OtlpTracer(Tracer):
         self.exporter = OTLPSpanExporter(endpoint=settings.endpoint)
         self._provider.add_span_processor(BatchSpanProcessor(self.exporter))
         self._tracer = self._provider.get_tracer("triggerd", __version__)
-        self.dropped = _DroppedSpans()
-        logging.getLogger(_SDK_QUEUE_LOGGER).addFilter(self.dropped)
         log.info("exporting traces over OTLP/HTTP to %s as %s", settings.endpoint,
                  settings.service_name)  # fmt: skip
 
@@ -185,5 +156,3 @@ class OtlpTracer(Tracer):
         except TimeoutError:
             log.warning("trace export did not finish within %.1fs; spans still queued are lost",
                         timeout)  # fmt: skip
-        finally:
-            logging.getLogger(_SDK_QUEUE_LOGGER).removeFilter(self.dropped)
