@@ -3,6 +3,8 @@
 #   mariadb-server  - mariadbd for `triggerd dev` and the integration tests
 #   docker-compose  - `docker-compose config`, the compose parser of test_deploy_files.py
 #   systemd         - systemd-analyze, to verify config/triggerd.service
+#   prometheus      - promtool, to check config/prometheus/alerts.yml (the server it also
+#                     ships is never started: see policy-rc.d below)
 #   python3-venv    - `python3 -m venv`, for the .venv the Makefile builds
 #   chromium        - the real browser the console's tests drive (tests/e2e/test_console.py)
 # Idempotent: when everything is present it touches neither apt nor the network.
@@ -15,6 +17,7 @@ have mariadbd || have mysqld || missing+=(mariadb-server)
 have docker-compose || missing+=(docker-compose)
 have systemd-analyze || missing+=(systemd)
 have chromium || missing+=(chromium)
+have promtool || missing+=(prometheus)
 # Debian's python3 ships venv/ensurepip separately; `make` creates .venv with them.
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 
@@ -50,7 +53,7 @@ export DEBIAN_FRONTEND=noninteractive
 "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
 
 have mariadbd || have mysqld || { echo "install-system-deps: mariadbd still missing" >&2; exit 1; }
-for tool in docker-compose systemd-analyze chromium; do
+for tool in docker-compose systemd-analyze chromium promtool; do
     have "$tool" || { echo "install-system-deps: $tool still missing" >&2; exit 1; }
 done
 echo "install-system-deps: done"

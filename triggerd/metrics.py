@@ -8,6 +8,8 @@ COUNTs served by indexes — never a scan per scrape.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
 
@@ -72,6 +74,17 @@ class Metrics:
             "triggerd_retention_rows_total", "Rows archived or deleted by retention",
             ["action"], registry=r,
         )
+        self.role_up = Gauge(
+            "triggerd_role_up",
+            "1 while a role (or a component the roles depend on: ingest, outbox_relay) is"
+            " running, 0 while it is starting, restarting or stopped; set at each scrape",
+            ["role"], registry=r,
+        )
+
+    def set_roles(self, states: Mapping[str, str]) -> None:
+        """The supervisor's states (name -> "ok" or not) into `triggerd_role_up`."""
+        for name, state in states.items():
+            self.role_up.labels(name).set(1 if state == "ok" else 0)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -108,6 +108,13 @@ async def test_trace_context_flows_from_request_to_every_attempt(
         assert trace_id(sent_traceparent(fired)) == trace_id(row)
         assert span_id(sent_traceparent(fired)) != span_id(row)
 
+        # Per-role health, as the dashboard and TriggerdRoleNotRunning read it.
+        async with http.get(f"{daemon.url}/metrics") as resp:
+            text = await resp.text()
+        up = {line.split('"')[1]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+              if line.startswith("triggerd_role_up{")}  # fmt: skip
+        assert up == dict.fromkeys(["api", "scheduler", "worker", "ingest", "outbox_relay"], 1.0)
+
 
 async def _row_of(db: Database, event_id: str) -> str | None:
     row = await db.fetchone("SELECT traceparent FROM event_logs WHERE id = %s", (event_id,))

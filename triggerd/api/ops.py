@@ -55,6 +55,7 @@ async def live(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
+    services.metrics.set_roles({**services.role_states(), **services.component_states()})
     return web.Response(
         body=services.metrics.render(),
         headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
