@@ -8,10 +8,16 @@ ExportTraceServiceRequest, decoded with opentelemetry-proto into `ReceivedSpan`s
 
 `OtlpReceiver(hang=True)` accepts the requests and never answers: a collector that is
 up but stuck, the worst case for an exporter. Listens on 127.0.0.1, a free port.
+
+As a stand-in collector for measuring export's cost (bench/ingest.py with the OTEL_*
+variables set), `python -m tests.otlp_receiver --port 4318 [--decode]` answers every
+export and prints the spans received every 10 s; without --decode it only counts bytes,
+so its own CPU stays out of the measurement as far as it can.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -57,11 +63,13 @@ class ReceivedSpan:
 
 
 class OtlpReceiver:
-    def __init__(self, *, hang: bool = False) -> None:
+    def __init__(self, *, hang: bool = False, decode: bool = True, port: int = 0) -> None:
         self.hang = hang
+        self.decode = decode
+        self.received_bytes = 0
         self.spans: list[ReceivedSpan] = []
         self.requests = 0
-        self.port = 0
+        self.port = port
         self._release = asyncio.Event()
         self._runner: web.AppRunner | None = None
 
@@ -75,7 +83,7 @@ class OtlpReceiver:
         app.router.add_post("/v1/traces", self._traces)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
         await site.start()
         self.port = int(self._runner.addresses[0][1])
         return self
@@ -91,8 +99,12 @@ class OtlpReceiver:
         if self.hang:
             await self._release.wait()
         assert request.content_type == "application/x-protobuf", request.content_type
+        body = await request.read()
+        self.received_bytes += len(body)
+        if not self.decode:
+            return web.Response(body=b"", content_type="application/x-protobuf")
         message = ExportTraceServiceRequest()
-        message.ParseFromString(await request.read())
+        message.ParseFromString(body)
         for resource_spans in message.resource_spans:
             resource = {a.key: _value(a.value) for a in resource_spans.resource.attributes}
             for scope_spans in resource_spans.scope_spans:
@@ -125,3 +137,21 @@ class OtlpReceiver:
             seen = [(s.kind, s.name, s.trace_id) for s in self.spans]
             raise AssertionError(f"{exc}; {self.requests} export request(s) of {seen}") from None
         return found()
+
+
+async def _serve(port: int, decode: bool) -> None:
+    async with OtlpReceiver(port=port, decode=decode) as receiver:
+        print(f"OTLP/HTTP receiver on {receiver.url}/v1/traces", flush=True)
+        while True:
+            await asyncio.sleep(10)
+            spans = f", {len(receiver.spans)} spans" if decode else ""
+            print(f"{receiver.requests} exports, {receiver.received_bytes} bytes{spans}",
+                  flush=True)  # fmt: skip
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="a local OTLP/HTTP trace receiver")
+    parser.add_argument("--port", type=int, default=4318)
+    parser.add_argument("--decode", action="store_true", help="decode and keep the spans")
+    args = parser.parse_args()
+    asyncio.run(_serve(args.port, args.decode))
