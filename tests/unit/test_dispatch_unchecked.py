@@ -75,8 +75,9 @@ def test_a_claim_is_one_object_for_the_garbage_collector() -> None:
     gc.collect()  # untracks the encoded-job tuple, as a collection would
     referents = [r for r in gc.get_referents(held) if gc.is_tracked(r) and r is not Claim]
     assert referents == []
-    key, value = held.record(T0, b"2026-11-22T12:00:00.000Z")
+    key, value, headers = held.record(T0, b"2026-11-22T12:00:00.000Z")
     assert b'"payload":{"deep":{"er":[1,2]}}' in value and key == SPEC.id.encode()
+    assert headers == [("traceparent", held.traceparent.encode())]
     fired = held.fired(T0, T0)
     assert fired.event.payload == {"deep": {"er": [1, 2]}}
     assert fired.next_fire_at == T0 + timedelta(seconds=1)
