@@ -36,6 +36,7 @@ class Source(StrEnum):
     WEBHOOK = "webhook"
     SCHEDULER = "scheduler"
     MANUAL_TEST = "manual-test"
+    BACKFILL = "backfill"
 
 
 class ExecutionStatus(StrEnum):
@@ -56,6 +57,24 @@ class ScheduleStatus(StrEnum):
     PROCESSING = "processing"
     COMPLETED = "completed"
     CANCELLED = "cancelled"
+    MISSED = "missed"  # passed over by the misfire policy after downtime
+
+
+class Outcome(StrEnum):
+    """What became of an occurrence, as the occurrence history shows it."""
+
+    PENDING = "pending"  # schedule rows pending or processing
+    FIRED = "fired"  # completed
+    MISSED = "missed"
+    CANCELLED = "cancelled"
+
+
+class MisfirePolicy(StrEnum):
+    """What fires of the occurrences missed while no scheduler ran."""
+
+    LATEST = "latest"  # the most recent one
+    SKIP = "skip"  # none
+    ALL = "all"  # each one within the catch-up window, oldest first
 
 
 class AttemptClaim(StrEnum):
