@@ -57,6 +57,8 @@ def uuid_of(expr: str) -> str:
 EVENT_ID = uuid_of("n")
 TRIGGER_ID = uuid_of("CONCAT('t', n %% 1000)")  # of event n: one of the 1,000 triggers
 TRIGGER_ROW_ID = uuid_of("CONCAT('t', n)")
+# Of schedule row n: 50 h and more ago, a minute apart per trigger; settled then.
+SCHEDULE_TIME = "%(now)s - INTERVAL (50*3600 + FLOOR(n / 1000) * 60) SECOND"
 
 
 async def seed(db: Database, events: int) -> None:
@@ -111,10 +113,9 @@ async def seed(db: Database, events: int) -> None:
         {**params, "base": 0, "count": TRIGGERS},
     )
     await db.execute(
-        "INSERT INTO trigger_schedules (trigger_id, fire_at, status, created_at, updated_at)"
-        f" SELECT {TRIGGER_ID},"
-        " %(now)s - INTERVAL (50*3600 + FLOOR(n / 1000) * 60) SECOND, 'completed', %(now)s,"
-        " %(now)s FROM (" + _NUMBERS + ") s WHERE n < %(count)s",
+        "INSERT INTO trigger_schedules (trigger_id, scheduled_for, fire_at, status, created_at,"
+        f" updated_at) SELECT {TRIGGER_ID}, {SCHEDULE_TIME}, {SCHEDULE_TIME}, 'completed',"
+        f" {SCHEDULE_TIME}, {SCHEDULE_TIME} FROM (" + _NUMBERS + ") s WHERE n < %(count)s",
         {**params, "base": 0, "count": TRIGGERS * SCHEDULES_PER_TRIGGER},
     )
     await db.execute("DROP TABLE bench_digits")

@@ -53,6 +53,10 @@ def db_naive(when: datetime) -> datetime:
     return when.astimezone(UTC).replace(tzinfo=None)
 
 
+def db_time(when: datetime) -> str:
+    return db_naive(when).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
 def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -125,12 +129,11 @@ def insert_all(url: str, rows: list[tuple[str, dict[str, Any], datetime]]) -> No
                 cur.execute("INSERT INTO triggers (id, name, type, status, config, version,"
                             f" created_at, updated_at) VALUES {triggers}")  # fmt: skip
                 occurrences = ",".join(
-                    f"('{tid}','{db_naive(first).strftime('%Y-%m-%d %H:%M:%S.%f')[:-3]}',"
-                    f"'pending','{now}','{now}')"
+                    f"('{tid}','{db_time(first)}','{db_time(first)}','pending','{now}','{now}')"
                     for tid, (_, _, first) in zip(ids, chunk, strict=True)
                 )
-                cur.execute("INSERT INTO trigger_schedules (trigger_id, fire_at, status,"
-                            f" created_at, updated_at) VALUES {occurrences}")  # fmt: skip
+                cur.execute("INSERT INTO trigger_schedules (trigger_id, scheduled_for, fire_at,"
+                            f" status, created_at, updated_at) VALUES {occurrences}")  # fmt: skip
     finally:
         conn.close()
 

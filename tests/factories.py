@@ -16,6 +16,7 @@ import orjson
 
 from triggerd.bus.producer import Bus
 from triggerd.config import Settings
+from triggerd.domain.occurrences import due_at
 from triggerd.domain.timeutil import from_db, to_iso, utcnow
 from triggerd.domain.timing import next_occurrence
 from triggerd.metrics import Metrics
@@ -56,9 +57,10 @@ async def insert_trigger(
              orjson.dumps(config).decode(), now.replace(tzinfo=None), now.replace(tzinfo=None)),
         )  # fmt: skip
         if schedule and status == "active":
-            fire_at = first or next_occurrence(type, config, now)
-            if fire_at is not None:
-                await insert_occurrence(cur, trigger_id, fire_at, now)
+            scheduled_for = first or next_occurrence(type, config, now)
+            if scheduled_for is not None:
+                due = due_at(trigger_id, config, scheduled_for)
+                await insert_occurrence(cur, trigger_id, due, now)
     return trigger_id
 
 
@@ -66,7 +68,8 @@ async def schedule_rows(db: Database, trigger_id: str | None = None) -> list[dic
     where, params = ("WHERE trigger_id = %s", [trigger_id]) if trigger_id else ("", [])
     rows = await db.fetchall(f"SELECT * FROM trigger_schedules {where} ORDER BY fire_at", params)
     for row in rows:
-        for key in ("fire_at", "lease_until", "retry_at", "last_attempt_at", "created_at"):
+        for key in ("scheduled_for", "fire_at", "lease_until", "retry_at", "last_attempt_at",
+                    "created_at"):
             row[key] = from_db(row[key])
     return rows
 

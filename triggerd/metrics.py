@@ -46,8 +46,9 @@ class Metrics:
         )
         self.missed = Counter(
             "triggerd_missed_occurrences_total",
-            "Occurrences skipped after downtime (only the latest missed one fires)",
-            registry=r,
+            "Occurrences missed while no scheduler ran and passed over by the trigger's"
+            " misfire policy",
+            ["policy"], registry=r,
         )
         self.publish_failures = Counter(
             "triggerd_publish_failures_total", "Jobs that failed to publish to Kafka", registry=r

@@ -1,8 +1,10 @@
 """The `retention` role (SPEC §5): events are `active` for ARCHIVE_AFTER after `fired_at`,
 then `archived`, then deleted with their delivery attempts and idempotency keys once
 DELETE_AFTER has passed. An event whose delivery has not ended (`pending`, `retrying`)
-keeps its state until it ends. Finished schedule rows past the delete window are purged
-too (all but the newest of each trigger), so `trigger_schedules` does not grow forever.
+keeps its state until it ends. Finished schedule rows (a trigger's occurrence history:
+fired, missed, cancelled) are kept as long as the events: they are purged once they
+settled DELETE_AFTER ago and their event is gone (all but the newest of each trigger),
+so `trigger_schedules` does not grow forever.
 
 Every `retention_interval` one pass runs, in batches. A batch is a span of an index in
 (time, id) order: one covering index read finds where the next N due rows end, then one

@@ -83,9 +83,10 @@ async def test_gauges_count_rows_and_zero_vanished_labels(db: Database) -> None:
     await add_trigger(db, "custom_type", "active")  # a label set nobody declared up front
     for offset, status in ((-30, "pending"), (60, "pending"), (-90, "completed")):
         await db.execute(
-            "INSERT INTO trigger_schedules (trigger_id, fire_at, status, created_at, updated_at)"
-            " VALUES (%s, %s, %s, %s, %s)",
-            (cron, to_db(now + timedelta(seconds=offset)), status, to_db(now), to_db(now)),
+            "INSERT INTO trigger_schedules (trigger_id, scheduled_for, fire_at, status,"
+            " created_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s)",
+            (cron, to_db(now + timedelta(seconds=offset)), to_db(now + timedelta(seconds=offset)),
+             status, to_db(now), to_db(now)),
         )
     for retention in ("active", "active", "archived"):
         await db.execute(

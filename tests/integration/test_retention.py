@@ -221,13 +221,16 @@ async def add_trigger(db: Database) -> str:
     return trigger_id
 
 
-async def add_schedule(db: Database, trigger_id: str, fire_at: datetime, status: str) -> int:
+async def add_schedule(db: Database, trigger_id: str, fire_at: datetime, status: str,
+                       settled: datetime | None = None, event_id: str | None = None) -> int:
+    """An occurrence that settled (reached `status`) at `settled`, by default its time."""
     now = to_db(utcnow())
     return await db.execute(
-        "INSERT INTO trigger_schedules (trigger_id, fire_at, status, created_at, updated_at)"
-        " VALUES (%s, %s, %s, %s, %s)",
-        (trigger_id, to_db(fire_at), status, now, now),
-    )
+        "INSERT INTO trigger_schedules (trigger_id, scheduled_for, fire_at, status, event_id,"
+        " created_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+        (trigger_id, to_db(fire_at), to_db(fire_at), status, event_id, now,
+         to_db(settled or fire_at)),
+    )  # fmt: skip
 
 
 async def test_finished_schedule_rows_are_purged_but_the_newest_kept(db: Database) -> None:
@@ -248,6 +251,36 @@ async def test_finished_schedule_rows_are_purged_but_the_newest_kept(db: Databas
     assert [(r["trigger_id"], r["status"]) for r in rows] == [
         (one_shot, "completed"), (recurring, "completed"), (recurring, "pending"),
     ]  # fmt: skip
+
+
+async def test_occurrence_history_is_kept_as_long_as_its_events(db: Database) -> None:
+    now = utcnow()
+    trigger = await add_trigger(db)
+    old = now - timedelta(hours=60)
+    # Fired 60 h ago, its event still kept (delivery went on): the row stays with it.
+    kept_event = await add_event(db, old, status="retrying")
+    await add_schedule(db, trigger, old, "completed", event_id=kept_event)
+    # Fired 60 h ago, its event deleted by this pass: the row goes with it.
+    gone_event = await add_event(db, old - timedelta(hours=1))
+    await add_schedule(db, trigger, old - timedelta(hours=1), "completed", event_id=gone_event)
+    # Backfilled an hour ago, an occurrence of 70 h ago: young history, kept.
+    backfilled = await add_event(db, now - timedelta(hours=1))
+    await add_schedule(db, trigger, now - timedelta(hours=70), "completed",
+                       settled=now - timedelta(hours=1), event_id=backfilled)  # fmt: skip
+    # Missed 60 h ago: purged; missed 10 h ago (an occurrence of 55 h ago): kept.
+    await add_schedule(db, trigger, old - timedelta(minutes=30), "missed")
+    await add_schedule(db, trigger, now - timedelta(hours=55), "missed",
+                       settled=now - timedelta(hours=10))  # fmt: skip
+    await add_schedule(db, trigger, now + timedelta(hours=1), "pending")
+
+    result = await run_pass(RetentionStore(db), WINDOWS, now=now)
+
+    assert result.deleted == 1 and result.schedules_deleted == 2
+    rows = await db.fetchall("SELECT status, event_id FROM trigger_schedules"
+                             " WHERE trigger_id = %s ORDER BY scheduled_for", (trigger,))
+    assert [(r["status"], r["event_id"]) for r in rows] == [
+        ("completed", backfilled), ("completed", kept_event), ("missed", None),
+        ("pending", None)]  # fmt: skip
 
 
 async def test_role_and_gauges_ride_out_a_database_outage(tmp_path: Path,

@@ -22,6 +22,7 @@ from tests.factories import (
     soon,
 )
 from tests.support import read_jobs, wait_until
+from triggerd.domain.occurrences import Due
 from triggerd.domain.timeutil import utcnow
 from triggerd.store.db import Database
 from triggerd.store.schedule_rows import cancel_pending, insert_occurrence
@@ -121,7 +122,7 @@ async def test_reconcile_sees_rows_written_by_another_process(
     async with db.transaction() as cur:
         await cancel_pending(cur, cancelled, utcnow())
         await cancel_pending(cur, moved, utcnow())
-        await insert_occurrence(cur, moved, moved_to, utcnow())
+        await insert_occurrence(cur, moved, Due(moved_to, moved_to), utcnow())
 
     jobs = await read_jobs(kafka_bootstrap, topic, count=3, timeout=6)
     fired = {j["trigger_id"]: j for j in jobs}

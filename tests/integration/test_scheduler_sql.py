@@ -8,9 +8,11 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
+from triggerd.domain.occurrences import Due
 from triggerd.domain.timeutil import to_db, utcnow
 from triggerd.store import schedules
 from triggerd.store.db import Database
+from triggerd.store.schedule_outcomes import Failed, record_outcomes
 
 
 async def _fill(db: Database, rows: int = 3000) -> None:
@@ -22,11 +24,11 @@ async def _fill(db: Database, rows: int = 3000) -> None:
         status = statuses[i % 6]
         fire_at = now + timedelta(seconds=(i % 600) - 300, milliseconds=i)
         lease = now + timedelta(seconds=(i % 60) - 30) if status == "processing" else None
-        values.append((str(uuid.uuid4()), to_db(fire_at), status, "x" if lease else None,
-                       to_db(lease), to_db(now), to_db(now)))  # fmt: skip
+        values.append((str(uuid.uuid4()), to_db(fire_at), to_db(fire_at), status,
+                       "x" if lease else None, to_db(lease), to_db(now), to_db(now)))  # fmt: skip
     await db.executemany(
-        "INSERT INTO trigger_schedules (trigger_id, fire_at, status, claimed_by, lease_until,"
-        " created_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+        "INSERT INTO trigger_schedules (trigger_id, scheduled_for, fire_at, status, claimed_by,"
+        " lease_until, created_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
         values,
     )
     await db.execute("ANALYZE TABLE trigger_schedules")
@@ -64,10 +66,10 @@ async def test_loop_queries_use_indexes(db: Database) -> None:
 async def test_concurrent_claims_never_share_a_row(db: Database) -> None:
     now = utcnow()
     await db.executemany(
-        "INSERT INTO trigger_schedules (trigger_id, fire_at, status, created_at, updated_at)"
-        " VALUES (%s, %s, 'pending', %s, %s)",
-        [(str(uuid.uuid4()), to_db(now - timedelta(milliseconds=i)), to_db(now), to_db(now))
-         for i in range(600)],
+        "INSERT INTO trigger_schedules (trigger_id, scheduled_for, fire_at, status, created_at,"
+        " updated_at) VALUES (%s, %s, %s, 'pending', %s, %s)",
+        [(str(uuid.uuid4()), to_db(now - timedelta(milliseconds=i)),
+          to_db(now - timedelta(milliseconds=i)), to_db(now), to_db(now)) for i in range(600)],
     )  # fmt: skip
 
     async def claimer(name: str) -> list[int]:
@@ -95,14 +97,14 @@ async def test_concurrent_claims_never_share_a_row(db: Database) -> None:
 
 async def test_a_failed_catch_up_keeps_its_decision(db: Database) -> None:
     """After downtime the latest missed occurrence was chosen; if its publish fails, that
-    occurrence is retried (the claimed, older row stays skipped), not the older one."""
+    occurrence is retried (the claimed, older row stays missed), not the older one."""
     now = utcnow()
     old, latest = now - timedelta(seconds=50), now - timedelta(seconds=5)
     trigger_id = str(uuid.uuid4())
     await db.execute(
-        "INSERT INTO trigger_schedules (trigger_id, fire_at, status, created_at, updated_at)"
-        " VALUES (%s, %s, 'pending', %s, %s)",
-        [trigger_id, to_db(old), to_db(old), to_db(old)],
+        "INSERT INTO trigger_schedules (trigger_id, scheduled_for, fire_at, status, created_at,"
+        " updated_at) VALUES (%s, %s, %s, 'pending', %s, %s)",
+        [trigger_id, to_db(old), to_db(old), to_db(old), to_db(old)],
     )
     [row] = await schedules.claim_due(
         db, instance="me", now=now, until=now, limit=10,
@@ -111,14 +113,14 @@ async def test_a_failed_catch_up_keeps_its_decision(db: Database) -> None:
     )  # fmt: skip
     assert row.stale
     retry_at = now + timedelta(seconds=2)
-    failure = schedules.Failed(row.id, trigger_id, 0, retry_at, row.fire_at, latest)
-    assert await schedules.record_outcomes(db, instance="me", now=now, fired=[],
-                                           failed=[failure]) == {row.id}  # fmt: skip
+    failure = Failed(row.id, trigger_id, 0, retry_at, True, Due(latest, latest))
+    assert await record_outcomes(db, instance="me", now=now, fired=[],
+                                 failed=[failure]) == {row.id}  # fmt: skip
     rows = await db.fetchall(
         "SELECT fire_at, status, attempt_count, retry_at FROM trigger_schedules"
         " WHERE trigger_id = %s ORDER BY fire_at", [trigger_id],
     )  # fmt: skip
-    assert [(r["status"], r["attempt_count"]) for r in rows] == [("cancelled", 0), ("pending", 1)]
+    assert [(r["status"], r["attempt_count"]) for r in rows] == [("missed", 0), ("pending", 1)]
     assert rows[1]["fire_at"] == to_db(latest) and rows[1]["retry_at"] == to_db(retry_at)
 
 
@@ -129,11 +131,12 @@ async def test_pending_and_reclaimed_rows_have_their_own_downtime_cut_off(db: Da
     due = now - timedelta(seconds=20)
     pending, leased = str(uuid.uuid4()), str(uuid.uuid4())
     await db.execute(
-        "INSERT INTO trigger_schedules (trigger_id, fire_at, status, claimed_by, lease_until,"
-        " created_at, updated_at) VALUES (%s, %s, 'pending', NULL, NULL, %s, %s),"
-        " (%s, %s, 'processing', 'dead', %s, %s, %s)",
-        [pending, to_db(due), to_db(due), to_db(due),
-         leased, to_db(due), to_db(now - timedelta(seconds=1)), to_db(due), to_db(due)],
+        "INSERT INTO trigger_schedules (trigger_id, scheduled_for, fire_at, status, claimed_by,"
+        " lease_until, created_at, updated_at) VALUES (%s, %s, %s, 'pending', NULL, NULL, %s, %s),"
+        " (%s, %s, %s, 'processing', 'dead', %s, %s, %s)",
+        [pending, to_db(due), to_db(due), to_db(due), to_db(due),
+         leased, to_db(due), to_db(due), to_db(now - timedelta(seconds=1)), to_db(due),
+         to_db(due)],
     )  # fmt: skip
     rows = await schedules.claim_due(
         db, instance="me", now=now, until=now, limit=10,
@@ -148,11 +151,12 @@ async def test_a_restarted_scheduler_takes_over_its_own_leases_at_once(db: Datab
     mine, other = str(uuid.uuid4()), str(uuid.uuid4())
     lease = to_db(now + timedelta(seconds=30))
     await db.execute(
-        "INSERT INTO trigger_schedules (trigger_id, fire_at, status, claimed_by, lease_until,"
-        " created_at, updated_at) VALUES (%s, %s, 'processing', 'me', %s, %s, %s),"
-        " (%s, %s, 'processing', 'someone-else', %s, %s, %s)",
-        [mine, to_db(now), lease, to_db(now), to_db(now),
-         other, to_db(now), lease, to_db(now), to_db(now)],
+        "INSERT INTO trigger_schedules (trigger_id, scheduled_for, fire_at, status, claimed_by,"
+        " lease_until, created_at, updated_at)"
+        " VALUES (%s, %s, %s, 'processing', 'me', %s, %s, %s),"
+        " (%s, %s, %s, 'processing', 'someone-else', %s, %s, %s)",
+        [mine, to_db(now), to_db(now), lease, to_db(now), to_db(now),
+         other, to_db(now), to_db(now), lease, to_db(now), to_db(now)],
     )  # fmt: skip
     assert await schedules.expire_own_leases(db, instance="me", now=now) == 1
     later = now + timedelta(milliseconds=5)

@@ -75,9 +75,9 @@ async def test_stored_trigger_test_run_leaves_the_schedule_alone(
     fire_at = to_db(utcnow() + timedelta(minutes=30))
     now = to_db(utcnow())
     await api.db.execute(
-        "INSERT INTO trigger_schedules (trigger_id, fire_at, status, created_at, updated_at)"
-        " VALUES (%s, %s, 'pending', %s, %s)",
-        (trigger_id, fire_at, now, now),
+        "INSERT INTO trigger_schedules (trigger_id, scheduled_for, fire_at, status, created_at,"
+        " updated_at) VALUES (%s, %s, %s, 'pending', %s, %s)",
+        (trigger_id, fire_at, fire_at, now, now),
     )
     before = await api.db.fetchall("SELECT * FROM trigger_schedules ORDER BY id")
     status, body = await api.post(f"/api/v1/triggers/{trigger_id}/test")

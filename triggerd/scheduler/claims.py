@@ -4,17 +4,22 @@ Trigger configs are cached by `version` (bumped by every update of a trigger), s
 batch costs one small `id, version, status` query plus a full read of only the triggers
 that are new or changed.
 
-Downtime (SPEC §5): a row nobody attempted (attempt_count 0) that was pending longer than
-the grace after it became due was missed while no scheduler ran. Of a trigger's missed
-occurrences only the most recent fires, flagged with its own scheduled_for; the skipped
-ones are counted in `triggerd_missed_occurrences_total`. Rows that were attempted (a
-Kafka outage) or that were inserted late (the successor of an occurrence that was
-published late) are not missed: they fire, one by one, so a Kafka outage loses nothing.
+Downtime: a row nobody attempted (attempt_count 0) that was pending longer than the
+grace after it became due was missed while no scheduler ran. The trigger's misfire
+policy (domain/misfire.py) decides what fires of its missed occurrences: the most recent
+(`latest`), none (`skip`), or each inside the catch-up window (`all`), flagged with its
+own scheduled_for; the others are recorded `missed` and counted in
+`triggerd_missed_occurrences_total{policy}`. Under `all` the claim fires the oldest
+occurrence of the window, and its successor, already due, is inserted marked as a
+catch-up, which fires in turn. Rows that were attempted (a Kafka outage) or that were
+inserted late (the successor of an occurrence that was published late) are not missed:
+they fire, one by one, so a Kafka outage loses nothing.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,22 +27,24 @@ from typing import Any
 
 import orjson
 
-from triggerd.domain.enums import Source
+from triggerd.domain.enums import MisfirePolicy, Source
 from triggerd.domain.jobs import Headers, Job, trace_header
+from triggerd.domain.misfire import CATCH_UP_NOTE, recover
 from triggerd.domain.models import SCHEDULED_TYPES, occurrence_event_id
+from triggerd.domain.occurrences import Due, next_due
 from triggerd.domain.timeutil import to_iso
-from triggerd.domain.timing import latest_due, next_occurrence
+from triggerd.domain.timing import next_occurrence
 from triggerd.domain.tracecontext import new_traceparent
 from triggerd.store import schedules
 from triggerd.store.db import Database
 from triggerd.store.event_rows import EventRecord, delivery_snapshot
+from triggerd.store.schedule_outcomes import Fired, MissedRows, Skipped
 from triggerd.store.schedules import ClaimedRow
 
 log = logging.getLogger(__name__)
 
 SOURCE = Source.SCHEDULER
 _UNSCHEDULABLE = "unschedulable"  # the status TriggerCache serves for a broken schedule
-MISSED_COUNT_CAP = 10_000  # skipped occurrences counted per trigger after downtime
 
 # Jobs are encoded when claimed, with this stand-in for fired_at; at due time the real
 # publish time is spliced in (fired_at is the last field Job.encode writes but one).
@@ -140,12 +147,13 @@ class Claim:
     trigger_name: str
     trigger_type: str
     config_json: str
-    fire_at: datetime  # the claimed row
-    scheduled_for: datetime  # what fires (differs after downtime)
+    fire: Due  # what fires: the claimed row's occurrence, or after downtime a later one
     attempt_count: int
     lease_until: datetime
-    missed: int = 0  # occurrences the downtime rule skipped for this one
-    after_downtime: bool = False  # the row was missed while no scheduler ran
+    moved: bool = False  # `fire` is not the claimed row's occurrence (downtime)
+    note: str | None = None  # the event's note ("fired after downtime…")
+    catch_up: bool = False  # misfire policy `all`: a successor already due catches up too
+    missed: MissedRows = ()  # occurrences the misfire policy passed over, to record
     checked: bool = False  # ownership re-read shortly before due (the API may cancel)
     event_id: str = field(init=False)
     # Every firing starts a trace of its own: minted with the claim, so due time costs
@@ -156,7 +164,7 @@ class Claim:
     _encoded: tuple[bytes, bytes] | None = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.event_id = occurrence_event_id(self.trigger_id, self.scheduled_for)
+        self.event_id = occurrence_event_id(self.trigger_id, self.fire.scheduled_for)
         self.traceparent = new_traceparent()
         # A tuple, not the headers list: untracked by the garbage collector (see above).
         self._header = trace_header(self.traceparent)
@@ -172,7 +180,12 @@ class Claim:
 
     @property
     def due(self) -> datetime:
-        return self.scheduled_for
+        """When it is published: the occurrence's fire_at (with jitter)."""
+        return self.fire.fire_at
+
+    @property
+    def scheduled_for(self) -> datetime:
+        return self.fire.scheduled_for
 
     @property
     def config(self) -> dict[str, Any]:
@@ -195,25 +208,23 @@ class Claim:
         head, tail = self._encoded
         return self._key, head + fired_iso + tail, [self._header]
 
-    def fired(self, fired_at: datetime, published_at: datetime) -> schedules.Fired:
+    def fired(self, fired_at: datetime, published_at: datetime) -> Fired:
         config = self.config
-        note = None
-        if self.after_downtime:  # flagged even when it was the only one missed
-            note = "fired after downtime" + (
-                f"; {self.missed} missed occurrence(s) skipped" if self.missed else "")
         event = EventRecord(
             id=self.event_id, trigger_id=self.trigger_id, trigger_name=self.trigger_name,
             trigger_type=self.trigger_type, source=SOURCE, is_test_run=False,
             payload=config.get("payload", {}), delivery=delivery_snapshot(config),
-            fired_at=fired_at, scheduled_for=self.scheduled_for, note=note,
+            fired_at=fired_at, scheduled_for=self.scheduled_for, note=self.note,
             publish_at=None, published_at=published_at, traceparent=self.traceparent,
         )  # fmt: skip
-        return schedules.Fired(
-            schedule_id=self.schedule_id, trigger_id=self.trigger_id, fire_at=self.fire_at,
-            scheduled_for=self.scheduled_for, event=event,
-            # After the occurrence that fired, not after now: occurrences due during a
-            # Kafka outage or a restart still fire (the downtime rule stops a burst).
-            next_fire_at=next_occurrence(self.trigger_type, config, self.scheduled_for),
+        # After the occurrence that fired, not after now: occurrences due during a Kafka
+        # outage or a restart still fire (the misfire policy stops a burst).
+        following = next_due(self.trigger_id, self.trigger_type, config, self.scheduled_for)
+        catching_up = self.catch_up and following is not None and following.fire_at <= fired_at
+        return Fired(
+            schedule_id=self.schedule_id, trigger_id=self.trigger_id, moved=self.moved,
+            fired=self.fire, event=event, next=following,
+            next_note=CATCH_UP_NOTE if catching_up else None, missed=self.missed,
         )  # fmt: skip
 
 
@@ -221,58 +232,55 @@ class Claim:
 class Plan:
     claims: list[Claim]
     drop: list[int]  # rows to cancel: trigger gone/inactive, or a duplicate catch-up
-    missed: int
+    missed: Counter[str]  # occurrences passed over, by misfire policy
+    skipped: list[Skipped] = field(default_factory=list)  # policy `skip`: nothing fires
+
+    @property
+    def caught_up(self) -> int:
+        return sum(1 for claim in self.claims if claim.note is not None)
 
 
 def plan(
     rows: Sequence[ClaimedRow], specs: Mapping[str, TriggerSpec], *, now: datetime,
     lease_until: datetime, firing: set[tuple[str, datetime]] | None = None,
 ) -> Plan:  # fmt: skip
-    """Turn claimed rows into claims, applying the downtime rule (`row.stale`: pending
-    past the grace). `firing` collects the (trigger, scheduled_for) already planned,
-    across calls for slices of one claim."""
-    result = Plan([], [], 0)
+    """Turn claimed rows into claims, applying the misfire policy to rows missed during
+    downtime (`row.stale`: pending past the grace). `firing` collects the (trigger,
+    scheduled_for) already planned, across calls for slices of one claim."""
+    result = Plan([], [], Counter())
     firing = set() if firing is None else firing
     for row in rows:
         spec = specs.get(row.trigger_id)
         if spec is None or not spec.fires:
             result.drop.append(row.id)
             continue
-        scheduled_for, missed = row.fire_at, 0
-        downtime = row.attempt_count == 0 and row.stale
-        if downtime:
-            config = spec.config()
-            latest = latest_due(spec.type, config, now)
-            if latest is not None and latest > row.fire_at:
-                scheduled_for = latest
-                missed = count_between(spec.type, config, row.fire_at, latest)
-        if (spec.id, scheduled_for) in firing:  # two missed rows collapsed onto one
+        fire = Due(row.scheduled_for, row.fire_at)
+        note, catch_up = None, False
+        missed: MissedRows = ()
+        policy = MisfirePolicy.LATEST
+        if row.attempt_count == 0 and row.stale:
+            recovery = recover(spec.id, spec.type, spec.config(), fire, now)
+            policy = recovery.policy
+            result.missed[policy] += recovery.missed_total
+            missed = tuple(zip(recovery.missed, recovery.missed_notes(), strict=True))
+            if recovery.fire is None:
+                result.skipped.append(Skipped(row.id, spec.id, missed, recovery.resume))
+                continue
+            fire, note = recovery.fire, recovery.fired_note()
+            catch_up = policy is MisfirePolicy.ALL
+        elif row.note == CATCH_UP_NOTE:
+            note, catch_up = CATCH_UP_NOTE, True
+        if (spec.id, fire.scheduled_for) in firing:  # two missed rows collapsed onto one
             result.drop.append(row.id)
-            result.missed += 1
+            result.missed[policy] += 1
             continue
-        firing.add((spec.id, scheduled_for))
-        result.missed += missed
+        firing.add((spec.id, fire.scheduled_for))
         result.claims.append(Claim.of(
-            spec, schedule_id=row.id, fire_at=row.fire_at,
-            scheduled_for=scheduled_for,
-            attempt_count=row.attempt_count, lease_until=lease_until, missed=missed,
-            after_downtime=downtime,
+            spec, schedule_id=row.id, fire=fire, attempt_count=row.attempt_count,
+            lease_until=lease_until, moved=fire.scheduled_for != row.scheduled_for,
+            note=note, catch_up=catch_up, missed=missed,
         ))  # fmt: skip
     return result
 
 
-def count_between(
-    trigger_type: str, config: Mapping[str, Any], first: datetime, latest: datetime
-) -> int:
-    """Occurrences in [first, latest): the ones skipped when only `latest` fires."""
-    count, current = 0, first
-    while current < latest and count < MISSED_COUNT_CAP:
-        count += 1
-        following = next_occurrence(trigger_type, config, current)
-        if following is None:
-            break
-        current = following
-    return count
-
-
-__all__ = ["Claim", "Plan", "TriggerCache", "TriggerSpec", "count_between", "plan"]
+__all__ = ["Claim", "Plan", "TriggerCache", "TriggerSpec", "plan"]

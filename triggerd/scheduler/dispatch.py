@@ -39,6 +39,7 @@ from triggerd.scheduler.reconcile import Window
 from triggerd.services import Services
 from triggerd.store import schedules
 from triggerd.store.db import is_transient
+from triggerd.store.schedule_outcomes import Failed, Fired, record_outcomes
 from triggerd.tracing import Kind, Tracer
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ class Outcome:
     fired_at: datetime
     acked: datetime
     published: list[Claim] = field(default_factory=list)
-    failed: list[schedules.Failed] = field(default_factory=list)
+    failed: list[Failed] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.published) + len(self.failed)
@@ -239,14 +240,13 @@ class Dispatcher:
             if isinstance(result, BaseException):
                 attempt = claim.attempt_count + 1
                 retry_at = acked + timedelta(seconds=backoff_delay(attempt, RETRY_BASE, RETRY_CAP))
-                failure = schedules.Failed(claim.schedule_id, claim.trigger_id,
-                                           claim.attempt_count, retry_at, claim.fire_at,
-                                           claim.scheduled_for)  # fmt: skip
+                failure = Failed(claim.schedule_id, claim.trigger_id, claim.attempt_count,
+                                 retry_at, claim.moved, claim.fire, claim.missed)  # fmt: skip
                 outcome.failed.append(failure)
                 continue
             outcome.published.append(claim)
             fires[claim.trigger_type] += 1
-            metrics.fire_delay.observe((acked - claim.scheduled_for).total_seconds())
+            metrics.fire_delay.observe((acked - claim.due).total_seconds())  # due: with jitter
         for trigger_type, count in fires.items():
             metrics.fires.labels(type=trigger_type, source="scheduler").inc(count)
         if self.services.tracer.enabled:
@@ -291,14 +291,14 @@ class Dispatcher:
             batch.append(self._outcomes.pop(0))
             size += len(batch[-1])
         try:
-            fired: list[schedules.Fired] = []
+            fired: list[Fired] = []
             for outcome in batch:
                 for claim in outcome.published:
                     fired.append(claim.fired(outcome.fired_at, outcome.acked))
                     if len(fired) % YIELD_EVERY == 0:
                         await asyncio.sleep(0)  # the loop has jobs to send
             failed = [f for outcome in batch for f in outcome.failed]
-            ours = await schedules.record_outcomes(
+            ours = await record_outcomes(
                 self.services.db, instance=self.instance, now=utcnow(), fired=fired,
                 failed=failed,
             )  # fmt: skip
@@ -307,8 +307,8 @@ class Dispatcher:
             raise
         for item in fired:
             self._unrecorded.pop(item.schedule_id, None)
-            if item.schedule_id in ours and item.next_fire_at is not None:
-                self.window.hint(item.next_fire_at)
+            if item.schedule_id in ours and item.next is not None:
+                self.window.hint(item.next.fire_at)
         for failure in failed:
             self._unrecorded.pop(failure.schedule_id, None)
             if failure.schedule_id in ours:

@@ -6,8 +6,8 @@ How it fits together (a reader's map of triggerd/scheduler/):
   MySQL every `scheduler_reconcile_interval` and on a wake-up from the API;
 - loop.py (this module) — the planner: sleeps until the earliest entry is due minus the
   claim-ahead, then claims every due row in batches with a lease (store/schedules.py);
-- claims.py — trigger configs for the claimed rows (cached by version) and the downtime
-  rule (only the latest missed occurrence of a trigger fires);
+- claims.py — trigger configs for the claimed rows (cached by version) and the misfire
+  policies after downtime (domain/misfire.py);
 - dispatch.py — publishes each claim at its due time and records the outcome (completed +
   event + next occurrence, or back to pending with a backoff).
 
@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -39,8 +40,9 @@ from triggerd.scheduler.claims import TriggerCache, plan
 from triggerd.scheduler.dispatch import YIELD_EVERY, Dispatcher
 from triggerd.scheduler.reconcile import Window
 from triggerd.services import Services
-from triggerd.store import schedules
+from triggerd.store import schedule_outcomes, schedules
 from triggerd.store.db import is_transient
+from triggerd.store.schedule_outcomes import Skipped
 from triggerd.store.schedule_rows import CHECK_AHEAD
 
 log = logging.getLogger(__name__)
@@ -208,7 +210,9 @@ class SchedulerRole:
         specs = await self.cache.resolve(services.db, (row.trigger_id for row in rows))
         firing: set[tuple[str, datetime]] = set()
         drop: list[int] = []
-        missed = caught_up = 0
+        skipped: list[Skipped] = []
+        missed: Counter[str] = Counter()
+        caught_up = 0
         for start in range(0, len(rows), YIELD_EVERY):  # slices: the loop has jobs to send
             planned = plan(rows[start : start + YIELD_EVERY], specs, now=utcnow(),
                            lease_until=lease_until, firing=firing)  # fmt: skip
@@ -216,22 +220,36 @@ class SchedulerRole:
                 claim.checked = claim.due - now <= CHECK_AHEAD
             dispatcher.add(planned.claims)  # the dispatcher answers for these from now on
             drop += planned.drop
-            self._limbo = [row.id for row in rows[start + YIELD_EVERY :]] + drop
+            skipped += planned.skipped
+            self._limbo = ([row.id for row in rows[start + YIELD_EVERY :]] + drop
+                           + [s.schedule_id for s in skipped])  # fmt: skip
             missed += planned.missed
-            caught_up += sum(1 for c in planned.claims if c.scheduled_for != c.fire_at)
+            caught_up += planned.caught_up
             await asyncio.sleep(0)
         if len(rows) >= min(settings.scheduler_batch_size, 200):  # small ones are all latency
             rate = len(rows) / max(time.monotonic() - started, 1e-3)
             self.claim_rate = max(100.0, 0.8 * self.claim_rate + 0.2 * rate)
-        if missed:
-            services.metrics.missed.inc(missed)
-            log.info("downtime: %d trigger(s) fire their latest missed occurrence; %d skipped",
-                     caught_up, missed)  # fmt: skip
+        for policy, count in missed.items():
+            services.metrics.missed.labels(policy=policy).inc(count)
+        if missed or skipped:
+            log.info("downtime: %d occurrence(s) fire after it, %d trigger(s) skip theirs;"
+                     " %d missed", caught_up, len(skipped), missed.total())  # fmt: skip
+        if skipped:  # misfire policy `skip`: record the missed ones, resume the schedule
+            await self._record_skipped(dispatcher.window, skipped)
         if drop:  # trigger deleted or inactive: its rows do not fire
             await schedules.release(services.db, drop, instance=settings.instance_id,
                                     now=utcnow(), status="cancelled")  # fmt: skip
         self._limbo = []
         return len(rows) >= settings.scheduler_batch_size
+
+    async def _record_skipped(self, window: Window, skipped: list[Skipped]) -> None:
+        owned = await schedule_outcomes.record_skipped(
+            self.services.db, instance=self.services.settings.instance_id, now=utcnow(),
+            skipped=skipped,
+        )  # fmt: skip
+        for item in skipped:
+            if item.schedule_id in owned and item.resume is not None:
+                window.hint(item.resume.fire_at)
 
     def _late_before(self, now: datetime) -> datetime:
         """Rows due before this were pending past the grace while this scheduler ran and

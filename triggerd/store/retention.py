@@ -30,7 +30,8 @@ from triggerd.store.events import RETENTION_STATUSES
 IN_FLIGHT = tuple(s.value for s in enums.IN_FLIGHT)
 _SETTLED = f"execution_status NOT IN ({', '.join(repr(s) for s in IN_FLIGHT)})"
 # Schedule rows that will never change again.
-FINISHED_SCHEDULES = (ScheduleStatus.COMPLETED.value, ScheduleStatus.CANCELLED.value)
+FINISHED_SCHEDULES = (ScheduleStatus.COMPLETED.value, ScheduleStatus.CANCELLED.value,
+                      ScheduleStatus.MISSED.value)  # fmt: skip
 
 StatementHook = Callable[[str, float], None]
 _READ_COMMITTED = "SET TRANSACTION ISOLATION LEVEL READ COMMITTED"  # the next transaction only
@@ -124,17 +125,24 @@ _ARCHIVE = (
     "UPDATE event_logs FORCE INDEX (ix_events_list) SET retention_status = 'archived'"
     f" WHERE retention_status = 'active' AND {_span('fired_at')} AND {_SETTLED}"
 )
-# Finished occurrences of a span that are not the newest of their trigger (the newest
-# keeps the (trigger_id, fire_at) key that stops that occurrence from being inserted and
-# fired again; finding it is one dive into that key), or whose trigger is gone. Selected,
-# then deleted by id: MySQL refuses a DELETE whose subquery reads the same table.
+# Finished occurrences of a span, kept as long as the events are (they are the trigger's
+# occurrence history): purged once they settled DELETE_AFTER ago (an occurrence fired by
+# a backfill or a catch-up long after its time is young however old its fire_at) and
+# their event is gone (retention deletes the events first in a pass). Never the newest
+# of a trigger, which keeps the (trigger_id, scheduled_for) key that stops that
+# occurrence from being inserted and fired again (one dive into that key); any, once the
+# trigger is gone. Rows the span passes over stay for a later pass. Selected, then
+# deleted by id: MySQL refuses a DELETE whose subquery reads the same table.
 _PURGEABLE_SCHEDULES = (
     "SELECT s.id FROM trigger_schedules s FORCE INDEX (ix_schedules_due)"
     " LEFT JOIN triggers t ON t.id = s.trigger_id"
     f" WHERE s.status = %(status)s AND {_span('s.fire_at', 's.id')}"
-    " AND (t.id IS NULL OR s.fire_at < (SELECT n.fire_at FROM trigger_schedules n"
-    "                                   WHERE n.trigger_id = s.trigger_id"
-    "                                   ORDER BY n.fire_at DESC LIMIT 1))"
+    " AND s.updated_at < %(cutoff)s"
+    " AND (s.event_id IS NULL"
+    "      OR NOT EXISTS (SELECT 1 FROM event_logs e WHERE e.id = s.event_id))"
+    " AND (t.id IS NULL OR s.scheduled_for < (SELECT n.scheduled_for FROM trigger_schedules n"
+    "                                         WHERE n.trigger_id = s.trigger_id"
+    "                                         ORDER BY n.scheduled_for DESC LIMIT 1))"
 )
 
 

@@ -1,4 +1,5 @@
-"""The scheduler's SQL: reading the window, claiming with leases, recording outcomes.
+"""The scheduler's SQL: reading the window, claiming with leases (recording the outcomes
+is store/schedule_outcomes.py).
 
 Every query the scheduler runs in its loop lives here, one function each, and is served
 by an index of `trigger_schedules` (tests/integration/test_scheduler_sql.py EXPLAINs them):
@@ -27,37 +28,7 @@ import aiomysql
 
 from triggerd.domain.timeutil import from_db, to_db
 from triggerd.store.db import Database
-from triggerd.store.event_rows import EventRecord, insert_events
-from triggerd.store.literals import int_list, texts, times, uuid_literals
-
-EVENT_CHUNK = 100  # rows per INSERT: rendering them is the costliest CPU work here; the
-# loop runs between chunks
-
-# Same semantics as schedule_rows.insert_occurrence (a cancelled row comes back to
-# pending, a completed one stays completed), as one multi-row INSERT: this head, the
-# rows (rendered by _next_rows), then _INSERT_NEXT_TAIL.
-_INSERT_NEXT_HEAD = (
-    "INSERT INTO trigger_schedules (trigger_id, fire_at, status, created_at, updated_at) VALUES "
-)
-_INSERT_NEXT_TAIL = (
-    " ON DUPLICATE KEY UPDATE"
-    "  attempt_count = IF(status = 'cancelled', 0, attempt_count),"
-    "  claimed_by = IF(status = 'cancelled', NULL, claimed_by),"
-    "  lease_until = IF(status = 'cancelled', NULL, lease_until),"
-    "  retry_at = IF(status = 'cancelled', NULL, retry_at),"
-    "  updated_at = IF(status = 'cancelled', VALUES(updated_at), updated_at),"
-    "  status = IF(status = 'cancelled', 'pending', status)"
-)
-
-# The occurrence a catch-up after downtime fired (not the row that was claimed).
-_INSERT_FIRED = (  # status 'completed', attempt_count 1
-    "INSERT INTO trigger_schedules (trigger_id, fire_at, status, attempt_count,"
-    " last_attempt_at, event_id, created_at, updated_at)"
-    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
-    " ON DUPLICATE KEY UPDATE status = 'completed', event_id = VALUES(event_id),"
-    "  claimed_by = NULL, lease_until = NULL, retry_at = NULL, updated_at = VALUES(updated_at)"
-)
-
+from triggerd.store.literals import int_list, uuid_literals
 
 # The queries the loop runs on every reconcile and every claim (EXPLAINed in the tests).
 # Wake-up points: the earliest due time in each second and how many rows fall in it, so
@@ -73,12 +44,12 @@ LEASE_POINTS = (  # a dead holder's rows become claimable once their leases ran 
     " WHERE status = 'processing' AND lease_until <= %(horizon)s"
     " GROUP BY TO_SECONDS(lease_until) ORDER BY NULL"
 )
-# fire_at as text: datetime.fromisoformat is far cheaper than the driver's conversion.
+# Times as text: datetime.fromisoformat is far cheaper than the driver's conversion.
 # stale: due and created before the given time (the downtime rule, claims.py); the
 # time differs for pending rows and for rows a dead holder's lease kept (claim_due).
 _CLAIM_COLUMNS = (
-    "SELECT id, trigger_id, CAST(fire_at AS CHAR), attempt_count,"
-    " GREATEST(fire_at, created_at) < %({})s FROM trigger_schedules"
+    "SELECT id, trigger_id, CAST(scheduled_for AS CHAR), CAST(fire_at AS CHAR), attempt_count,"
+    " GREATEST(fire_at, created_at) < %({})s, note FROM trigger_schedules"
 )
 CLAIM_EXPIRED = (
     _CLAIM_COLUMNS.format("reclaim_stale_before")
@@ -93,48 +64,15 @@ CLAIM_PENDING = (
 )
 
 
-# A catch-up occurrence whose publish failed, to be retried (a row already there is
-# left as it is, unless cancelled).
-_INSERT_RETRY = (
-    "INSERT INTO trigger_schedules (trigger_id, fire_at, status, attempt_count,"
-    " last_attempt_at, retry_at, created_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
-    " ON DUPLICATE KEY UPDATE retry_at = IF(status = 'cancelled', VALUES(retry_at), retry_at),"
-    "  attempt_count = IF(status = 'cancelled', VALUES(attempt_count), attempt_count),"
-    "  status = IF(status = 'cancelled', 'pending', status)"
-)
-
-
 @dataclass(frozen=True, slots=True)
 class ClaimedRow:
     id: int
     trigger_id: str
-    fire_at: datetime
+    scheduled_for: datetime  # the occurrence (its event id derives from it)
+    fire_at: datetime  # when it is due: scheduled_for plus the trigger's jitter
     attempt_count: int
     stale: bool  # due and created before the downtime cut-off (claim_due)
-
-
-@dataclass(frozen=True, slots=True)
-class Fired:
-    """A claimed row whose job Kafka acknowledged."""
-
-    schedule_id: int
-    trigger_id: str
-    fire_at: datetime  # the claimed row's occurrence
-    scheduled_for: datetime  # what fired: fire_at, or the latest missed one after downtime
-    event: EventRecord
-    next_fire_at: datetime | None  # inserted only if the row is still ours
-
-
-@dataclass(frozen=True, slots=True)
-class Failed:
-    """A claimed row whose job did not reach Kafka: back to pending until `retry_at`."""
-
-    schedule_id: int
-    trigger_id: str
-    attempt_count: int  # before this attempt
-    retry_at: datetime
-    fire_at: datetime  # the claimed row
-    scheduled_for: datetime  # what was to fire (the latest missed one after downtime)
+    note: str | None = None  # "fired after downtime": a catch-up of misfire policy `all`
 
 
 def _dt(value: Any) -> datetime:
@@ -143,16 +81,7 @@ def _dt(value: Any) -> datetime:
     return converted
 
 
-def _next_rows(fired: Sequence[Fired], now: datetime) -> str:
-    """The VALUES rows of _INSERT_NEXT for the next occurrences of `fired` (literals:
-    the driver's escaping of 5 values a row showed up in the scheduler's profile)."""
-    text, when = texts(), times()
-    stamp = when(now)
-    return ",".join(f"({text(f.trigger_id)},{when(f.next_fire_at)},'pending',{stamp},{stamp})"
-                    for f in fired)  # fmt: skip
-
-
-async def _ours(cur: Any, ids: Sequence[int], condition: str, params: list[Any]) -> set[int]:
+async def ours(cur: Any, ids: Sequence[int], condition: str, params: list[Any]) -> set[int]:
     """The `ids` still processing and matching `condition` (which may end FOR UPDATE):
     a COUNT first, as that is all of them nearly always and one row is cheaper to read
     than a thousand; the ids only when some are not."""
@@ -173,7 +102,7 @@ async def _tuples(db: Database, sql: str, params: Any) -> list[tuple[Any, ...]]:
 
 
 @contextlib.asynccontextmanager
-async def _transaction(
+async def transaction(
     db: Database, read_committed: bool = False
 ) -> AsyncIterator[aiomysql.Cursor]:
     """db.transaction() with a plain (tuple) cursor, optionally READ COMMITTED."""
@@ -222,7 +151,7 @@ async def claim_due(
     params = {"now": to_db(now), "until": to_db(until), "limit": limit,
               "stale_before": to_db(stale_before),
               "reclaim_stale_before": to_db(reclaim_stale_before)}  # fmt: skip
-    async with _transaction(db, read_committed=True) as cur:
+    async with transaction(db, read_committed=True) as cur:
         await cur.execute(CLAIM_EXPIRED, params)
         found = list(await cur.fetchall())
         if len(found) < limit:
@@ -238,7 +167,8 @@ async def claim_due(
         )
     return [
         ClaimedRow(int(r[0]), r[1], datetime.fromisoformat(r[2]).replace(tzinfo=UTC),
-                   int(r[3]), bool(r[4]))
+                   datetime.fromisoformat(r[3]).replace(tzinfo=UTC), int(r[4]), bool(r[5]),
+                   r[6])
         for r in found
     ]  # fmt: skip
 
@@ -276,7 +206,7 @@ async def still_ours(
     if not ids:
         return set()
     async with db.acquire() as conn, conn.cursor() as cur:
-        return await _ours(cur, ids, "claimed_by = %s AND lease_until > %s",
+        return await ours(cur, ids, "claimed_by = %s AND lease_until > %s",
                            [instance, to_db(now)])  # fmt: skip
 
 
@@ -287,8 +217,8 @@ async def refresh_leases(
     holder that is still working). Returns the ids still ours."""
     if not ids:
         return set()
-    async with _transaction(db) as cur:
-        owned = await _ours(cur, ids, "claimed_by = %s AND lease_until > %s FOR UPDATE",
+    async with transaction(db) as cur:
+        owned = await ours(cur, ids, "claimed_by = %s AND lease_until > %s FOR UPDATE",
                             [instance, to_db(now)])  # fmt: skip
         if owned:
             await cur.execute(
@@ -326,96 +256,5 @@ async def expire_own_leases(db: Database, *, instance: str, now: datetime) -> in
     )
 
 
-# ------------------------------------------------------------------ outcomes
-
-
-async def record_outcomes(
-    db: Database, *, instance: str, now: datetime, fired: Sequence[Fired],
-    failed: Sequence[Failed],
-) -> set[int]:  # fmt: skip
-    """One transaction for a batch of publish outcomes; returns the ids that were still
-    ours (and so were completed, advanced or re-queued).
-
-    Every published job gets its event row (INSERT IGNORE by event_id: a re-claimed
-    occurrence cannot make a second one), even for a row the API cancelled meanwhile —
-    the job is on Kafka, so the event happened. Only rows still ours are completed and
-    get their next occurrence; a failed one goes back to pending with a backoff.
-    """
-    ids = [f.schedule_id for f in fired] + [f.schedule_id for f in failed]
-    if not ids:
-        return set()
-    stamp = to_db(now)
-    async with _transaction(db) as cur:
-        ours = await _ours(cur, ids, "claimed_by = %s FOR UPDATE", [instance])
-        done = [f for f in fired if f.schedule_id in ours and f.scheduled_for == f.fire_at]
-        caught_up = [f for f in fired if f.schedule_id in ours and f.scheduled_for != f.fire_at]
-        if done:
-            cases = " ".join(f"WHEN {int(f.schedule_id)} THEN {uuid_literals([f.event.id])}"
-                             for f in done)  # fmt: skip
-            await cur.execute(
-                "UPDATE trigger_schedules SET status = 'completed',"
-                f" event_id = CASE id {cases} END, attempt_count = attempt_count + 1,"
-                " last_attempt_at = %s, claimed_by = NULL, lease_until = NULL,"
-                " retry_at = NULL, updated_at = %s"
-                f" WHERE id IN ({int_list(f.schedule_id for f in done)})",
-                [stamp, stamp],
-            )
-        if caught_up:
-            # The claimed (oldest missed) row is skipped; the occurrence that fired is
-            # recorded as its own completed row.
-            skipped = [f.schedule_id for f in caught_up]
-            await cur.execute(
-                "UPDATE trigger_schedules SET status = 'cancelled', claimed_by = NULL,"
-                f" lease_until = NULL, updated_at = %s WHERE id IN ({int_list(skipped)})",
-                [stamp],
-            )
-            await cur.executemany(
-                _INSERT_FIRED,
-                [(f.trigger_id, to_db(f.scheduled_for), "completed", 1, stamp, f.event.id,
-                  stamp, stamp) for f in caught_up],
-            )  # fmt: skip
-        for start in range(0, len(fired), EVENT_CHUNK):  # the loop runs between chunks
-            await insert_events(cur, [f.event for f in fired[start : start + EVENT_CHUNK]])
-        nexts = [f for f in fired if f.schedule_id in ours and f.next_fire_at is not None]
-        for start in range(0, len(nexts), EVENT_CHUNK):
-            rows = _next_rows(nexts[start : start + EVENT_CHUNK], now)
-            await cur.execute(_INSERT_NEXT_HEAD + rows + _INSERT_NEXT_TAIL)
-        await _requeue(cur, [f for f in failed if f.schedule_id in ours], stamp)
-    return ours
-
-
-async def _requeue(cur: Any, failed: Sequence[Failed], stamp: datetime | None) -> None:
-    caught_up = [f for f in failed if f.scheduled_for != f.fire_at]
-    if caught_up:
-        # The downtime decision stands: the claimed row stays skipped and the occurrence
-        # chosen to fire is what gets retried (as itself: attempted, so never collapsed).
-        await cur.execute(
-            "UPDATE trigger_schedules SET status = 'cancelled', claimed_by = NULL,"
-            " lease_until = NULL, updated_at = %s"
-            f" WHERE id IN ({int_list(f.schedule_id for f in caught_up)})",
-            [stamp],
-        )
-        await cur.executemany(
-            _INSERT_RETRY,
-            [(f.trigger_id, to_db(f.scheduled_for), "pending", f.attempt_count + 1, stamp,
-              to_db(f.retry_at), stamp, stamp) for f in caught_up],
-        )  # fmt: skip
-    by_attempt: dict[int, list[Failed]] = {}
-    for item in failed:
-        if item.scheduled_for == item.fire_at:
-            by_attempt.setdefault(item.attempt_count, []).append(item)
-    for group in by_attempt.values():
-        # One retry time per group (the items share an attempt count, so a backoff).
-        retry_at = to_db(max(item.retry_at for item in group))
-        ids = [item.schedule_id for item in group]
-        await cur.execute(
-            "UPDATE trigger_schedules SET status = 'pending', attempt_count = attempt_count + 1,"
-            " last_attempt_at = %s, retry_at = %s, claimed_by = NULL, lease_until = NULL,"
-            f" updated_at = %s WHERE id IN ({int_list(ids)})",
-            [stamp, retry_at, stamp],
-        )
-
-
-__all__ = ["ClaimedRow", "Failed", "Fired", "SpecRow", "claim_due", "due_points",
-           "record_outcomes", "refresh_leases", "release", "still_ours", "trigger_specs",
-           "trigger_versions"]  # fmt: skip
+__all__ = ["ClaimedRow", "SpecRow", "claim_due", "due_points", "ours", "refresh_leases",
+           "release", "still_ours", "transaction", "trigger_specs", "trigger_versions"]  # fmt: skip

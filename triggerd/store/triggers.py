@@ -20,6 +20,7 @@ import orjson
 from triggerd.domain.contract import PAST_GRACE, TriggerConfig, TriggerDefinition, schedule_changed
 from triggerd.domain.enums import TriggerStatus, TriggerType
 from triggerd.domain.models import Trigger
+from triggerd.domain.occurrences import due_at
 from triggerd.domain.retry import Retry
 from triggerd.domain.timeutil import from_db, to_db
 from triggerd.store import labels, schedule_rows
@@ -30,6 +31,12 @@ from triggerd.store.mysql_errors import is_lock_conflict
 _COLUMNS = "id, name, type, status, config, version, created_at, updated_at"
 # A deadlock victim was rolled back whole, so running its transaction again is safe.
 _DEADLOCK_RETRY = Retry(tries=3, base=0.01, cap=0.1, log_level=logging.INFO)
+
+# Why pending occurrences were cancelled (the `note` of the occurrence history).
+RESCHEDULED = "cancelled: the schedule changed"
+DEACTIVATED = "cancelled: the trigger was set inactive"
+REACTIVATED = "cancelled: the trigger was set active again"
+DELETED = "cancelled: the trigger was deleted"
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -84,9 +91,9 @@ class TriggerStore:
     async def create(self, definition: TriggerDefinition, trigger_id: str,
                      now: datetime) -> TriggerRecord:  # fmt: skip
         """INSERT the trigger and, when it is scheduled and active, its first occurrence."""
-        fire_at = None
+        first = None
         if definition.type != "webhook" and definition.status == "active":
-            fire_at = first_occurrence(definition, now)
+            first = first_occurrence(definition, now)
         async with self.db.transaction() as cur:
             await cur.execute(
                 "INSERT INTO triggers (id, name, type, status, config, version,"
@@ -102,8 +109,9 @@ class TriggerStore:
                 },
             )
             await labels.replace(cur, trigger_id, definition.labels, fresh=True)
-            if fire_at is not None:
-                await schedule_rows.insert_occurrence(cur, trigger_id, fire_at, now)
+            if first is not None:
+                due = due_at(trigger_id, definition.config, first)
+                await schedule_rows.insert_occurrence(cur, trigger_id, due, now)
         self.changes.notify(trigger_id)
         stored = now.replace(microsecond=now.microsecond // 1000 * 1000)
         trigger = Trigger(
@@ -117,11 +125,11 @@ class TriggerStore:
             updated_at=stored,
             labels=dict(definition.labels),
         )
-        return TriggerRecord(trigger, fire_at)
+        return TriggerRecord(trigger, first)
 
     async def get(self, trigger_id: str) -> TriggerRecord | None:
         row = await self.db.fetchone(
-            f"SELECT {_COLUMNS}, (SELECT MIN(s.fire_at) FROM trigger_schedules s"
+            f"SELECT {_COLUMNS}, (SELECT MIN(s.scheduled_for) FROM trigger_schedules s"
             "  WHERE s.trigger_id = t.id AND s.status IN ('pending', 'processing')) AS next_run"
             " FROM triggers t WHERE t.id = %(id)s",
             {"id": trigger_id},
@@ -158,7 +166,7 @@ class TriggerStore:
         names = {f"id{i}": value for i, value in enumerate(trigger_ids)}
         placeholders = ", ".join(f"%({name})s" for name in names)
         rows = await self.db.fetchall(
-            "SELECT trigger_id, MIN(fire_at) AS next_run FROM trigger_schedules"
+            "SELECT trigger_id, MIN(scheduled_for) AS next_run FROM trigger_schedules"
             f" WHERE trigger_id IN ({placeholders}) AND status IN ('pending', 'processing')"
             " GROUP BY trigger_id",
             names,
@@ -215,27 +223,29 @@ class TriggerStore:
                 },
             )
             retimed = schedule_changed(old, new)
-            held: list[tuple[int, datetime]] = []
+            held: list[schedule_rows.Held] = []
+            why = _cancel_note(retimed, new.status)
             if current.is_scheduled and (retimed or new.status != old.status):
-                held = await schedule_rows.cancel_pending(cur, trigger_id, now)
+                held = await schedule_rows.cancel_pending(cur, trigger_id, now, why)
                 if new.status == "active":
                     # A new schedule starts from its own first occurrence; an unchanged
                     # one resumes after now: no burst of the occurrences missed while
                     # inactive.
-                    fire_at = (first_occurrence(new, now, old) if retimed
-                               else new.config.next_occurrence(now))  # fmt: skip
+                    first = (first_occurrence(new, now, old) if retimed
+                             else new.config.next_occurrence(now))  # fmt: skip
                     # A held occurrence fires at its time anyway: when the schedule also
                     # fires then, that firing is it, and the schedule goes on from the
                     # next one (its row is taken: inserting it would add nothing, and
                     # settle_held would leave the trigger with no occurrence at all).
-                    taken = {to_db(due) for _, due in held}
-                    while fire_at is not None and to_db(fire_at) in taken:
-                        fire_at = new.config.next_occurrence(fire_at)
-                    if fire_at is not None:
-                        await schedule_rows.insert_occurrence(cur, trigger_id, fire_at, now)
+                    taken = {to_db(item.scheduled_for) for item in held}
+                    while first is not None and to_db(first) in taken:
+                        first = new.config.next_occurrence(first)
+                    if first is not None:
+                        due = due_at(trigger_id, new.config, first)
+                        await schedule_rows.insert_occurrence(cur, trigger_id, due, now)
             next_run = await schedule_rows.next_pending(cur, trigger_id)
         if held:  # an occurrence past the scheduler's last look fires before we answer
-            await schedule_rows.settle_held(self.db, trigger_id, held, now)
+            await schedule_rows.settle_held(self.db, trigger_id, held, now, why)
             next_run = (await self._next_runs([trigger_id])).get(trigger_id)
         stored = now.replace(microsecond=now.microsecond // 1000 * 1000)
         trigger = Trigger(
@@ -266,8 +276,8 @@ class TriggerStore:
             if not deleted:
                 return False
             await labels.replace(cur, trigger_id, {})
-            held = await schedule_rows.cancel_pending(cur, trigger_id, now)
-        await schedule_rows.settle_held(self.db, trigger_id, held, now)
+            held = await schedule_rows.cancel_pending(cur, trigger_id, now, DELETED)
+        await schedule_rows.settle_held(self.db, trigger_id, held, now, DELETED)
         return True
 
 
@@ -276,6 +286,12 @@ async def _retry_deadlocks(work: Callable[[], Awaitable[T]]) -> T:
     back whole, so running it again is safe); the scheduler locks the same rows."""
     return await _DEADLOCK_RETRY.run(work, retry_on=is_lock_conflict, what="trigger write",
                                      log=log)  # fmt: skip
+
+
+def _cancel_note(retimed: bool, status: str) -> str:
+    if status != "active":
+        return DEACTIVATED
+    return RESCHEDULED if retimed else REACTIVATED
 
 
 def _filters(*, type: str | None, status: str | None,
