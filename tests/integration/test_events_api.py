@@ -171,7 +171,7 @@ async def test_stats_reach_back_as_far_as_events_are_kept(settings_for: Any) -> 
         status, body = await api.get("/api/v1/events/stats", window="169h")
         assert status == 400 and "168h" in body["error"]["message"], body
 EXECUTION = ("pending", "retrying", "success", "failed", "published")
-SOURCES = ("webhook", "scheduler", "manual-test")
+SOURCES = ("webhook", "scheduler", "manual-test", "backfill")
 
 
 def counts_by(keys: tuple[str, ...], **counts: int) -> dict[str, int]:

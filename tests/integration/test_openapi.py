@@ -35,6 +35,8 @@ SPEC_OPERATIONS = {
     ("GET", "/api/v1/triggers/{id}"), ("PUT", "/api/v1/triggers/{id}"),
     ("PATCH", "/api/v1/triggers/{id}"), ("DELETE", "/api/v1/triggers/{id}"),
     ("POST", "/api/v1/triggers/test"), ("POST", "/api/v1/triggers/{id}/test"),
+    ("GET", "/api/v1/triggers/{id}/upcoming"), ("POST", "/api/v1/triggers/preview"),
+    ("GET", "/api/v1/triggers/{id}/occurrences"), ("POST", "/api/v1/triggers/{id}/backfill"),
     ("POST", "/api/v1/webhook/{trigger_id}"),
     ("GET", "/api/v1/events"), ("GET", "/api/v1/events/{id}"),
     ("GET", "/api/v1/events/stats"), ("POST", "/api/v1/events/{id}/replay"),

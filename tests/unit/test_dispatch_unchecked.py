@@ -18,9 +18,8 @@ SPEC = TriggerSpec("7b0f5a4e-1c1e-4a55-9a51-1d6c6b8a0e01", "t", "cron", "active"
 
 def claim(schedule_id: int, due_in: float, *, checked: bool = False) -> Claim:
     due = T0 + timedelta(seconds=due_in)
-    return Claim.of(SPEC, schedule_id=schedule_id, fire_at=due, scheduled_for=due,
-                    attempt_count=0, lease_until=due + timedelta(seconds=30),
-                    checked=checked)  # fmt: skip
+    return Claim.of(SPEC, schedule_id=schedule_id, scheduled_for=due, due=due, attempt_count=0,
+                    lease_until=due + timedelta(seconds=30), checked=checked)  # fmt: skip
 
 
 def dispatcher() -> Dispatcher:
@@ -70,7 +69,7 @@ def test_a_claim_is_one_object_for_the_garbage_collector() -> None:
     object) that every full collection would walk as well."""
     spec = TriggerSpec(SPEC.id, "t", "cron_scheduled", "active", 1,
                        '{"cron": "* * * * * *", "payload": {"deep": {"er": [1, 2]}}}')  # fmt: skip
-    held = Claim.of(spec, schedule_id=1, fire_at=T0, scheduled_for=T0, attempt_count=0,
+    held = Claim.of(spec, schedule_id=1, scheduled_for=T0, due=T0, attempt_count=0,
                     lease_until=T0 + timedelta(seconds=30))  # fmt: skip
     gc.collect()  # untracks the encoded-job tuple, as a collection would
     referents = [r for r in gc.get_referents(held) if gc.is_tracked(r) and r is not Claim]
@@ -80,4 +79,4 @@ def test_a_claim_is_one_object_for_the_garbage_collector() -> None:
     assert headers == [("traceparent", held.traceparent.encode())]
     fired = held.fired(T0, T0)
     assert fired.event.payload == {"deep": {"er": [1, 2]}}
-    assert fired.next_fire_at == T0 + timedelta(seconds=1)
+    assert fired.next is not None and fired.next.fire_at == T0 + timedelta(seconds=1)

@@ -43,6 +43,15 @@ from triggerd.domain.contract.bodies import (
     Health,
     TestRunBody,
 )
+from triggerd.domain.contract.schedules import (
+    BackfillBody,
+    BackfillResult,
+    OccurrenceList,
+    OccurrenceQuery,
+    TriggerPreview,
+    Upcoming,
+    UpcomingQuery,
+)
 from triggerd.domain.contract.triggers import TriggerCreate
 from triggerd.domain.enums import ExecutionStatus, RetentionStatus, Source, values
 from triggerd.domain.errors import NotFound
@@ -218,6 +227,44 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         description="Fires one event now (`source=manual-test`, `is_test_run=true`) through "
                     "Kafka and the worker; the schedule is untouched. Works while inactive.",
     ),
+    ("GET", "/api/v1/triggers/{id}/upcoming"): Op(
+        "The next occurrences of a trigger", "schedules",
+        {200: _ok("The next occurrences, as the scheduler will fire them", Upcoming)},
+        (400, 404, 503), query_model=UpcomingQuery, path_params=(_ID,),
+        description="Computed by the scheduler's own function from the pending occurrence: "
+                    "`scheduled_for` (nominal), `fire_at` (with jitter) and `local` (the "
+                    "trigger's zone, with the offset of that day). Empty for webhook and "
+                    "inactive triggers and a one-time trigger that has fired.",
+    ),
+    ("POST", "/api/v1/triggers/preview"): Op(
+        "The next occurrences of a trigger definition", "schedules",
+        {200: _ok("The occurrences it would have if created now", Upcoming)},
+        (400, 413, 415, 503), body=Named("TriggerPreview", TriggerPreview),
+        body_examples={"cron": _CREATE_EXAMPLES["cron"]},
+        description="The create body, validated as on create, and an optional `count`; "
+                    "nothing is saved and `trigger_id` is null. A preview has no trigger id: "
+                    "its `fire_at` shows jitter computed for the nil UUID.",
+    ),
+    ("GET", "/api/v1/triggers/{id}/occurrences"): Op(
+        "The occurrence history of a trigger, newest first", "schedules",
+        {200: _ok("A page of occurrences", OccurrenceList)}, (400, 404, 503),
+        query_model=OccurrenceQuery, path_params=(_ID,),
+        description="Every occurrence that fell due, and the pending one, kept as long as "
+                    "events are: fired (with its event, publish time and delay), missed "
+                    "(passed over by the misfire policy after downtime) or cancelled, with a "
+                    "note saying why.",
+    ),
+    ("POST", "/api/v1/triggers/{id}/backfill"): Op(
+        "Fire past occurrences of a schedule now", "schedules",
+        {202: _ok("Fired, or counted as already fired", BackfillResult)},
+        (400, 404, 409, 413, 415, 503), body=BackfillBody, path_params=(_ID,),
+        error_text={409: "Not a cron or interval trigger (`not_backfillable`)"},
+        description="Every occurrence with since <= scheduled_for < until fires once, now, "
+                    "with `source: backfill` and the event id the scheduler gives that "
+                    "occurrence: one already fired (its event still kept) does not fire "
+                    "again. Cron and interval triggers, active or not; until not in the "
+                    "future; at most 1,000 occurrences (else a 400 naming until).",
+    ),
     ("POST", "/api/v1/webhook/{trigger_id}"): Op(
         "Send an event to a webhook trigger", "webhook", {202: _ACCEPTED},
         (400, 401, 404, 409, 413, 415, 503),
@@ -332,6 +379,7 @@ _ERRORS = {
 _INLINE = {"text": {"type": "string"}, "object": {"type": "object"}}
 _TAGS = (
     ("triggers", "Define webhook, one-time, cron and interval triggers"),
+    ("schedules", "Upcoming runs, the occurrence history, backfill"),
     ("test runs", "Fire one event now, without touching the schedule"),
     ("webhook", "Ingestion: events sent by clients to webhook triggers"),
     ("events", "The event log: every firing, its delivery attempts, statistics, replay"),

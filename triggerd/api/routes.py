@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from triggerd.api import console, docs, events, testruns, triggers, webhook
+from triggerd.api import backfill, console, docs, events, schedules, testruns, triggers, webhook
 from triggerd.services import Services
 
 
 def setup(app: web.Application, services: Services) -> None:
     triggers.add_routes(app, services)
     testruns.add_routes(app, services)
+    schedules.add_routes(app, services)
+    backfill.add_routes(app, services)
     webhook.add_routes(app, services)
     events.add_routes(app, services)
     docs.setup(app)  # it documents every route registered above

@@ -37,9 +37,10 @@ from triggerd.store.triggers import TriggerRecord, TriggerStore
 log = logging.getLogger(__name__)
 
 COLLECTION = "/api/v1/triggers"
-# Any id but `test`: /api/v1/triggers/test is the test-run resource (api.testruns, POST
-# only), so GET or DELETE there is a 405 naming POST, not a 404 from this resource.
-ITEM = "/api/v1/triggers/{id:(?!test$)[^{}/]+}"
+# Any id but `test` and `preview`: /api/v1/triggers/test is the test-run resource
+# (api.testruns) and /preview the schedule preview (api.schedules), POST only, so GET or
+# DELETE there is a 405 naming POST, not a 404 from this resource.
+ITEM = "/api/v1/triggers/{id:(?!(?:test|preview)$)[^{}/]+}"
 
 
 def trigger_json(record: TriggerRecord, settings: Settings) -> dict[str, Any]:
@@ -133,7 +134,7 @@ class TriggerRoutes:
 Handler = Callable[[web.Request], Awaitable[web.Response]]
 
 
-def _storage_errors_as_503(handler: Handler) -> Handler:
+def storage_errors_as_503(handler: Handler) -> Handler:
     """A database that cannot be reached is a 503 the client may retry, not a 500."""
 
     @functools.wraps(handler)
@@ -163,7 +164,7 @@ def _not_found() -> NotFound:
 
 def add_routes(app: web.Application, services: Services) -> None:
     routes = TriggerRoutes(services)
-    guard = _storage_errors_as_503
+    guard = storage_errors_as_503
     app.router.add_post(COLLECTION, guard(routes.create))
     app.router.add_get(COLLECTION, guard(routes.list), allow_head=False)
     app.router.add_get(ITEM, guard(routes.get), allow_head=False)

@@ -126,6 +126,20 @@ def shortest_gap(
     return gap
 
 
+def period(
+    trigger_type: str, config: Mapping[str, Any], now: datetime
+) -> tuple[float, str] | None:
+    """What jitter must stay below, in seconds, and what that is: `interval_seconds`, or a
+    cron's shortest gap among its next GAP_SAMPLE occurrences; None for a schedule that
+    fires once more at most (nothing to keep in order)."""
+    if trigger_type == "interval_scheduled":
+        return float(config["interval_seconds"]), "interval_seconds"
+    gap = shortest_gap(trigger_type, config, now)
+    if gap is None:
+        return None
+    return gap.total_seconds(), f"the shortest gap between its next {GAP_SAMPLE} occurrences"
+
+
 def in_range(
     trigger_type: str, config: Mapping[str, Any], since: datetime, until: datetime, limit: int
 ) -> list[datetime]:
@@ -161,5 +175,5 @@ def local_iso(instant: datetime, zone: str) -> str:
 
 
 __all__ = ["MAX_JITTER_SECONDS", "Due", "due_at", "in_range", "jitter_ms", "jitter_offset",
-           "latest_fired_by", "local_iso", "next_due", "previous", "shortest_gap",
+           "latest_fired_by", "local_iso", "next_due", "period", "previous", "shortest_gap",
            "upcoming", "zone_of"]  # fmt: skip

@@ -147,7 +147,10 @@ class Claim:
     trigger_name: str
     trigger_type: str
     config_json: str
-    fire: Due  # what fires: the claimed row's occurrence, or after downtime a later one
+    # What fires: the claimed row's occurrence, or after downtime a later one. Two
+    # datetimes, not a Due: an object per claim would be one more for every collection.
+    scheduled_for: datetime
+    due: datetime  # when it is published: its fire_at (with jitter)
     attempt_count: int
     lease_until: datetime
     moved: bool = False  # `fire` is not the claimed row's occurrence (downtime)
@@ -164,7 +167,7 @@ class Claim:
     _encoded: tuple[bytes, bytes] | None = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.event_id = occurrence_event_id(self.trigger_id, self.fire.scheduled_for)
+        self.event_id = occurrence_event_id(self.trigger_id, self.scheduled_for)
         self.traceparent = new_traceparent()
         # A tuple, not the headers list: untracked by the garbage collector (see above).
         self._header = trace_header(self.traceparent)
@@ -179,13 +182,8 @@ class Claim:
                    config_json=spec.config_json, **fields)  # fmt: skip
 
     @property
-    def due(self) -> datetime:
-        """When it is published: the occurrence's fire_at (with jitter)."""
-        return self.fire.fire_at
-
-    @property
-    def scheduled_for(self) -> datetime:
-        return self.fire.scheduled_for
+    def fire(self) -> Due:
+        return Due(self.scheduled_for, self.due)
 
     @property
     def config(self) -> dict[str, Any]:
@@ -276,7 +274,8 @@ def plan(
             continue
         firing.add((spec.id, fire.scheduled_for))
         result.claims.append(Claim.of(
-            spec, schedule_id=row.id, fire=fire, attempt_count=row.attempt_count,
+            spec, schedule_id=row.id, scheduled_for=fire.scheduled_for, due=fire.fire_at,
+            attempt_count=row.attempt_count,
             lease_until=lease_until, moved=fire.scheduled_for != row.scheduled_for,
             note=note, catch_up=catch_up, missed=missed,
         ))  # fmt: skip

@@ -110,7 +110,7 @@ class TriggerStore:
             )
             await labels.replace(cur, trigger_id, definition.labels, fresh=True)
             if first is not None:
-                due = due_at(trigger_id, definition.config, first)
+                due = due_at(trigger_id, definition.config.timing(), first)
                 await schedule_rows.insert_occurrence(cur, trigger_id, due, now)
         self.changes.notify(trigger_id)
         stored = now.replace(microsecond=now.microsecond // 1000 * 1000)
@@ -241,7 +241,7 @@ class TriggerStore:
                     while first is not None and to_db(first) in taken:
                         first = new.config.next_occurrence(first)
                     if first is not None:
-                        due = due_at(trigger_id, new.config, first)
+                        due = due_at(trigger_id, new.config.timing(), first)
                         await schedule_rows.insert_occurrence(cur, trigger_id, due, now)
             next_run = await schedule_rows.next_pending(cur, trigger_id)
         if held:  # an occurrence past the scheduler's last look fires before we answer

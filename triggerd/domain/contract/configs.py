@@ -41,7 +41,9 @@ from triggerd.domain.contract.fields import (
     Zone,
     invalid,
 )
-from triggerd.domain.enums import HttpMethod, TriggerType, values
+from triggerd.domain.enums import HttpMethod, MisfirePolicy, TriggerType, values
+from triggerd.domain.misfire import DEFAULT_CATCHUP_WINDOW, MAX_CATCHUP_WINDOW
+from triggerd.domain.occurrences import MAX_JITTER_SECONDS, period
 from triggerd.domain.payloads import check_storable, compile_schema
 from triggerd.domain.redact import restore_redacted
 from triggerd.domain.timeutil import parse_iso_utc, to_iso
@@ -61,7 +63,8 @@ MAX_CRON_CHARS = 255
 MAX_ZONE_CHARS = 255
 DEFAULT_ZONE = "UTC"
 # Keys whose change moves the schedule (pending occurrences are then recomputed).
-TIMING_KEYS = ("run_at", "cron", "timezone", "interval_seconds", "first_run_at")
+TIMING_KEYS = ("run_at", "cron", "timezone", "interval_seconds", "first_run_at",
+               "jitter_seconds")
 
 Secret = Annotated[str | None, Text(MAX_SECRET_CHARS)]
 Instant = Annotated[str | None, Text(MAX_TIME_CHARS)]
@@ -267,6 +270,36 @@ class ScheduledConfig(TriggerConfig):
         description="Absolute http or https URL the event is delivered to")
 
 
+class SteeredConfig(ScheduledConfig):
+    """The keys that steer a recurring schedule (cron and interval triggers)."""
+
+    jitter_seconds: Annotated[float, Number(0, MAX_JITTER_SECONDS)] = Field(
+        0, description="Each occurrence fires up to this much after its scheduled time, by "
+                       "an offset fixed per trigger and occurrence (the same in `upcoming`, "
+                       "across restarts and schedulers). Whole milliseconds, less than the "
+                       "schedule's period: interval_seconds, or the shortest gap between the "
+                       "cron's next 100 occurrences")  # fmt: skip
+    misfire_policy: Annotated[MisfirePolicy, Choice(values(MisfirePolicy),
+                                                    convert=MisfirePolicy)] = Field(
+        MisfirePolicy.LATEST,
+        description="What fires of the occurrences missed while no scheduler ran: `latest` "
+                    "the most recent, once; `skip` none; `all` each within "
+                    "catchup_window_seconds, oldest first")  # fmt: skip
+    catchup_window_seconds: Annotated[float, Number(0, MAX_CATCHUP_WINDOW,
+                                                    low_inclusive=False)] = Field(
+        DEFAULT_CATCHUP_WINDOW, description="How far back misfire_policy `all` catches up")
+
+    def _jitter_fits(self, now: datetime) -> None:
+        """Jitter below the period keeps successive occurrences in order."""
+        jitter = self.jitter_seconds
+        if abs(jitter * 1000 - round(jitter * 1000)) > 1e-6:
+            invalid("must be a whole number of milliseconds", "jitter_seconds")
+        bound = period(self.TYPE, self.timing(), now) if jitter else None
+        if bound is not None and jitter >= bound[0]:
+            invalid(f"must be less than the schedule's period ({bound[1]}: {bound[0]:g} s)",
+                    "jitter_seconds")  # fmt: skip
+
+
 class TimeScheduledConfig(ScheduledConfig):
     TYPE = TriggerType.TIME_SCHEDULED
 
@@ -312,7 +345,7 @@ CRON_MACROS = {"@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 
                "@hourly": "0 * * * *"}  # fmt: skip
 
 
-class CronScheduledConfig(ScheduledConfig):
+class CronScheduledConfig(SteeredConfig):
     TYPE = TriggerType.CRON_SCHEDULED
 
     cron: Annotated[str, Text(MAX_CRON_CHARS)] = Field(
@@ -335,10 +368,11 @@ class CronScheduledConfig(ScheduledConfig):
         except Exception as exc:  # croniter's parser raises several types on garbage
             invalid(str(exc) or "invalid cron expression", "cron")
         _update(self, cron=expr)
+        self._jitter_fits(context_now(info))
         return self
 
 
-class IntervalScheduledConfig(ScheduledConfig):
+class IntervalScheduledConfig(SteeredConfig):
     TYPE = TriggerType.INTERVAL_SCHEDULED
 
     interval_seconds: Annotated[float, Number(1, MAX_SECONDS)] = Field(
@@ -375,6 +409,7 @@ class IntervalScheduledConfig(ScheduledConfig):
         if not isinstance(anchor, str):
             anchor = to_iso(start or now + timedelta(seconds=interval))
         _update(self, start_at=start_at, first_run_at=anchor)
+        self._jitter_fits(now)
         return self
 
     def anchor(self) -> datetime | None:

@@ -1,0 +1,86 @@
+"""Backfill: fire past occurrences of a schedule now, each at most once.
+
+Each occurrence's event gets the id the scheduler gives that occurrence
+(`occurrence_event_id`), so an occurrence whose event is still kept — fired by the
+scheduler, or by an earlier backfill — is not fired again. One transaction per request:
+the trigger row is locked first, so two backfills of one trigger take turns; the ids
+already there are read, the others inserted (INSERT IGNORE: the scheduler may fire one
+of them at the same moment, and then it is its event, not ours), and the occurrence
+rows record the firings (a missed or cancelled one becomes fired; a pending one is left
+to the scheduler, whose firing then finds the event there).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from triggerd.domain.enums import Source
+from triggerd.domain.models import Trigger
+from triggerd.domain.timeutil import to_db
+from triggerd.store.db import Database
+from triggerd.store.event_rows import EventRecord, insert_events
+from triggerd.store.literals import uuid_literals
+
+NOTE = "backfill"
+
+# A missed or cancelled occurrence row becomes the fired one; any other is left as it is.
+_RECORD = (
+    "INSERT INTO trigger_schedules (trigger_id, scheduled_for, fire_at, status, attempt_count,"
+    " last_attempt_at, event_id, note, created_at, updated_at)"
+    " VALUES (%s, %s, %s, 'completed', 1, %s, %s, %s, %s, %s)"
+    " ON DUPLICATE KEY UPDATE"
+    "  event_id = IF(status IN ('missed', 'cancelled'), VALUES(event_id), event_id),"
+    "  note = IF(status IN ('missed', 'cancelled'), VALUES(note), note),"
+    "  last_attempt_at = IF(status IN ('missed', 'cancelled'), VALUES(last_attempt_at),"
+    "                       last_attempt_at),"
+    "  updated_at = IF(status IN ('missed', 'cancelled'), VALUES(updated_at), updated_at),"
+    "  status = IF(status IN ('missed', 'cancelled'), 'completed', status)"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class BackfillResult:
+    fired: list[EventRecord]  # in scheduled_for order
+    already_fired: int
+
+
+async def backfill(
+    db: Database, trigger: Trigger, records: Sequence[EventRecord], now: datetime
+) -> BackfillResult | None:
+    """Insert the events of `records` (the range's occurrences, ids derived from them)
+    whose id is not taken yet, and record their occurrences. None: the trigger is gone."""
+    ids = [record.id for record in records]
+    async with db.transaction() as cur:
+        await cur.execute("SELECT id FROM triggers WHERE id = %(id)s FOR UPDATE",
+                          {"id": trigger.id})  # fmt: skip
+        if await cur.fetchone() is None:
+            return None
+        taken = await _existing(cur, ids)
+        new = [record for record in records if record.id not in taken]
+        inserted = await insert_events(cur, new) if new else 0
+        if inserted < len(new):  # the scheduler fired some meanwhile: theirs, not ours
+            ours = await _existing(cur, [record.id for record in new])
+            new = [record for record in new if record.id in ours]
+        if new:
+            stamp = to_db(now)
+            await cur.executemany(_RECORD, [
+                (trigger.id, to_db(r.scheduled_for), to_db(r.scheduled_for), stamp, r.id,
+                 NOTE, stamp, stamp) for r in new])  # fmt: skip
+    return BackfillResult(new, len(records) - len(new))
+
+
+async def _existing(cur: Any, ids: Sequence[str]) -> set[str]:
+    """The ids among `ids` that have an event, as this transaction sees them (its own
+    inserts included, what others committed after its first read not)."""
+    if not ids:
+        return set()
+    await cur.execute(f"SELECT id FROM event_logs WHERE id IN ({uuid_literals(ids)})")
+    return {row["id"] for row in await cur.fetchall()}
+
+
+SOURCE = Source.BACKFILL
+
+__all__ = ["NOTE", "SOURCE", "BackfillResult", "backfill"]
