@@ -343,7 +343,7 @@ def trace_firings(tracer: Tracer, claims: Sequence[Claim], results: Sequence[obj
     start, end = _ns(fired_at), _ns(acked)
     for claim, result in zip(claims, results, strict=True):
         error = f"{type(result).__name__}: {result}" if isinstance(result, BaseException) else None
-        delay = (acked - claim.scheduled_for).total_seconds()
+        delay = (acked - claim.due).total_seconds()  # due: fire_at, with jitter
         tracer.record(f"fire {claim.trigger_type}", Kind.PRODUCER, own=claim.traceparent,
                       start_ns=start, end_ns=end, error=error,
                       attributes={"messaging.system": "kafka",
@@ -351,8 +351,9 @@ def trace_firings(tracer: Tracer, claims: Sequence[Claim], results: Sequence[obj
                                   "triggerd.trigger_id": claim.trigger_id,
                                   "triggerd.event_id": claim.event_id,
                                   "triggerd.scheduled_for": to_iso(claim.scheduled_for) or "",
+                                  "triggerd.fire_at": to_iso(claim.due) or "",
                                   "triggerd.fire_delay_ms": round(delay * 1000, 3),
-                                  "triggerd.after_downtime": claim.after_downtime})  # fmt: skip
+                                  "triggerd.after_downtime": claim.note is not None})  # fmt: skip
 
 
 def _ns(moment: datetime) -> int:
