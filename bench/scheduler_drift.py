@@ -1,6 +1,7 @@
 """Scheduler drift benchmark: how late does a due occurrence reach Kafka?
 
     python bench/scheduler_drift.py [--triggers 100000] [--burst 10000] [--seconds 120]
+                                    [--jitter 30]
 
 Starts its own private MariaDB and broker (triggerd.devstack), migrates, and inserts
 `--triggers` active triggers with multi-row INSERTs: half `S * * * * *` crons (S = i mod
@@ -10,7 +11,8 @@ all due at the same instant half-way through the measurement.
 
 Then `triggerd run --roles scheduler` runs as a subprocess (so its peak RSS is its own,
 read from /proc) and a consumer in this process reads the job topic. Publish delay =
-Kafka record timestamp (producer CreateTime) − scheduled_for. Reported: p50/p99/max of
+Kafka record timestamp (producer CreateTime) − fire_at (scheduled_for, plus the trigger's
+jitter with --jitter, which sets it on every other spread trigger). Reported: p50/p99/max of
 the spread load (the seconds around the burst excluded and reported apart), fires/s, the
 burst (delay of its jobs; the last one is "last published after due"), peak RSS.
 
@@ -80,9 +82,11 @@ def peak_rss_mb(pid: int) -> float:
 # --------------------------------------------------------------------- data
 
 
-def spread_schedule(n: int, start: datetime) -> list[tuple[str, dict[str, Any], datetime]]:
+def spread_schedule(n: int, start: datetime, jitter: float = 0.0
+                    ) -> list[tuple[str, dict[str, Any], datetime]]:  # fmt: skip
     """(type, config, first occurrence) of the spread load; the first occurrences all
-    fall in the minute from `start`."""
+    fall in the minute from `start`. With `jitter`, every other trigger has that
+    jitter_seconds."""
     out: list[tuple[str, dict[str, Any], datetime]] = []
     base = start.replace(microsecond=0)
     n_cron = n // 2
@@ -94,27 +98,33 @@ def spread_schedule(n: int, start: datetime) -> list[tuple[str, dict[str, Any], 
             first += timedelta(seconds=60)
         cfg: dict[str, Any] = {"cron": f"{second} * * * * *", "timezone": "UTC",
                                "endpoint": ENDPOINT, "payload": {"n": i}}  # fmt: skip
+        if jitter and i % 2:
+            cfg["jitter_seconds"] = jitter
         out.append(("cron_scheduled", cfg, first))
     for j in range(n_interval):
         first = base + timedelta(seconds=1, milliseconds=(j * INTERVAL * 1000) // n_interval)
         cfg = {"interval_seconds": INTERVAL, "first_run_at": iso(first), "endpoint": ENDPOINT,
                "payload": {"n": j}}  # fmt: skip
+        if jitter and j % 2:
+            cfg["jitter_seconds"] = jitter
         out.append(("interval_scheduled", cfg, first))
     return out
 
 
-def insert_all(url: str, rows: list[tuple[str, dict[str, Any], datetime]]) -> None:
+def insert_all(url: str, rows: list[tuple[str, dict[str, Any], datetime]]) -> dict[str, int]:
     """Multi-row INSERTs of 5,000 rows, the statement text built here (the values are
     generated, so escaping the JSON is all it takes: far cheaper than executemany's
-    per-value escaping)."""
+    per-value escaping). Returns the jitter (ms) of each trigger that has some."""
     import pymysql.converters
 
     from triggerd.config import DatabaseUrl
+    from triggerd.domain.occurrences import due_at, jitter_ms
 
     u = DatabaseUrl.parse(url)
     conn = pymysql.connect(host=u.host, port=u.port, user=u.user, password=u.password,
                            database=u.database, autocommit=True)  # fmt: skip
     now = db_naive(datetime.now(UTC)).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    jitters: dict[str, int] = {}
     try:
         with conn.cursor() as cur:
             cur.execute("SET SESSION unique_checks = 0")  # generated ids are unique
@@ -129,13 +139,17 @@ def insert_all(url: str, rows: list[tuple[str, dict[str, Any], datetime]]) -> No
                 cur.execute("INSERT INTO triggers (id, name, type, status, config, version,"
                             f" created_at, updated_at) VALUES {triggers}")  # fmt: skip
                 occurrences = ",".join(
-                    f"('{tid}','{db_time(first)}','{db_time(first)}','pending','{now}','{now}')"
-                    for tid, (_, _, first) in zip(ids, chunk, strict=True)
+                    f"('{tid}','{db_time(first)}','{db_time(due_at(tid, cfg, first).fire_at)}',"
+                    f"'pending','{now}','{now}')"
+                    for tid, (_, cfg, first) in zip(ids, chunk, strict=True)
                 )
+                jitters.update((tid, jitter_ms(cfg)) for tid, (_, cfg, _) in
+                               zip(ids, chunk, strict=True) if jitter_ms(cfg))  # fmt: skip
                 cur.execute("INSERT INTO trigger_schedules (trigger_id, scheduled_for, fire_at,"
                             f" status, created_at, updated_at) VALUES {occurrences}")  # fmt: skip
     finally:
         conn.close()
+    return jitters
 
 
 async def migrate(url: str) -> None:
@@ -155,9 +169,13 @@ async def migrate(url: str) -> None:
 
 
 async def consume(bootstrap: str, topic: str, out: list[tuple[int, int, str]],
-                  stop: asyncio.Event) -> None:  # fmt: skip
+                  stop: asyncio.Event, jitters: dict[str, int]) -> None:  # fmt: skip
+    """(due ms, Kafka timestamp ms, type) of every job: due is fire_at, the time the
+    occurrence was to be published (scheduled_for plus the trigger's jitter)."""
     import orjson
     from aiokafka import AIOKafkaConsumer
+
+    from triggerd.domain.occurrences import jitter_offset
 
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
                                 auto_offset_reset="earliest", enable_auto_commit=False,
@@ -170,6 +188,9 @@ async def consume(bootstrap: str, topic: str, out: list[tuple[int, int, str]],
                 for record in records:
                     job = orjson.loads(record.value)
                     due = datetime.fromisoformat(job["scheduled_for"].replace("Z", "+00:00"))
+                    jitter = jitters.get(job["trigger_id"] or "", 0)
+                    if jitter:
+                        due += jitter_offset(job["trigger_id"], due, jitter)
                     out.append((int(due.timestamp() * 1000), record.timestamp, job["type"]))
     finally:
         await consumer.stop()
@@ -186,14 +207,14 @@ async def run_triggerd(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         loading = time.monotonic()
         lead = 15 + args.triggers / 20_000  # the inserts and the start-up happen meanwhile
         start = datetime.now(UTC) + timedelta(seconds=lead)
-        rows = spread_schedule(args.triggers, start)
+        rows = spread_schedule(args.triggers, start, args.jitter)
         measure_from = start + timedelta(seconds=INTERVAL / 2)  # after a warm-up
         measure_to = measure_from + timedelta(seconds=args.seconds)
         burst_at = (measure_from + timedelta(seconds=args.seconds / 2)).replace(microsecond=0)
         rows += [("time_scheduled", {"run_at": iso(burst_at), "timezone": "UTC",
                   "endpoint": ENDPOINT, "payload": {"burst": k}}, burst_at)
                  for k in range(args.burst)]  # fmt: skip
-        await asyncio.to_thread(insert_all, url, rows)
+        jitters = await asyncio.to_thread(insert_all, url, rows)
         print(f"inserted {args.triggers} spread + {args.burst} burst triggers "
               f"in {time.monotonic() - loading:.1f}s", flush=True)  # fmt: skip
         del rows
@@ -218,7 +239,7 @@ async def run_triggerd(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             print("warning: start-up took longer than the lead; the first occurrences were late")
         jobs: list[tuple[int, int, str]] = []
         stop = asyncio.Event()
-        reader = asyncio.create_task(consume(broker.bootstrap, topic, jobs, stop))
+        reader = asyncio.create_task(consume(broker.bootstrap, topic, jobs, stop, jitters))
         await asyncio.sleep(max(0.0, (measure_from - datetime.now(UTC)).total_seconds()))
         cpu_from = cpu_seconds(scheduler.pid)
         await asyncio.sleep((measure_to - datetime.now(UTC)).total_seconds())
@@ -331,6 +352,8 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=10_000)
     parser.add_argument("--seconds", type=float, default=120)
     parser.add_argument("--skip-apscheduler", action="store_true")
+    parser.add_argument("--jitter", type=float, default=0.0,
+                        help="jitter_seconds of every other spread trigger (below 60)")
     parser.add_argument("--gc-threshold", type=int, default=0,
                         help="run the scheduler with gc.set_threshold(N, 10, 10) (default: "
                              "Python's 700)")  # fmt: skip
@@ -347,7 +370,8 @@ def main() -> None:
     print(describe(), flush=True)
     with tempfile.TemporaryDirectory(prefix="triggerd-bench-") as work:
         ours = asyncio.run(run_triggerd(args, Path(work)))
-    print("triggerd (scheduler role, publish delay = Kafka record timestamp - scheduled_for)")
+    print("triggerd (scheduler role, publish delay = Kafka record timestamp - fire_at)"
+          + (f", jitter {args.jitter:g} s on half the triggers" if args.jitter else ""))
     print(f"  spread load        {summary(ours['spread'])}  ({ours['fires_per_s']:.0f} fires/s)")
     print(f"  spread near burst  {summary(ours['near_burst'])}")
     burst = ours["burst"]
