@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from triggerd.domain.enums import Source
 from triggerd.domain.models import Trigger
 from triggerd.domain.timeutil import to_db
 from triggerd.store.db import Database
@@ -81,6 +80,4 @@ async def _existing(cur: Any, ids: Sequence[str]) -> set[str]:
     return {row["id"] for row in await cur.fetchall()}
 
 
-SOURCE = Source.BACKFILL
-
-__all__ = ["NOTE", "SOURCE", "BackfillResult", "backfill"]
+__all__ = ["NOTE", "BackfillResult", "backfill"]
