@@ -2,7 +2,7 @@
 those that fell due (fired, missed, cancelled), newest first.
 
 Every query goes by `uq_schedules_occurrence (trigger_id, scheduled_for)`: one trigger's
-rows in nominal order (tests/integration/test_occurrences_api.py EXPLAINs them); an
+rows in nominal order (tests/integration/test_schedules_api.py EXPLAINs them); an
 event is joined by its primary key.
 """
 
