@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from triggerd.domain.access import ApiKey, KeyFileError, env_keys, parse_keys_file
 from triggerd.domain.enums import Role, values
 from triggerd.domain.errors import ConfigError
 from triggerd.domain.timeutil import parse_duration
@@ -261,15 +262,14 @@ class Settings:
             raise ConfigError("TRIGGERD_DATABASE_URL: required (mysql://user:password@host:port/db)")
         return DatabaseUrl.parse(self.database_url)
 
-    def all_api_keys(self) -> tuple[str, ...]:
-        """Keys from TRIGGERD_API_KEYS plus the keys file (one per line, # comments)."""
-        keys = list(self.api_keys)
+    def all_api_keys(self) -> tuple[ApiKey, ...]:
+        """The keys of TRIGGERD_API_KEYS (full access) and of the keys file (see
+        domain.access for its format). Raises OSError when the file cannot be read,
+        ValueError (KeyFileError for the file) when a key is bad or repeated."""
+        keys = env_keys(self.api_keys)
         if self.api_keys_file:
             text = Path(self.api_keys_file).read_text(encoding="utf-8")
-            for line in text.splitlines():
-                line = line.split("#", 1)[0].strip()
-                if line:
-                    keys.append(line)
+            keys += parse_keys_file(text, keys)
         return tuple(keys)
 
 
@@ -368,13 +368,19 @@ def load_settings(
         if "kafka_heartbeat_interval" not in raw and "kafka_session_timeout" in raw:
             raise ConfigError(f"{session}: must be above {heartbeat}")
         raise ConfigError(f"{heartbeat}: must be below {session}")
-    if settings.api_keys_file:
-        try:
-            keys = settings.all_api_keys()
-        except OSError as exc:
-            raise ConfigError(f"{where('api_keys_file')}: cannot read: {exc.strerror}") from None
-        if not keys:  # a file of keys was meant to close the API: never open it instead
-            raise ConfigError(f"{where('api_keys_file')}: holds no key")
+    try:
+        keys = settings.all_api_keys()
+    except OSError as exc:
+        raise ConfigError(f"{where('api_keys_file')}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{where('api_keys_file')}: is not UTF-8 text") from None
+    except KeyFileError as exc:  # its message names the line, never the key
+        raise ConfigError(f"{where('api_keys_file')}: {exc}") from None
+    except ValueError as exc:
+        raise ConfigError(f"{where('api_keys')}: {exc}") from None
+    if settings.api_keys_file and len(keys) == len(settings.api_keys):
+        # A file of keys was meant to close the API: never open it instead.
+        raise ConfigError(f"{where('api_keys_file')}: holds no key")
     if not settings.instance_id:
         instance = f"{socket.gethostname()}-{os.getpid()}"[:64]
         settings = Settings(**{**values, "instance_id": instance})

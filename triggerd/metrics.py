@@ -67,6 +67,15 @@ class Metrics:
             "triggerd_webhook_requests_total", "Webhook ingestion requests by status code",
             ["code"], registry=r,
         )
+        self.api_unauthorized = Counter(
+            "triggerd_api_requests_unauthorized_total",
+            "API requests refused for a missing or unknown key (401)", registry=r,
+        )
+        self.api_forbidden = Counter(
+            "triggerd_api_requests_forbidden_total",
+            "API requests refused because the key's scope does not allow them (403)",
+            registry=r,
+        )
         self.http_duration = Histogram(
             "triggerd_http_request_duration_seconds", "HTTP request duration",
             ["route", "method"], buckets=_LATENCY_BUCKETS, registry=r,

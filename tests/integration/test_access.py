@@ -1,5 +1,6 @@
 """SPEC §3 "Access": API keys on /api/v1 (webhook ingestion exempt), never logged;
-secrets and credential headers redacted in every response and never logged."""
+secrets and credential headers redacted in every response and never logged. Key
+scopes: a `read` key may call GET routes only (403 `forbidden` otherwise)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ BASE = "/api/v1/triggers"
 ENV_KEY = f"env-key-{uuid.uuid4().hex}"
 FILE_KEY = f"file-key-{uuid.uuid4().hex}"
 WRONG_KEY = f"wrong-key-{uuid.uuid4().hex}"
+READ_KEY = f"read-key-{uuid.uuid4().hex}"
+WRITE_KEY = f"write-key-{uuid.uuid4().hex}"
 SECRETS = {
     "secret": f"hook-secret-{uuid.uuid4().hex}",
     "signing_secret": f"signing-{uuid.uuid4().hex}",
@@ -32,7 +35,9 @@ async def api(db_server: Any, kafka_bootstrap: str,
               tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[ApiDaemon]:  # fmt: skip
     log_dir = tmp_path_factory.mktemp("access")
     keys_file = log_dir / "keys"
-    keys_file.write_text(f"# operators\n{FILE_KEY}  # added by ops\n\n", encoding="utf-8")
+    keys_file.write_text(f"# operators\n{FILE_KEY}  # added by ops\n\n"
+                         f"dashboard read {READ_KEY}\nci\twrite  {WRITE_KEY}\n",
+                         encoding="utf-8")  # fmt: skip
     env = {"TRIGGERD_API_KEYS": f"{ENV_KEY}, other-{uuid.uuid4().hex}",
            "TRIGGERD_API_KEYS_FILE": str(keys_file), "TRIGGERD_LOG_LEVEL": "debug"}  # fmt: skip
     async with api_daemon(db_server, kafka_bootstrap, log_dir, env=env,
@@ -93,6 +98,79 @@ async def test_either_header_with_any_configured_key_works(
 ) -> None:
     reply = await anonymous.request("GET", BASE, headers=headers)
     assert reply.status == 200, reply.body
+
+
+# Every /api/v1 route but webhook ingestion, each called so that a key allowed to call
+# it changes nothing (unknown ids, invalid bodies).
+ALL_ROUTES = [
+    ("GET", BASE), ("POST", BASE), ("GET", f"{BASE}/{uuid.uuid4()}"),
+    ("PUT", f"{BASE}/{uuid.uuid4()}"), ("PATCH", f"{BASE}/{uuid.uuid4()}"),
+    ("DELETE", f"{BASE}/{uuid.uuid4()}"), ("POST", f"{BASE}/test"),
+    ("POST", f"{BASE}/{uuid.uuid4()}/test"), ("GET", "/api/v1/events"),
+    ("GET", "/api/v1/events/stats"), ("GET", f"/api/v1/events/{uuid.uuid4()}"),
+    ("POST", f"/api/v1/events/{uuid.uuid4()}/replay"), ("GET", "/api/v1/audit"),
+]  # fmt: skip
+KEYS = {"read": {"X-API-Key": READ_KEY}, "write": {"Authorization": f"Bearer {WRITE_KEY}"},
+        "bare": {"X-API-Key": FILE_KEY}, "env": {"Authorization": f"Bearer {ENV_KEY}"},
+        "unknown": {"X-API-Key": WRONG_KEY}, "none": {}}  # fmt: skip
+
+
+@pytest.mark.parametrize(("method", "path"), ALL_ROUTES, ids=[" ".join(r) for r in ALL_ROUTES])
+@pytest.mark.parametrize("key", list(KEYS))
+async def test_each_route_with_each_kind_of_key(
+    anonymous: Client, method: str, path: str, key: str
+) -> None:
+    body = {"name": ""} if method in ("POST", "PUT", "PATCH") else None
+    reply = await anonymous.request(method, path, headers=KEYS[key], json=body)
+    if key in ("unknown", "none"):
+        assert reply.status == 401, reply.body
+        assert reply.error["code"] == "unauthorized"
+    elif key == "read" and method != "GET":
+        assert reply.status == 403, reply.body
+        assert reply.error["code"] == "forbidden"
+        assert reply.error["details"] == {"key": "dashboard", "scope": "read"}
+        assert "WWW-Authenticate" not in reply.headers
+    else:  # the route itself answers: 200, or 400/404 for the body and ids sent
+        assert reply.status in (200, 400, 404), reply.body
+        if reply.status != 200:
+            assert reply.error["code"] in ("validation_error", "not_found")
+    assert READ_KEY not in reply.raw.decode() and WRITE_KEY not in reply.raw.decode()
+
+
+async def test_a_read_key_reads_triggers_with_their_secrets_masked(
+    anonymous: Client, hook: dict[str, Any]
+) -> None:
+    headers = KEYS["read"]
+    got = await anonymous.request("GET", f"{BASE}/{hook['id']}", headers=headers)
+    assert got.status == 200, got.body
+    assert_redacted(got.body["config"])
+    listed = await anonymous.request("GET", BASE, headers=headers)
+    [item] = [t for t in listed.body["triggers"] if t["id"] == hook["id"]]
+    assert_redacted(item["config"])
+    for reply in (got, listed):
+        for value in SECRETS.values():
+            assert value not in reply.raw.decode()
+    refused = await anonymous.request("DELETE", f"{BASE}/{hook['id']}", headers=headers)
+    assert refused.status == 403
+    assert (await anonymous.request("GET", f"{BASE}/{hook['id']}", headers=headers)).status == 200
+
+
+async def test_refused_calls_are_counted(api: ApiDaemon, anonymous: Client) -> None:
+    async def counts() -> tuple[float, float]:
+        text = (await anonymous.get("/metrics")).raw.decode()
+        return (_sample(text, "triggerd_api_requests_forbidden_total"),
+                _sample(text, "triggerd_api_requests_unauthorized_total"))  # fmt: skip
+
+    forbidden, unauthorized = await counts()
+    await anonymous.request("POST", BASE, headers=KEYS["read"], json={})
+    await anonymous.request("POST", BASE, headers=KEYS["read"], json={})
+    await anonymous.request("GET", BASE, headers=KEYS["unknown"])
+    assert await counts() == (forbidden + 2, unauthorized + 1)
+
+
+def _sample(text: str, name: str) -> float:
+    [line] = [line for line in text.splitlines() if line.startswith(name + " ")]
+    return float(line.split()[1])
 
 
 @pytest.mark.parametrize("path", ["/health", "/metrics", "/api/docs", "/api/docs/swagger.json",
@@ -162,5 +240,5 @@ async def test_keys_and_secrets_never_reach_the_log(
     await anonymous.request("GET", BASE, headers={"Authorization": f"Bearer {WRONG_KEY}"})
     logs = Path(api.daemon.log_path).read_text(errors="replace")
     assert "triggerd listening" in logs  # the log is the daemon's, and it is being written
-    for value in (ENV_KEY, FILE_KEY, WRONG_KEY, *SECRETS.values()):
+    for value in (ENV_KEY, FILE_KEY, WRONG_KEY, READ_KEY, WRITE_KEY, *SECRETS.values()):
         assert value not in logs

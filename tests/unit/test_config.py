@@ -107,7 +107,45 @@ def test_api_keys_from_env_and_file(tmp_path: Path) -> None:
     keys = tmp_path / "keys"
     keys.write_text("# comment\nkey-b\n\nkey-c  # trailing\n")
     s = load_settings({"TRIGGERD_API_KEYS": "key-a, ", "TRIGGERD_API_KEYS_FILE": str(keys)})
-    assert s.all_api_keys() == ("key-a", "key-b", "key-c")
+    assert [(k.name, k.scope, k.secret) for k in s.all_api_keys()] == [
+        ("env-key-1", "write", "key-a"), ("key-2", "write", "key-b"), ("key-4", "write", "key-c")
+    ]
+
+
+def test_scoped_keys_from_the_file(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text("dashboard read k-dash-0001\nci  write\tk-ci-0002 # deploys\n")
+    s = load_settings({"TRIGGERD_API_KEYS_FILE": str(keys)})
+    assert [(k.name, k.scope) for k in s.all_api_keys()] == [("dashboard", "read"),
+                                                             ("ci", "write")]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [("ok-key\n\nname admin SeCrEt-9\n", 3), ("# c\nname SeCrEt-9\n", 2),
+     ("a read SeCrEt-9 extra\n", 1), ("-bad read SeCrEt-9\n", 1),
+     ("system write SeCrEt-9\n", 1), ("SeCrEt-9\nx read SeCrEt-9\n", 2)],
+)  # fmt: skip
+def test_a_bad_keys_file_line_fails_naming_the_line_not_the_key(
+    tmp_path: Path, text: str, line: int
+) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"TRIGGERD_API_KEYS_FILE": str(keys)})
+    message = str(caught.value)
+    assert message.startswith(f"TRIGGERD_API_KEYS_FILE: line {line}: "), message
+    assert "SeCrEt" not in message and "\n" not in message
+
+
+def test_a_file_key_repeating_an_env_key_fails(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text("ops read SeCrEt-9\n")
+    with pytest.raises(ConfigError, match=r"^TRIGGERD_API_KEYS_FILE: line 1: the same key as "
+                                          r"env-key-2$"):  # fmt: skip
+        load_settings({"TRIGGERD_API_KEYS": "other, SeCrEt-9", "TRIGGERD_API_KEYS_FILE": str(keys)})
+    with pytest.raises(ConfigError, match=r"^TRIGGERD_API_KEYS: keys 1 and 2 are the same key$"):
+        load_settings({"TRIGGERD_API_KEYS": "SeCrEt-9,SeCrEt-9"})
 
 
 @pytest.mark.parametrize("value", ["", "  "])

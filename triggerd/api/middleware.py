@@ -3,17 +3,18 @@
 
 from __future__ import annotations
 
-import hmac
 import logging
 import os
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
 
 from triggerd.api.http import json_response
+from triggerd.api.keys import KeyCheck, KeyRequired, requires_key
 from triggerd.bus.producer import BusUnavailable
+from triggerd.domain.access import ApiKey
 from triggerd.domain.errors import ApiError
 from triggerd.logs import request_id_var
 from triggerd.metrics import Metrics
@@ -46,13 +47,6 @@ _HTTP_CODES = {
 }
 
 
-class KeyRequired(ApiError):
-    """401 from the API-key check (answered with a `WWW-Authenticate` challenge)."""
-
-    status = 401
-    code = "unauthorized"
-
-
 def error_body(status: int, code: str, message: str, details: object = None) -> dict[str, object]:
     return {
         "error": {
@@ -78,41 +72,19 @@ def _message(exc: web.HTTPException) -> str:
     return exc.reason
 
 
-def requires_key(path: str) -> bool:
-    """Whether API keys, when configured, guard `path`: all of `/api/v1` but webhook
-    ingestion (SPEC §3 "Access"). The OpenAPI document's `security` follows it too."""
-    return path.startswith("/api/v1") and not path.startswith("/api/v1/webhook/")
-
-
 def api_middleware(
-    metrics: Metrics, keys: tuple[str, ...]
+    metrics: Metrics, keys: Sequence[ApiKey]
 ) -> Callable[..., Awaitable[web.StreamResponse]]:
     """Every request, in this order: a request ID (the client's `X-Request-ID` when it is
-    sane, else a new one) in the log context and on the response; the API key on
-    `/api/v1` except webhook ingestion; the error envelope for whatever the handler
-    raised; the request's duration by route and method.
+    sane, else a new one) in the log context and on the response; the API key and its
+    scope on `/api/v1` except webhook ingestion (api.keys); the error envelope for
+    whatever the handler raised; the request's duration by route and method.
 
     One middleware, not four: each aiohttp middleware layer costs a coroutine and a
     partial per request, which is measurable at thousands of webhooks a second."""
-    encoded = [k.encode() for k in keys]
+    key_check = KeyCheck(keys, metrics)
+    guarded = bool(keys)
     durations: dict[tuple[str, str], Callable[[float], None]] = {}
-
-    def allowed(candidate: str) -> bool:
-        given = candidate.encode()
-        # Compare against every key so the time taken does not reveal which matched.
-        return any([hmac.compare_digest(given, key) for key in encoded])
-
-    def check_key(request: web.Request) -> None:
-        if not requires_key(request.path):
-            return
-        auth = request.headers.get("Authorization", "")
-        candidates = [auth[7:].strip() if auth[:7].lower() == "bearer " else "",
-                      request.headers.get("X-API-Key", "")]  # fmt: skip
-        # Either header may carry the key; a request passes when one of them is valid.
-        if not any([allowed(c) for c in candidates if c]):
-            raise KeyRequired(
-                "missing or invalid API key (Authorization: Bearer <key> or X-API-Key)"
-            )
 
     def observe(request: web.Request, seconds: float) -> None:
         route = "unmatched"
@@ -134,8 +106,8 @@ def api_middleware(
         token = request_id_var.set(request_id)
         try:
             try:
-                if encoded:
-                    check_key(request)
+                if guarded and requires_key(request.path):
+                    key_check.check(request)
                 _check_encoding(request)
                 response = await handler(request)
             except ApiError as exc:
@@ -203,3 +175,6 @@ def _unexpected(request: web.Request, exc: Exception) -> web.Response:
         return response
     log.exception("unhandled error on %s %s", request.method, request.path)
     return error_response(500, "internal_error", "internal error; see the server log")
+
+
+__all__ = ["api_middleware", "error_body", "error_response", "requires_key"]
