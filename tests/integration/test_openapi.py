@@ -40,6 +40,7 @@ SPEC_OPERATIONS = {
     ("POST", "/api/v1/webhook/{trigger_id}"),
     ("GET", "/api/v1/events"), ("GET", "/api/v1/events/{id}"),
     ("GET", "/api/v1/events/stats"), ("POST", "/api/v1/events/{id}/replay"),
+    ("GET", "/api/v1/audit"),
     ("GET", "/health"), ("GET", "/metrics"),
     ("GET", "/api/docs"), ("GET", "/api/docs/swagger.json"),
 }  # fmt: skip

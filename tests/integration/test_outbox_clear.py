@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 from tests.integration.worker_harness import event_row, insert_event, insert_trigger, job_for
 from tests.support import wait_until
+from triggerd.domain.audit import SYSTEM_ORIGIN
 from triggerd.domain.jobs import Job
 from triggerd.domain.timeutil import from_db, to_db, utcnow
 from triggerd.ingest.pipeline import OutboxClearer
@@ -85,7 +86,8 @@ async def test_a_late_clear_leaves_a_replay_owed(db: Database) -> None:
     job = await owed_job(db, trigger_id)
     await db.execute("UPDATE event_logs SET publish_at = NULL, execution_status = 'published'"
                      " WHERE id = %s", (job.event_id,))  # fmt: skip
-    replay = await events.start_replay(db, job.event_id, utcnow() + timedelta(seconds=5))
+    replay = await events.start_replay(db, job.event_id, utcnow() + timedelta(seconds=5),
+                                       origin=SYSTEM_ORIGIN, now=utcnow())
     assert replay.outcome == "started" and replay.attempt == 2
 
     async with running_clearer(db) as clearer:

@@ -34,6 +34,7 @@ from triggerd.api.middleware import requires_key
 from triggerd.api.openapi import components, query_parameters, refs
 from triggerd.domain.contract import QueryModel, TriggerList, TriggerListQuery, TriggerUpdate
 from triggerd.domain.contract import Trigger as TriggerBody
+from triggerd.domain.contract.audit import AuditList, AuditListQuery
 from triggerd.domain.contract.bodies import (
     Accepted,
     ErrorEnvelope,
@@ -323,6 +324,13 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         description="Same event_id and payload; a new attempt series continuing the count. "
                     "409 while a delivery of the event is still pending or retrying.",
     ),
+    ("GET", "/api/v1/audit"): Op(
+        "Who changed what, newest first", "audit", {200: _ok("A page of entries", AuditList)},
+        (400,), query_model=AuditListQuery,
+        description="Every change made through the API (and every trigger the daemon "
+                    "disables by itself), recorded in the transaction that made it. "
+                    "`changes` shows old and new values with secrets as `***`.",
+    ),
     ("GET", "/health"): Op(
         "Health of this process", "operations",
         {200: _ok("Every check is ok", Health), 503: _ok("A check failed", Health)},
@@ -369,6 +377,7 @@ _ERRORS = {
     400: "Invalid input: `details.field` names the field or query parameter",
     401: "Missing or invalid API key (Authorization: Bearer <key> or X-API-Key); only "
          "where the deployment sets TRIGGERD_API_KEYS",
+    403: "The API key's scope does not allow this call: a read key may only GET",
     404: "Not found (also for a malformed id)",
     409: "Conflict with the resource's state",
     413: "Body larger than the limit (default 1 MiB)",
@@ -383,6 +392,7 @@ _TAGS = (
     ("test runs", "Fire one event now, without touching the schedule"),
     ("webhook", "Ingestion: events sent by clients to webhook triggers"),
     ("events", "The event log: every firing, its delivery attempts, statistics, replay"),
+    ("audit", "Who changed what: every change made through the API"),
     ("operations", "Health and Prometheus metrics (every process)"),
     ("docs", "This document and Swagger UI"),
 )
@@ -435,7 +445,9 @@ def _operation(op: Op, method: str, path: str) -> dict[str, Any]:
         for status, (text, schema, media) in op.responses.items()
     }
     guarded = requires_key(path)
-    for status in sorted({*op.errors, *((401,) if guarded else ())}):
+    # A key is asked for where keys guard the path; a read key may only GET (api.keys).
+    refusals = ((401,) if method == "GET" else (401, 403)) if guarded else ()
+    for status in sorted({*op.errors, *refusals}):
         text = op.error_text.get(status, _ERRORS[status])
         responses[str(status)] = _response(text, ErrorEnvelope, JSON, method)
     variables = _VAR.findall(path)

@@ -30,6 +30,7 @@ from datetime import datetime, timedelta
 from aiohttp import web
 
 from triggerd.api.http import json_response, pagination, query_choice, query_int
+from triggerd.api.keys import origin_of
 from triggerd.api.webhook import pipeline_of
 from triggerd.domain.errors import Conflict, NotFound, ValidationError
 from triggerd.domain.models import parse_uuid
@@ -161,7 +162,8 @@ class EventsApi:
         now = utcnow()
         traceparent = new_traceparent()  # a replay is traced on its own
         started = time.time_ns()
-        result = await store.start_replay(self.db, event_id, now + PUBLISH_GRACE, traceparent)
+        result = await store.start_replay(self.db, event_id, now + PUBLISH_GRACE, traceparent,
+                                          origin=origin_of(request), now=now)  # fmt: skip
         if result.outcome == "not_found" or result.row is None:
             raise NotFound("no such event")
         if result.outcome == "in_progress":

@@ -2,7 +2,7 @@
 allows the call, and who the caller is for the audit log.
 
 The middleware calls `KeyCheck.check` on every `/api/v1` request but webhook
-ingestion; the matched key's name is the request's ACTOR.
+ingestion; handlers that change something read the caller with `origin_of`.
 """
 
 from __future__ import annotations
@@ -12,8 +12,10 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
-from triggerd.domain.access import ApiKey
+from triggerd.domain.access import ANONYMOUS, ApiKey
+from triggerd.domain.audit import Origin
 from triggerd.domain.errors import ApiError
+from triggerd.logs import request_id_var
 from triggerd.metrics import Metrics
 
 ACTOR = web.RequestKey("actor", str)
@@ -75,4 +77,10 @@ class KeyCheck:
         request[ACTOR] = key.name
 
 
-__all__ = ["ACTOR", "Forbidden", "KeyCheck", "KeyRequired", "requires_key"]
+def origin_of(request: web.Request) -> Origin:
+    """Who made the request (the key's name; `anonymous` with no keys configured) and
+    its request id, as the audit log records them."""
+    return Origin(actor=request.get(ACTOR, ANONYMOUS), request_id=request_id_var.get())
+
+
+__all__ = ["ACTOR", "Forbidden", "KeyCheck", "KeyRequired", "origin_of", "requires_key"]

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from triggerd.api import backfill, console, docs, events, schedules, testruns, triggers, webhook
+from triggerd.api import (
+    audit,
+    backfill,
+    console,
+    docs,
+    events,
+    schedules,
+    testruns,
+    triggers,
+    webhook,
+)
 from triggerd.services import Services
 
 
@@ -15,5 +25,6 @@ def setup(app: web.Application, services: Services) -> None:
     backfill.add_routes(app, services)
     webhook.add_routes(app, services)
     events.add_routes(app, services)
+    audit.add_routes(app, services)
     docs.setup(app)  # it documents every route registered above
     console.add_routes(app)  # the console's page and files: not API operations

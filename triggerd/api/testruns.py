@@ -10,8 +10,10 @@ outbox → Kafka → worker path as real firings, without touching any schedule.
   unvalidated.
 
 Both answer 202 `{"event_id", "status": "accepted", "trigger_id", "source",
-"is_test_run"}` once the event row is committed. Every test run starts a trace of its
-own (a caller's `traceparent` is not continued: a test run is not part of its work).
+"is_test_run"}` once the event row is committed, and both are recorded in the audit
+log (`trigger.test_run`, with the event id) in the transaction that writes the event.
+Every test run starts a trace of its own (a caller's `traceparent` is not continued: a
+test run is not part of its work).
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from typing import Any
 from aiohttp import web
 
 from triggerd.api.http import json_response, read_json, read_raw_json
+from triggerd.api.keys import origin_of
 from triggerd.api.webhook import ValidatorCache, check_payload, pipeline_of, unavailable
+from triggerd.domain.audit import Action, AuditEntry, Origin
 from triggerd.domain.contract import TriggerConfig, validate_create
 from triggerd.domain.enums import Source
 from triggerd.domain.errors import NotFound, ValidationError
@@ -50,12 +54,15 @@ def _record(trigger_id: str | None, name: str, kind: str, config: TriggerConfig,
     )  # fmt: skip
 
 
-async def _fire(pipeline: IngestPipeline, tracer: Tracer, record: EventRecord) -> web.Response:
+async def _fire(pipeline: IngestPipeline, tracer: Tracer, record: EventRecord,
+                origin: Origin) -> web.Response:  # fmt: skip
+    entry = AuditEntry(Action.TRIGGER_TEST_RUN, origin, record.fired_at, record.trigger_id,
+                       record.id)  # fmt: skip
     start = tracer.start(f"test run {record.trigger_type}", Kind.INTERNAL, own=record.traceparent,
                          attributes={"triggerd.trigger_id": record.trigger_id or "",
                                      "triggerd.event_id": record.id})  # fmt: skip
     try:
-        event_id = await pipeline.submit(record)
+        event_id = await pipeline.submit(record, audit=entry)
     except (Overloaded, IngestUnavailable) as exc:
         start.fail(str(exc))
         raise unavailable(exc) from None
@@ -80,7 +87,7 @@ class TestRuns:
         config = definition.config
         payload = config.payload if config.has_payload else {}
         record = _record(None, definition.name, definition.type, config, payload)
-        return await _fire(self.pipeline, self.tracer, record)
+        return await _fire(self.pipeline, self.tracer, record, origin_of(request))
 
     async def stored(self, request: web.Request) -> web.Response:
         trigger_id = parse_uuid(request.match_info["id"])
@@ -101,7 +108,7 @@ class TestRuns:
         else:
             payload = trigger.config.payload if trigger.config.has_payload else {}
         record = _record(trigger.id, trigger.name, trigger.type, trigger.config, payload)
-        return await _fire(self.pipeline, self.tracer, record)
+        return await _fire(self.pipeline, self.tracer, record, origin_of(request))
 
 
 def add_routes(app: web.Application, services: Services) -> None:

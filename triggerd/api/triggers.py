@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from triggerd.api.http import json_response, read_json
+from triggerd.api.keys import origin_of
 from triggerd.config import Settings
 from triggerd.domain.contract import (
     Pagination,
@@ -80,7 +81,7 @@ class TriggerRoutes:
         definition = validate_create(body, now=now)
         trigger_id = new_id()
         with log_context(trigger_id=trigger_id):
-            record = await self.store.create(definition, trigger_id, now)
+            record = await self.store.create(definition, trigger_id, now, origin_of(request))
             log.info("trigger created (%s, %s)", definition.type, definition.status)
         return json_response(
             self._json(record), status=201, headers={"Location": f"{COLLECTION}/{trigger_id}"}
@@ -116,7 +117,7 @@ class TriggerRoutes:
             return validate_update(body, current, now=now, trigger_id=trigger_id)
 
         with log_context(trigger_id=trigger_id):
-            record = await self.store.update(trigger_id, change, now)
+            record = await self.store.update(trigger_id, change, now, origin_of(request))
             if record is None:
                 raise _not_found()
             log.info("trigger updated (version %d)", record.trigger.version)
@@ -125,7 +126,7 @@ class TriggerRoutes:
     async def delete(self, request: web.Request) -> web.Response:
         trigger_id = _trigger_id(request)
         with log_context(trigger_id=trigger_id):
-            if not await self.store.delete(trigger_id, utcnow()):
+            if not await self.store.delete(trigger_id, utcnow(), origin_of(request)):
                 raise _not_found()
             log.info("trigger deleted")
         return web.Response(status=204)

@@ -26,9 +26,9 @@ RESERVED_NAMES = frozenset({ANONYMOUS, SYSTEM})
 MAX_NAME_CHARS = 64  # the audit log's actor column
 
 # Names go into the audit log and its `actor` filter: short, no spaces, no quoting.
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@:/+-]{0,63}$")
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@:/+-]{0,63}")  # fullmatch
 # Keys travel in a header: printable ASCII without spaces.
-_KEY = re.compile(r"^[\x21-\x7e]+$")
+_KEY = re.compile(r"[\x21-\x7e]+")  # fullmatch
 # A comment starts with `#` at the start of a line or after whitespace, so a `#` inside
 # a key is part of the key.
 _COMMENT = re.compile(r"(^|\s)#.*$")
@@ -108,7 +108,7 @@ def _parse_line(number: int, line: str) -> ApiKey | None:
     else:
         raise KeyFileError(number, f"has {len(fields)} fields; expected a key alone,"
                                    " or <name> <scope> <key>")  # fmt: skip
-    if not _NAME.match(name):
+    if not NAME_PATTERN.fullmatch(name):
         raise KeyFileError(number, "the name (first field) must be 1-64 letters, digits"
                                    " or ._@:/+- and start with a letter or digit")  # fmt: skip
     if name.lower() in RESERVED_NAMES:
@@ -116,10 +116,10 @@ def _parse_line(number: int, line: str) -> ApiKey | None:
                                    " are reserved for the audit log")  # fmt: skip
     if scope not in (Scope.READ, Scope.WRITE):
         raise KeyFileError(number, "the scope (second field) must be read or write")
-    if not _KEY.match(secret):
+    if not _KEY.fullmatch(secret):
         raise KeyFileError(number, "the key must be printable ASCII without spaces")
     return ApiKey(name, Scope(scope), secret)
 
 
-__all__ = ["ANONYMOUS", "MAX_NAME_CHARS", "RESERVED_NAMES", "SYSTEM", "ApiKey", "KeyFileError",
-           "Scope", "env_keys", "parse_keys_file"]  # fmt: skip
+__all__ = ["ANONYMOUS", "MAX_NAME_CHARS", "NAME_PATTERN", "RESERVED_NAMES", "SYSTEM", "ApiKey",
+           "KeyFileError", "Scope", "env_keys", "parse_keys_file"]  # fmt: skip

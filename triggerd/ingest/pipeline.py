@@ -34,11 +34,13 @@ from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
 
 from triggerd.bus.producer import Bus
+from triggerd.domain.audit import AuditEntry
 from triggerd.domain.errors import TriggerdError
 from triggerd.domain.jobs import Job
 from triggerd.domain.retry import Retry
 from triggerd.domain.timeutil import to_db, utcnow
 from triggerd.metrics import Metrics
+from triggerd.store.audit import record_many
 from triggerd.store.db import Database, is_transient
 from triggerd.store.event_rows import EventRecord, insert_statements
 from triggerd.store.literals import time_literal, uuid_literals
@@ -308,6 +310,7 @@ class _Pending:
     key: str | None  # hashed Idempotency-Key
     size: int
     future: asyncio.Future[str] = field(repr=False)
+    audit: AuditEntry | None = None  # written with the event, in its transaction
 
 
 class EventWriter(_Batcher[_Pending]):
@@ -330,12 +333,13 @@ class EventWriter(_Batcher[_Pending]):
         self.publisher = publisher
 
     async def submit(self, record: EventRecord, idempotency_key: str | None = None,
-                     size: int = 0) -> str:  # fmt: skip
+                     size: int = 0, audit: AuditEntry | None = None) -> str:  # fmt: skip
         """Write `record` durably; returns its id, or the id of the event that first
-        used the same Idempotency-Key for this trigger (then nothing new is written)."""
+        used the same Idempotency-Key for this trigger (then nothing new is written).
+        `audit` is written in the transaction that writes the event, if it does."""
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         key = idempotency_hash(idempotency_key) if idempotency_key is not None else None
-        if not self._offer(_Pending(record, key, size, future)):
+        if not self._offer(_Pending(record, key, size, future, audit)):
             if self.closed:
                 raise IngestUnavailable("shutting down")
             raise Overloaded("ingestion queue is full")
@@ -369,7 +373,7 @@ class EventWriter(_Batcher[_Pending]):
     ) -> tuple[dict[tuple[str | None, str | None], str], list[_Pending]]:
         keyed = [item for item in batch if item.key is not None]
         winners: dict[tuple[str | None, str | None], str] = {}
-        if not keyed:
+        if not keyed and not any(item.audit for item in batch):
             statements = insert_statements([item.record for item in batch])
             if len(statements) == 1:
                 # One statement commits atomically on its own (autocommit): one round
@@ -404,6 +408,7 @@ class EventWriter(_Batcher[_Pending]):
                      or winners.get((item.record.trigger_id, item.key)) == item.record.id]
             for statement in insert_statements([item.record for item in fresh]):
                 await cur.execute(statement)
+            await record_many(cur, [item.audit for item in fresh if item.audit])
         return winners, fresh
 
 
@@ -423,15 +428,16 @@ class IngestPipeline:
         self.writer = EventWriter(db, self.publisher)
 
     async def submit(self, record: EventRecord, idempotency_key: str | None = None,
-                     size: int = 0) -> str:  # fmt: skip
+                     size: int = 0, audit: AuditEntry | None = None) -> str:  # fmt: skip
+        """`audit`: an entry written in the transaction that writes the event."""
         if not self.tracer.enabled:
-            return await self.writer.submit(record, idempotency_key, size)
+            return await self.writer.submit(record, idempotency_key, size, audit)
         # The wait for the group commit and the commit itself, as the request saw them.
         span = self.tracer.start("ingest commit", Kind.INTERNAL, parent=record.traceparent,
                                  attributes={"db.system": "mysql",
                                              "triggerd.event_id": record.id})  # fmt: skip
         try:
-            return await self.writer.submit(record, idempotency_key, size)
+            return await self.writer.submit(record, idempotency_key, size, audit)
         except Exception as exc:
             span.fail(f"{type(exc).__name__}: {exc}")
             raise

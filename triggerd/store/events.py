@@ -25,10 +25,12 @@ from typing import Any
 
 import orjson
 
+from triggerd.domain.audit import Action, AuditEntry, Origin
 from triggerd.domain.enums import ExecutionStatus, RetentionStatus, Source, values
 from triggerd.domain.jobs import Job
 from triggerd.domain.models import Trigger
 from triggerd.domain.timeutil import from_db, to_db, to_iso
+from triggerd.store import audit
 from triggerd.store.db import Database, Row
 from triggerd.store.event_rows import delivery_snapshot
 
@@ -159,9 +161,12 @@ _REPLAY_COLUMNS = (
 
 
 async def start_replay(db: Database, event_id: str, publish_at: datetime,
-                       traceparent: str | None = None) -> Replay:  # fmt: skip
+                       traceparent: str | None = None, *, origin: Origin,
+                       now: datetime) -> Replay:  # fmt: skip
     """A new attempt series for an event: attempts continue from `attempts + 1`. Refused
-    while a series is still in progress (pending/retrying), so two never overlap.
+    while a series is still in progress (pending/retrying), so two never overlap. A
+    started series is recorded in the audit log (by `origin`, at `now`) in the same
+    transaction.
 
     The new series' job is always a higher attempt than any job the event owed before,
     also for an event that never made an HTTP attempt (no endpoint, `published`: its
@@ -199,6 +204,8 @@ async def start_replay(db: Database, event_id: str, publish_at: datetime,
             " WHERE id = %s",
             (attempt, to_db(publish_at), delivery, traceparent, event_id),
         )
+        await audit.record(cur, AuditEntry(Action.EVENT_REPLAYED, origin, now,
+                                           row["trigger_id"], event_id))  # fmt: skip
     return Replay("started", row, attempt)
 
 

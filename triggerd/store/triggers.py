@@ -17,13 +17,15 @@ from typing import Any, TypeVar
 
 import orjson
 
+from triggerd.domain.audit import Action, AuditEntry, Origin
+from triggerd.domain.audit import changes as changes_between
 from triggerd.domain.contract import PAST_GRACE, TriggerConfig, TriggerDefinition, schedule_changed
 from triggerd.domain.enums import TriggerStatus, TriggerType
 from triggerd.domain.models import Trigger
 from triggerd.domain.occurrences import due_at
 from triggerd.domain.retry import Retry
 from triggerd.domain.timeutil import from_db, to_db
-from triggerd.store import labels, schedule_rows
+from triggerd.store import audit, labels, schedule_rows
 from triggerd.store.changes import TriggerChanges
 from triggerd.store.db import Database
 from triggerd.store.mysql_errors import is_lock_conflict
@@ -62,6 +64,23 @@ def definition_of(trigger: Trigger) -> TriggerDefinition:
                              labels=trigger.labels)  # fmt: skip
 
 
+def audited_fields(definition: TriggerDefinition) -> dict[str, Any]:
+    """The fields of a trigger the audit log compares, as the API names them (the config
+    in its stored form; secrets are masked by `changes`)."""
+    return {"name": definition.name, "type": str(definition.type),
+            "status": str(definition.status), "config": definition.config.stored(),
+            "labels": dict(definition.labels)}  # fmt: skip
+
+
+async def _labels_of(cur: Any, trigger_id: str) -> dict[str, str]:
+    """A trigger's labels, read in the transaction that holds its row."""
+    await cur.execute(
+        "SELECT label_key, label_value FROM trigger_labels WHERE trigger_id = %(id)s",
+        {"id": trigger_id},
+    )
+    return {r["label_key"]: r["label_value"] for r in await cur.fetchall()}
+
+
 def first_occurrence(
     definition: TriggerDefinition, now: datetime, previous: TriggerDefinition | None = None
 ) -> datetime | None:
@@ -88,9 +107,10 @@ class TriggerStore:
         self.db = db
         self.changes = changes or TriggerChanges()
 
-    async def create(self, definition: TriggerDefinition, trigger_id: str,
-                     now: datetime) -> TriggerRecord:  # fmt: skip
-        """INSERT the trigger and, when it is scheduled and active, its first occurrence."""
+    async def create(self, definition: TriggerDefinition, trigger_id: str, now: datetime,
+                     origin: Origin) -> TriggerRecord:  # fmt: skip
+        """INSERT the trigger and, when it is scheduled and active, its first occurrence;
+        `origin` made it (its audit entry is written in the same transaction)."""
         first = None
         if definition.type != "webhook" and definition.status == "active":
             first = first_occurrence(definition, now)
@@ -112,6 +132,9 @@ class TriggerStore:
             if first is not None:
                 due = due_at(trigger_id, definition.config.timing(), first)
                 await schedule_rows.insert_occurrence(cur, trigger_id, due, now)
+            created = changes_between(None, audited_fields(definition))
+            await audit.record(cur, AuditEntry(Action.TRIGGER_CREATED, origin, now, trigger_id,
+                                               changes=created))  # fmt: skip
         self.changes.notify(trigger_id)
         stored = now.replace(microsecond=now.microsecond // 1000 * 1000)
         trigger = Trigger(
@@ -178,11 +201,13 @@ class TriggerStore:
         trigger_id: str,
         change: Callable[[TriggerDefinition], TriggerDefinition],
         now: datetime,
+        origin: Origin,
     ) -> TriggerRecord | None:
         """Lock the row, apply `change` (validation: it may raise, and then nothing is
         written), write it with version + 1 and, when the schedule or the status changed,
-        cancel pending occurrences and insert the next one after now. None: no such id."""
-        record = await _retry_deadlocks(lambda: self._update(trigger_id, change, now))
+        cancel pending occurrences and insert the next one after now, and record what
+        changed and who (`origin`) in the audit log. None: no such id."""
+        record = await _retry_deadlocks(lambda: self._update(trigger_id, change, now, origin))
         if record is not None:
             self.changes.notify(trigger_id)
         return record
@@ -192,6 +217,7 @@ class TriggerStore:
         trigger_id: str,
         change: Callable[[TriggerDefinition], TriggerDefinition],
         now: datetime,
+        origin: Origin,
     ) -> TriggerRecord | None:
         async with self.db.transaction() as cur:
             await cur.execute(
@@ -201,12 +227,7 @@ class TriggerStore:
             row = await cur.fetchone()
             if row is None:
                 return None
-            await cur.execute(
-                "SELECT label_key, label_value FROM trigger_labels WHERE trigger_id = %(id)s",
-                {"id": trigger_id},
-            )
-            held_labels = {r["label_key"]: r["label_value"] for r in await cur.fetchall()}
-            current = replace(Trigger.from_row(row), labels=held_labels)
+            current = replace(Trigger.from_row(row), labels=await _labels_of(cur, trigger_id))
             old = definition_of(current)
             new = change(old)
             if new.labels != old.labels:
@@ -244,6 +265,9 @@ class TriggerStore:
                         due = due_at(trigger_id, new.config.timing(), first)
                         await schedule_rows.insert_occurrence(cur, trigger_id, due, now)
             next_run = await schedule_rows.next_pending(cur, trigger_id)
+            diff = changes_between(audited_fields(old), audited_fields(new))
+            await audit.record(cur, AuditEntry(Action.TRIGGER_UPDATED, origin, now, trigger_id,
+                                               changes=diff))  # fmt: skip
         if held:  # an occurrence past the scheduler's last look fires before we answer
             await schedule_rows.settle_held(self.db, trigger_id, held, now, why)
             next_run = (await self._next_runs([trigger_id])).get(trigger_id)
@@ -261,22 +285,31 @@ class TriggerStore:
         )
         return TriggerRecord(trigger, next_run if current.is_scheduled else None)
 
-    async def delete(self, trigger_id: str, now: datetime) -> bool:
-        """Cancel the pending occurrences and delete the row; events stay. False: no such id."""
-        deleted = await _retry_deadlocks(lambda: self._delete(trigger_id, now))
+    async def delete(self, trigger_id: str, now: datetime, origin: Origin) -> bool:
+        """Cancel the pending occurrences and delete the row, recording what it was in
+        the audit log; events stay. False: no such id."""
+        deleted = await _retry_deadlocks(lambda: self._delete(trigger_id, now, origin))
         if deleted:
             self.changes.notify(trigger_id)
         return deleted
 
-    async def _delete(self, trigger_id: str, now: datetime) -> bool:
+    async def _delete(self, trigger_id: str, now: datetime, origin: Origin) -> bool:
         async with self.db.transaction() as cur:
-            deleted = await cur.execute(
-                "DELETE FROM triggers WHERE id = %(id)s", {"id": trigger_id}
+            await cur.execute(
+                f"SELECT {_COLUMNS} FROM triggers WHERE id = %(id)s FOR UPDATE",
+                {"id": trigger_id},
             )
-            if not deleted:
+            row = await cur.fetchone()
+            if row is None:
                 return False
+            held_labels = await _labels_of(cur, trigger_id)
+            await cur.execute("DELETE FROM triggers WHERE id = %(id)s", {"id": trigger_id})
             await labels.replace(cur, trigger_id, {})
             held = await schedule_rows.cancel_pending(cur, trigger_id, now, DELETED)
+            before = audited_fields(definition_of(replace(Trigger.from_row(row),
+                                                          labels=held_labels)))  # fmt: skip
+            await audit.record(cur, AuditEntry(Action.TRIGGER_DELETED, origin, now, trigger_id,
+                                               changes=changes_between(before, None)))
         await schedule_rows.settle_held(self.db, trigger_id, held, now, DELETED)
         return True
 
