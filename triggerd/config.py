@@ -239,6 +239,7 @@ class Settings:
     retention_delete_after: float = 48 * 3600.0
     retention_interval: float = 60.0
     retention_batch_size: int = 5000
+    audit_retention: float = 90 * 86400.0
     log_level: str = "info"
     log_format: str = "json"
     event_loop: str = "uvloop"
@@ -291,6 +292,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "retention_delete_after": _duration(0.001),
     "retention_interval": _duration(0.05),
     "retention_batch_size": _int_range(1, 100_000),
+    "audit_retention": _duration(1.0),
     "log_level": _choice("debug", "info", "warning", "error", "critical"),
     "log_format": _choice("json", "text"),
     "event_loop": _choice("uvloop", "asyncio"),

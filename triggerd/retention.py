@@ -4,7 +4,8 @@ DELETE_AFTER has passed. An event whose delivery has not ended (`pending`, `retr
 keeps its state until it ends. Finished schedule rows (a trigger's occurrence history:
 fired, missed, cancelled) are kept as long as the events: they are purged once they
 settled DELETE_AFTER ago and their event is gone (all but the newest of each trigger),
-so `trigger_schedules` does not grow forever.
+so `trigger_schedules` does not grow forever. Audit log entries are deleted once they
+are older than TRIGGERD_AUDIT_RETENTION.
 
 Every `retention_interval` one pass runs, in batches. A batch is a span of an index in
 (time, id) order: one covering index read finds where the next N due rows end, then one
@@ -64,13 +65,14 @@ class PassResult:
     attempts_deleted: int = 0
     keys_deleted: int = 0
     schedules_deleted: int = 0
+    audit_deleted: int = 0
     batches: int = 0
     complete: bool = True  # False: the budget ended first; work is left for the next pass
     seconds: float = 0.0
 
     @property
     def changed(self) -> int:
-        return self.archived + self.deleted + self.schedules_deleted
+        return self.archived + self.deleted + self.schedules_deleted + self.audit_deleted
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,7 @@ class Windows:
     archive_after: float
     delete_after: float
     batch_size: int
+    audit_after: float = 90 * 86400.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Windows:
@@ -85,6 +88,7 @@ class Windows:
             settings.retention_archive_after,
             settings.retention_delete_after,
             settings.retention_batch_size,
+            settings.audit_retention,
         )
 
 
@@ -143,14 +147,15 @@ async def run_pass(
     budget: float = MIN_PASS_BUDGET,
     on_batch: Callable[[str, int], None] | None = None,
 ) -> PassResult:
-    """One retention pass: delete events, archive events, purge schedule rows. Deleting
-    first spares archiving rows that are about to go."""
+    """One retention pass: delete events, archive events, purge schedule rows, delete
+    old audit entries. Deleting first spares archiving rows that are about to go."""
     now = now or utcnow()
     started = time.monotonic()
     deadline = started + budget
     result = PassResult()
     delete_cutoff = now - timedelta(seconds=windows.delete_after)
     archive_cutoff = now - timedelta(seconds=windows.archive_after)
+    audit_cutoff = now - timedelta(seconds=windows.audit_after)
     size = BatchSize(windows.batch_size)
 
     def report(action: str, count: int) -> None:
@@ -180,10 +185,16 @@ async def run_pass(
 
         return find_end, purge, Position.start(int)
 
+    async def audit(span: Span) -> None:
+        count = await store.delete_audit(audit_cutoff, span)
+        result.audit_deleted += count
+        report("audit_deleted", count)
+
     steps: list[tuple[FindEnd, Apply, Position]] = [
         (lambda a, n: store.delete_batch_end(delete_cutoff, a, n), delete, Position.start()),
         (lambda a, n: store.archive_batch_end(archive_cutoff, a, n), archive, Position.start()),
         *(schedules(status) for status in FINISHED_SCHEDULES),
+        (lambda a, n: store.audit_batch_end(audit_cutoff, a, n), audit, Position.start(int)),
     ]
     for find_end, apply, start in steps:
         if not await _walk(find_end, apply, start, size, deadline, result):
@@ -252,12 +263,13 @@ def _log_result(result: PassResult) -> None:
     log.log(
         level,
         "retention pass: %d archived, %d deleted (%d attempts, %d idempotency keys),"
-        " %d schedule rows purged, %d batches, %.2fs%s",
+        " %d schedule rows purged, %d audit entries deleted, %d batches, %.2fs%s",
         result.archived,
         result.deleted,
         result.attempts_deleted,
         result.keys_deleted,
         result.schedules_deleted,
+        result.audit_deleted,
         result.batches,
         result.seconds,
         "" if result.complete else " (budget used up; continuing)",

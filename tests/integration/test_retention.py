@@ -1,6 +1,7 @@
 """Retention (SPEC §5): active → archived → deleted with attempts and idempotency keys;
 deliveries in flight wait; bounded batches; several passes at once; finished schedule
-rows purged; the role rides out a database outage; visible through the events API."""
+rows purged; audit entries deleted after TRIGGERD_AUDIT_RETENTION, in bounded batches;
+the role rides out a database outage; visible through the events API."""
 
 from __future__ import annotations
 
@@ -20,11 +21,13 @@ from tests.support import wait_until
 from triggerd.bus.producer import Bus
 from triggerd.config import DatabaseUrl, Settings
 from triggerd.devstack import MariaDBServer
-from triggerd.domain.timeutil import to_db, utcnow
+from triggerd.domain.audit import Action, AuditEntry, Origin
+from triggerd.domain.timeutil import from_db, to_db, utcnow
 from triggerd.gauges import refresh_forever
 from triggerd.metrics import Metrics
 from triggerd.retention import BatchSize, RetentionRole, Windows, run_pass
 from triggerd.services import Services
+from triggerd.store.audit import record_many
 from triggerd.store.db import Database
 from triggerd.store.event_rows import EventRecord, insert_events
 from triggerd.store.retention import RetentionStore, Span
@@ -141,6 +144,11 @@ class CountingStore(RetentionStore):
         self.writes += [("delete", counts[0]), ("delete_attempts", counts[1])]
         return counts
 
+    async def delete_audit(self, cutoff: datetime, span: Span) -> int:
+        count = await super().delete_audit(cutoff, span)
+        self.writes.append(("delete_audit", count))
+        return count
+
 
 async def test_batches_are_bounded_and_one_pass_does_all(db: Database) -> None:
     now = utcnow()
@@ -192,6 +200,36 @@ async def test_concurrent_passes_are_safe(db: Database) -> None:
     assert {r["retention_status"]: r["n"] for r in rows} == {"archived": 40}
     left = await db.fetchone("SELECT COUNT(*) AS n FROM delivery_attempts")
     assert left is not None and left["n"] == 40
+
+
+async def add_audit_entries(db: Database, at: datetime, count: int) -> None:
+    async with db.transaction() as cur:
+        await record_many(cur, [AuditEntry(Action.TRIGGER_UPDATED, Origin("ops"), at,
+                                           str(uuid.uuid4()), changes={"name": ["a", "b"]})
+                                for _ in range(count)])  # fmt: skip
+
+
+async def test_audit_entries_are_deleted_after_their_retention_in_bounded_batches(
+    db: Database,
+) -> None:
+    now = utcnow()
+    windows = Windows(archive_after=2 * HOUR, delete_after=48 * HOUR, batch_size=10,
+                      audit_after=90 * 24 * HOUR)  # fmt: skip
+    for days in (200, 120, 91):
+        await add_audit_entries(db, now - timedelta(days=days), 9)
+    await add_audit_entries(db, now - timedelta(days=91, seconds=1), 5)  # ties: exact batches
+    await add_audit_entries(db, now - timedelta(days=89), 4)  # within the window: kept
+    await add_audit_entries(db, now, 3)
+
+    store = CountingStore(db)
+    result = await run_pass(store, windows, now=now)
+
+    assert result.complete and result.audit_deleted == 32
+    assert [c for name, c in store.writes if name == "delete_audit"] == [10, 10, 10, 2]
+    left = await db.fetchall("SELECT at FROM audit_log")
+    assert len(left) == 7
+    assert all(from_db(r["at"]) > now - timedelta(days=90) for r in left)  # type: ignore[operator]
+    assert (await run_pass(store, windows, now=now)).audit_deleted == 0
 
 
 def services_for(settings: Settings, db: Database) -> Services:

@@ -96,6 +96,7 @@ _END_ARCHIVE = _batch_end(
 _END_SCHEDULES = _batch_end(
     "trigger_schedules FORCE INDEX (ix_schedules_due)", "fire_at", "status = %(status)s AND "
 )
+_END_AUDIT = _batch_end("audit_log FORCE INDEX (ix_audit_at)", "at")
 
 # Deleting events, in one transaction so an event is never seen without its attempts:
 # lock the span's events first (another pass, a worker or a replay holding one of them is
@@ -124,6 +125,11 @@ _DELETE_EVENTS = (
 _ARCHIVE = (
     "UPDATE event_logs FORCE INDEX (ix_events_list) SET retention_status = 'archived'"
     f" WHERE retention_status = 'active' AND {_span('fired_at')} AND {_SETTLED}"
+)
+# Audit entries are independent rows: a span is deleted by one range statement.
+_DELETE_AUDIT = (
+    "DELETE a FROM audit_log a FORCE INDEX (ix_audit_at)"
+    f" WHERE {_span('a.at', 'a.id')}"
 )
 # Finished occurrences of a span, kept as long as the events are (they are the trigger's
 # occurrence history): purged once they settled DELETE_AFTER ago (an occurrence fired by
@@ -296,6 +302,19 @@ class RetentionStore:
             "DELETE FROM trigger_schedules WHERE id IN %(ids)s AND status IN %(finished)s",
             {"ids": ids, "finished": FINISHED_SCHEDULES},
         )
+
+
+    # --- the audit log ----------------------------------------------------------------
+
+    async def audit_batch_end(
+        self, cutoff: datetime, after: Position, limit: int
+    ) -> Position | None:
+        """The `limit`-th audit entry written before `cutoff` after `after` (ix_audit_at)."""
+        return await self._end("audit_batch_end", _END_AUDIT, cutoff, after, limit)
+
+    async def delete_audit(self, cutoff: datetime, span: Span) -> int:
+        return await self._write_read_committed("delete_audit", _DELETE_AUDIT,
+                                                span.params(cutoff))  # fmt: skip
 
 
 # --- row counts for the gauges (SPEC §6) -------------------------------------------
