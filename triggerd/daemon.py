@@ -188,8 +188,11 @@ async def serve(
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
 
-    if not settings.all_api_keys():
+    keys = settings.all_api_keys()
+    if not keys:
         log.warning("TRIGGERD_API_KEYS is not set: the API is open to anyone who can reach it")
+    else:  # names and scopes only: a key itself is never logged
+        log.info("API keys: %s", ", ".join(f"{key.name} ({key.scope})" for key in keys))
 
     app = build_app(services, with_api="api" in settings.roles, ingest=ingest)
     runner = AppRunner(

@@ -240,5 +240,8 @@ async def test_keys_and_secrets_never_reach_the_log(
     await anonymous.request("GET", BASE, headers={"Authorization": f"Bearer {WRONG_KEY}"})
     logs = Path(api.daemon.log_path).read_text(errors="replace")
     assert "triggerd listening" in logs  # the log is the daemon's, and it is being written
+    # Names and scopes are logged at start-up, keys never.
+    assert ("API keys: env-key-1 (write), env-key-2 (write), key-2 (write), dashboard (read),"
+            " ci (write)") in logs  # fmt: skip
     for value in (ENV_KEY, FILE_KEY, WRONG_KEY, READ_KEY, WRITE_KEY, *SECRETS.values()):
         assert value not in logs
