@@ -141,6 +141,23 @@ async def test_test_runs_and_replays_name_their_event(api: ApiDaemon) -> None:
     assert len(await entries(client, trigger_id=trigger["id"])) == 3
 
 
+async def test_a_backfill_that_fires_is_recorded_once(api: ApiDaemon) -> None:
+    data = {"name": "hourly", "type": "cron_scheduled",
+            "config": {"cron": "0 * * * *", "endpoint": URL}}  # fmt: skip
+    trigger = await create(api.client, data)
+    now = utcnow()
+    body = {"since": to_iso(now - timedelta(hours=3)), "until": to_iso(now)}
+    path = f"{BASE}/{trigger['id']}/backfill"
+    first = await api.client.post(path, body, headers={"X-Request-ID": "req-backfill"})
+    assert first.status == 202 and len(first.body["fired"]) == 3, first.body
+    again = await api.client.post(path, body)  # fires nothing: changes nothing
+    assert again.status == 202 and again.body["fired"] == [], again.body
+    found = await entries(api.client, trigger_id=trigger["id"])
+    assert [(e["action"], e["actor"]) for e in found] == [("trigger.backfilled", "ci"),
+                                                          ("trigger.created", "ci")]  # fmt: skip
+    assert found[0]["request_id"] == "req-backfill"
+
+
 async def test_the_actor_is_the_keys_name(api: ApiDaemon) -> None:
     async with Client(api.daemon.url) as anonymous:
         ids = {}
@@ -180,6 +197,9 @@ async def test_a_change_whose_entry_cannot_be_written_is_not_made(api: ApiDaemon
     event_id = run.body["event_id"]
     await api.db.execute("UPDATE event_logs SET execution_status = 'success' WHERE id = %s",
                          (event_id,))  # fmt: skip
+    hourly = await create(client, {"name": "hourly-kept", "type": "cron_scheduled",
+                                   "config": {"cron": "0 * * * *", "endpoint": URL}})  # fmt: skip
+    backfill = {"since": to_iso(utcnow() - timedelta(hours=3)), "until": to_iso(utcnow())}
     triggers_before = await api.db.fetchone("SELECT COUNT(*) AS n FROM triggers")
     events_before = await api.db.fetchone("SELECT COUNT(*) AS n FROM event_logs")
     audit_before = await api.db.fetchone("SELECT COUNT(*) AS n FROM audit_log")
@@ -190,6 +210,7 @@ async def test_a_change_whose_entry_cannot_be_written_is_not_made(api: ApiDaemon
         assert (await client.post(BASE, hook_body("new"))).status == 500
         assert (await client.post(f"{path}/test")).status == 503
         assert (await client.post(f"/api/v1/events/{event_id}/replay")).status == 500
+        assert (await client.post(f"{BASE}/{hourly['id']}/backfill", backfill)).status == 500
     finally:
         await api.db.execute("DROP TRIGGER audit_fails")
     got = await client.get(path)

@@ -20,6 +20,7 @@ from datetime import datetime
 from aiohttp import web
 
 from triggerd.api.http import json_response, read_json
+from triggerd.api.keys import origin_of
 from triggerd.api.schedules import trigger_id_of
 from triggerd.api.triggers import storage_errors_as_503 as guard
 from triggerd.api.webhook import pipeline_of
@@ -90,7 +91,8 @@ class Backfill:
         if len(times) > MAX_OCCURRENCES:
             raise ValidationError("until", f"the range holds more than {MAX_OCCURRENCES} "
                                            "occurrences; backfill it in parts")  # fmt: skip
-        result = await store.backfill(self.db, trigger, records_for(trigger, times, now), now)
+        result = await store.backfill(self.db, trigger, records_for(trigger, times, now), now,
+                                      origin_of(request))  # fmt: skip
         if result is None:
             raise NotFound("no such trigger")
         self.pipeline.publish_later([job_for(event) for event in result.fired])

@@ -17,8 +17,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from triggerd.domain.audit import Action, AuditEntry, Origin
 from triggerd.domain.models import Trigger
 from triggerd.domain.timeutil import to_db
+from triggerd.store import audit
 from triggerd.store.db import Database
 from triggerd.store.event_rows import EventRecord, insert_events
 from triggerd.store.literals import uuid_literals
@@ -47,10 +49,12 @@ class BackfillResult:
 
 
 async def backfill(
-    db: Database, trigger: Trigger, records: Sequence[EventRecord], now: datetime
+    db: Database, trigger: Trigger, records: Sequence[EventRecord], now: datetime,
+    origin: Origin,
 ) -> BackfillResult | None:
     """Insert the events of `records` (the range's occurrences, ids derived from them)
-    whose id is not taken yet, and record their occurrences. None: the trigger is gone."""
+    whose id is not taken yet, and record their occurrences and, when any fired, the
+    backfill in the audit log (by `origin`). None: the trigger is gone."""
     ids = [record.id for record in records]
     async with db.transaction() as cur:
         await cur.execute("SELECT id FROM triggers WHERE id = %(id)s FOR UPDATE",
@@ -68,6 +72,8 @@ async def backfill(
             await cur.executemany(_RECORD, [
                 (trigger.id, to_db(r.scheduled_for), to_db(r.scheduled_for), stamp, r.id,
                  NOTE, stamp, stamp) for r in new])  # fmt: skip
+            await audit.record(cur, AuditEntry(Action.TRIGGER_BACKFILLED, origin, now,
+                                               trigger.id))  # fmt: skip
     return BackfillResult(new, len(records) - len(new))
 
 

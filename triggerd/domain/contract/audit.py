@@ -32,7 +32,7 @@ class AuditEntry(Model):
     request_id: str | None = Field(description="X-Request-ID of the request that made it")
     changes: dict[str, list[Any]] | None = Field(
         description="{field: [old, new]} for each changed top-level field and config key "
-                    "(`config.<key>`); secrets as `***`; null for test runs and replays")
+                    "(`config.<key>`); secrets as `***`; null for test runs, replays and backfills")
 
 
 class AuditList(Model):
