@@ -109,6 +109,8 @@ ALL_ROUTES = [
     ("POST", f"{BASE}/{uuid.uuid4()}/test"), ("GET", "/api/v1/events"),
     ("GET", "/api/v1/events/stats"), ("GET", f"/api/v1/events/{uuid.uuid4()}"),
     ("POST", f"/api/v1/events/{uuid.uuid4()}/replay"), ("GET", "/api/v1/audit"),
+    ("GET", f"{BASE}/{uuid.uuid4()}/upcoming"), ("POST", f"{BASE}/preview"),
+    ("GET", f"{BASE}/{uuid.uuid4()}/occurrences"), ("POST", f"{BASE}/{uuid.uuid4()}/backfill"),
 ]  # fmt: skip
 KEYS = {"read": {"X-API-Key": READ_KEY}, "write": {"Authorization": f"Bearer {WRITE_KEY}"},
         "bare": {"X-API-Key": FILE_KEY}, "env": {"Authorization": f"Bearer {ENV_KEY}"},
