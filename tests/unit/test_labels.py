@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from multidict import MultiDict
 
 from triggerd.domain.contract import TriggerListQuery, validate_create, validate_update
 from triggerd.domain.errors import ValidationError
@@ -73,3 +74,12 @@ def test_a_bad_label_filter_names_label(selector: str) -> None:
     with pytest.raises(ValidationError) as caught:
         TriggerListQuery.parse({"label": ["ok:1", selector]})
     assert caught.value.field == "label"
+
+
+def test_more_label_filters_than_a_trigger_can_carry_is_a_400_naming_label() -> None:
+    assert len(TriggerListQuery.parse(MultiDict(
+        [("label", f"k{i}:v") for i in range(20)])).label or ()) == 20
+    with pytest.raises(ValidationError) as caught:
+        TriggerListQuery.parse(MultiDict([("label", f"k{i}:v") for i in range(21)]))
+    assert caught.value.field == "label"
+    assert "at most 20" in caught.value.message

@@ -62,6 +62,8 @@ def raise_first(exc: pydantic.ValidationError, at: Sequence[str] = (), *,
             path.append(str(ctx["field"]))
     elif kind == "extra_forbidden" and loc and loc[-1] == "":
         path, message = path[:-1], "has an empty key"  # name the object, not ""
+    elif kind == "too_long" and "max_length" in ctx:
+        message = f"at most {ctx['max_length']} items"
     elif kind in ("union_tag_not_found", "union_tag_invalid"):
         path = [*at, "type"]
         message = _MESSAGES.get(kind) or f"must be one of {', '.join(tags)}"

@@ -19,7 +19,7 @@ from triggerd.domain.contract.configs import (
     stored_config,
 )
 from triggerd.domain.contract.fields import AnyJson, Choice, Text, invalid
-from triggerd.domain.contract.labels import Labels, LabelSelector
+from triggerd.domain.contract.labels import MAX_LABELS, Labels, LabelSelector
 from triggerd.domain.contract.paging import Pagination, QueryInt, QueryModel
 from triggerd.domain.enums import TriggerStatus, TriggerType, values
 
@@ -152,9 +152,12 @@ class TriggerListQuery(QueryModel):
 
     type: Type | None = Field(None, description="Only triggers of this type")
     status: StatusChoice | None = Field(None, description="Only triggers with this status")
+    # A trigger carries at most MAX_LABELS labels, so more selectors than that can match
+    # nothing; the cap also keeps the count query's plan small.
     label: list[Annotated[tuple[str, str | None], LabelSelector()]] | None = Field(
-        None, description="Only triggers carrying this label: key:value, or key: for any "
-                          "value; repeated, all must match")  # fmt: skip
+        None, max_length=MAX_LABELS,
+        description=f"Only triggers carrying this label: key:value, or key: for any value; "
+                    f"repeated (at most {MAX_LABELS} times), all must match")  # fmt: skip
     page: Annotated[int, QueryInt(1, MAX_PAGE)] = Field(
         1, description="1-based page number; past the last page the list is empty")
     limit: Annotated[int, QueryInt(1, MAX_LIMIT)] = Field(20, description="Page size")
