@@ -1,4 +1,4 @@
-"""Retention and gauge cost on a big event log (SPEC §5, §6).
+"""Retention and gauge cost on a big event log.
 
     python bench/retention.py [--events 1000000] [--batch-size 5000]
                               [--buffer-pool-mb 2048] [--redo-log-mb 2048] [--keep]

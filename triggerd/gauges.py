@@ -1,4 +1,4 @@
-"""The row-count gauges of SPEC §6, refreshed on an interval, never per scrape.
+"""The row-count gauges, refreshed on an interval, never per scrape.
 
 `triggerd_triggers{type,status}` and `triggerd_schedules{status}` come from grouped
 COUNTs over covering indexes; `triggerd_events{retention_status}` is exact up to 200k rows

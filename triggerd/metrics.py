@@ -1,4 +1,4 @@
-"""Prometheus metrics of SPEC §6, on a registry owned by the daemon (not a global),
+"""Prometheus metrics (docs/operations.md), on a registry owned by the daemon (not a global),
 so every role in the process writes to the one `/metrics` serves.
 
 Gauges that count rows in big tables (`triggerd_triggers`, `triggerd_schedules`,

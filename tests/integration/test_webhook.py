@@ -1,4 +1,4 @@
-"""Webhook ingestion (SPEC §3): 202 after a durable write, validation, errors,
+"""Webhook ingestion: 202 after a durable write, validation, errors,
 signatures, idempotency, the trigger cache and the metric."""
 
 from __future__ import annotations

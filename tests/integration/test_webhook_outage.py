@@ -1,4 +1,4 @@
-"""Nothing lost (SPEC §5): webhooks accepted while Kafka is down end on Kafka once it is
+"""Nothing lost: webhooks accepted while Kafka is down end on Kafka once it is
 back, published by the outbox relay (the worker colleague's OutboxRelay, run here in
 process next to the API)."""
 

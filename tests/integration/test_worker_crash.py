@@ -1,4 +1,4 @@
-"""Crashes between delivery and commit (SPEC §5 No duplicates): a redelivered job creates
+"""Crashes between delivery and commit: a redelivered job creates
 no second event and no second attempt record."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The worker in-process against the real MariaDB, the real broker and a local sink:
-Kafka job → HTTP delivery → recorded attempt and event state (SPEC §4, §5)."""
+Kafka job → HTTP delivery → recorded attempt and event state."""
 
 from __future__ import annotations
 

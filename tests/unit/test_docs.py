@@ -5,6 +5,7 @@ and every relative link pointing at a file (and heading) that exists."""
 from __future__ import annotations
 
 import re
+import subprocess
 from dataclasses import fields
 from pathlib import Path
 
@@ -14,6 +15,9 @@ from triggerd.config import PREFIX, Settings
 from triggerd.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[2]
+# The contract's folder beside the repository and its section sign (spelled so that this
+# file does not match itself).
+OUTSIDE = (".." + "/shared", "\u00a7")
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
@@ -57,7 +61,7 @@ def test_every_metric_is_documented() -> None:
 @pytest.mark.parametrize("path", DOCS, ids=lambda p: p.name)
 def test_no_reference_outside_the_repository(path: Path) -> None:
     text = path.read_text(encoding="utf-8")
-    for needle in ("../shared", "SPEC", "§"):
+    for needle in (*OUTSIDE, "SPEC"):
         assert needle not in text, f"{path.name} refers to {needle!r}"
 
 
@@ -85,3 +89,20 @@ def test_relative_links_resolve(path: Path) -> None:
         assert ROOT in linked.parents, f"{path.name}: {target} leaves the repository"
         if fragment and linked.suffix == ".md":
             assert fragment in _anchors(linked), f"{path.name}: no heading for {target}"
+
+
+def test_no_file_of_the_repository_points_outside_it() -> None:
+    """Code, tests, settings and scripts included: a reader who clones the repository
+    has everything a comment or a message refers to."""
+    listed = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
+                            check=True).stdout.split()  # fmt: skip
+    offenders = []
+    for name in listed:
+        path = ROOT / name
+        if path.suffix in {".png", ".js", ".css"} and "static" in path.parts:
+            continue  # vendored and generated assets
+        if not path.is_file() or path.suffix in {".png", ".ico"}:
+            continue
+        text = path.read_text(encoding="utf-8", errors="replace")
+        offenders += [f"{name}: {needle!r}" for needle in OUTSIDE if needle in text]
+    assert offenders == []

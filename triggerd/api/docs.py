@@ -434,7 +434,7 @@ def _response(description: str, schema: Body, media: Media, method: str,
     return out
 
 
-# Either scheme will do (SPEC §3 "Access").
+# Either scheme will do.
 _SECURITY: list[dict[str, list[str]]] = [{"bearerAuth": []}, {"apiKeyAuth": []}]
 _REQUEST_ID = {"$ref": "#/components/parameters/X-Request-ID"}
 

@@ -1,4 +1,4 @@
-"""The event log API (SPEC §3 "Events").
+"""The event log API.
 
 - `GET /api/v1/events`: filters `trigger_id`, `source`, `execution_status`,
   `retention_status` (default `active`; `archived`, `all`), `is_test_run`

@@ -37,7 +37,7 @@ class Forbidden(ApiError):
 
 def requires_key(path: str) -> bool:
     """Whether API keys, when configured, guard `path`: all of `/api/v1` but webhook
-    ingestion (SPEC §3 "Access"). The OpenAPI document's `security` follows it too."""
+    ingestion. The OpenAPI document's `security` follows it too."""
     return path.startswith("/api/v1") and not path.startswith("/api/v1/webhook/")
 
 

@@ -1,5 +1,5 @@
-"""The middleware every response passes through: request IDs, the one error envelope
-(SPEC §3), request timing, and API-key access control."""
+"""The middleware every response passes through: request IDs, the one error envelope,
+request timing, and API-key access control."""
 
 from __future__ import annotations
 

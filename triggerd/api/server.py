@@ -3,7 +3,7 @@
 aiohttp answers some requests before any middleware sees them: a request line or header
 too long or malformed, a bad `Content-Length`, broken chunked framing, a
 `Content-Encoding` it cannot decode, an unknown method. It writes those as plain text
-without an `X-Request-ID`, while SPEC §3 promises the error envelope and the header on
+without an `X-Request-ID`, while the API promises the error envelope and the header on
 every response. `AppRunner` here swaps in a request handler whose `handle_error` writes
 them the same way the middleware does, and logs a client's malformed request as one
 line instead of an error with a traceback.

@@ -1,4 +1,4 @@
-"""Test runs (SPEC §3 "Triggers"): fire exactly one event now, through the same
+"""Test runs: fire exactly one event now, through the same
 outbox → Kafka → worker path as real firings, without touching any schedule.
 
 - `POST /api/v1/triggers/test`: an ephemeral run of a full trigger definition (the

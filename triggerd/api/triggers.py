@@ -1,4 +1,4 @@
-"""`/api/v1/triggers`: create, list, get, update and delete triggers (SPEC §3 "Triggers").
+"""`/api/v1/triggers`: create, list, get, update and delete triggers.
 
 Validation is `domain.contract` (pure); the SQL, and the schedule rows that move with
 a trigger, are `store.triggers`. After every change the in-process scheduler is woken

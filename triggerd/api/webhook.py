@@ -1,4 +1,4 @@
-"""Webhook ingestion: `POST /api/v1/webhook/{trigger_id}` (SPEC §3).
+"""Webhook ingestion: `POST /api/v1/webhook/{trigger_id}`.
 
 A request is answered 202 only after its event row is committed (group commit in
 ingest/pipeline.py); the job is published right after, and by the outbox relay if Kafka

@@ -1,7 +1,7 @@
 """One error hierarchy: everything the daemon raises on purpose derives from TriggerdError.
 
 API errors carry their HTTP status and snake_case code; one middleware turns them
-into the error envelope of SPEC §3.
+into the API's error envelope (docs/api.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Redaction of credentials in trigger configs (SPEC §3 "Access").
+"""Redaction of credentials in trigger configs.
 
 The API returns a trigger's config through `redact_config`, and nothing logs a
 config without it. Secrets are replaced, not removed, so a client can see that one
@@ -16,7 +16,7 @@ REDACTED = "***"
 
 SECRET_KEYS = ("secret", "signing_secret")
 _SENSITIVE_NAMES = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
-# SPEC's token/secret/key, and what else names a credential in the wild (X-Auth,
+# token/secret/key, and what else names a credential in the wild (X-Auth,
 # X-Session, X-Hub-Signature, X-Db-Password).
 _SENSITIVE_PARTS = ("token", "secret", "key", "password", "passwd", "credential", "auth",
                     "session", "signature")  # fmt: skip

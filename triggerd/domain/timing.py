@@ -3,7 +3,7 @@
 Everything in and out is aware UTC. Zones appear only here, where a cron
 expression or a naive ``run_at`` is read as wall-clock time (STYLE "Data").
 
-DST (SPEC §3): wall-clock candidates are enumerated on naive local datetimes and
+DST: wall-clock candidates are enumerated on naive local datetimes and
 mapped to UTC by :func:`resolve_local`, which sends a time skipped by a
 spring-forward to the end of the gap and a repeated time to its first pass. That
 mapping never decreases, so the gap's candidates collapse onto one instant (fired
@@ -339,7 +339,7 @@ def next_cron(expr: str, tz: str, after: datetime) -> datetime:
 
 def prev_cron(expr: str, tz: str, at_or_before: datetime) -> datetime | None:
     """The latest occurrence <= ``at_or_before`` (the one missed occurrence that
-    SPEC §5 "Downtime" fires on recovery), or None within the horizon."""
+    the downtime rule fires on recovery), or None within the horizon."""
     cron, zone = _compile(expr), get_zone(tz)
     at_or_before = at_or_before.astimezone(UTC)
     wall, repeat_end = _to_wall(at_or_before, zone)
@@ -432,7 +432,7 @@ def latest_due(
     trigger_type: str, config: Mapping[str, Any], at_or_before: datetime
 ) -> datetime | None:
     """The latest firing <= ``at_or_before``: the single missed occurrence to fire
-    on recovery (SPEC §5 "Downtime"), or None."""
+    on recovery (the downtime rule), or None."""
     if trigger_type == "time_scheduled":
         run_at = parse_iso_utc(config["run_at"])
         return run_at if run_at <= at_or_before else None

@@ -76,7 +76,7 @@ class SchedulerRole:
         # The downtime rule (claims.py) applies to rows nobody attempted that were due
         # before this role started (missed while no scheduler ran), or that stayed
         # pending this long past due while it ran and reached the database (a row due
-        # during a database outage fires as itself: SPEC §5, nothing lost across a
+        # during a database outage fires as itself: nothing lost across a
         # database restart). A dead holder's rows are taken over as they are unless
         # older than this grace: it may have published them already.
         self.grace = 2 * self.lease

@@ -1,4 +1,4 @@
-"""Reading the event log (SPEC §3 "Events"), starting a replay, and the trigger lookup
+"""Reading the event log, starting a replay, and the trigger lookup
 used by webhook ingestion and test runs.
 
 List queries are served by indexes: `(retention_status, fired_at)`,

@@ -1,4 +1,4 @@
-"""The SQL of the retention pass (SPEC §5) and of the row-count gauges (§6).
+"""The SQL of the retention pass and of the row-count gauges.
 
 A batch is a span of an index in (time, id) order: `*_batch_end` finds where the next
 `limit` due rows end (a covering index read that returns one row), and the writes then
@@ -317,7 +317,7 @@ class RetentionStore:
                                                 span.params(cutoff))  # fmt: skip
 
 
-# --- row counts for the gauges (SPEC §6) -------------------------------------------
+# --- row counts for the gauges -------------------------------------------------
 # Grouped COUNTs over covering indexes (ix_triggers_type_status, ix_schedules_due):
 # those tables stay small (schedule rows are purged). The event log does not: counting
 # 1M entries of ix_events_list takes ~0.5 s warm, seconds cold. So each retention status

@@ -1,4 +1,4 @@
-"""Trigger rows and the schedule rows that follow them (SPEC §3 "Triggers").
+"""Trigger rows and the schedule rows that follow them.
 
 Every write that changes when a trigger fires changes its schedule rows in the same
 transaction: a created trigger gets its first occurrence, an update that moves the

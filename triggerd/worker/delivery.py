@@ -1,4 +1,4 @@
-"""One HTTP delivery attempt and the policy around it (SPEC §5 Delivery).
+"""One HTTP delivery attempt and the policy around it.
 
 Pure parts (classification, Retry-After, the retry delay, the request headers) are
 plain functions, unit-tested without a network; `send` is the one function that

@@ -1,4 +1,4 @@
-"""From one Kafka job to one recorded delivery attempt (SPEC §4, §5).
+"""From one Kafka job to one recorded delivery attempt.
 
     job ──▶ event row (wait briefly / materialize) ──▶ already done? ──▶ claim attempt row
         ──▶ HTTP ──▶ outcome (shielded): success | failed | retrying (outbox: publish_at)
