@@ -14,7 +14,7 @@ import pymysql
 import pytest
 
 from tests.sink import Sink
-from tests.support import Daemon
+from tests.support import ALLOW_LOOPBACK, Daemon
 from triggerd.config import DatabaseUrl, Settings, load_settings
 from triggerd.devstack import KafkaBroker, MariaDBServer
 from triggerd.store.db import Database
@@ -129,6 +129,7 @@ def base_env(database_url: str, kafka_bootstrap: str, topic: str) -> dict[str, s
         "TRIGGERD_SCHEDULER_LEASE": "5s",
         "TRIGGERD_SHUTDOWN_TIMEOUT": "5s",
         "TRIGGERD_LOG_FORMAT": "json",
+        "TRIGGERD_DELIVERY_ALLOW_NETWORKS": ALLOW_LOOPBACK,
     }
 
 

@@ -21,6 +21,10 @@ from triggerd.devstack import free_port
 
 T = TypeVar("T")
 
+# Deliveries reach public addresses only unless allowed; the tests' targets (tests/sink.py)
+# listen on loopback, so every test daemon and worker allows it explicitly.
+ALLOW_LOOPBACK = "127.0.0.0/8,::1/128"
+
 
 async def wait_until(
     probe: Callable[[], Awaitable[T]], *, timeout: float = 15.0, interval: float = 0.05,

@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from triggerd.domain.access import ApiKey, KeyFileError, env_keys, parse_keys_file
+from triggerd.domain.destinations import IPNetwork, parse_networks
 from triggerd.domain.enums import Role, values
 from triggerd.domain.errors import ConfigError
 from triggerd.domain.timeutil import parse_duration
@@ -153,6 +154,12 @@ def _key_list(value: Any) -> tuple[str, ...]:
     return keys
 
 
+def _networks(value: Any) -> tuple[IPNetwork, ...]:
+    if isinstance(value, list):
+        return parse_networks(str(item) for item in value)
+    return parse_networks(str(value))
+
+
 def _optional_str(value: Any) -> str | None:
     text = str(value).strip()
     return text or None
@@ -254,6 +261,12 @@ class Settings:
     scheduler_batch_size: int = 1000
     db_pool_size: int = 10
     instance_id: str = ""
+    # Delivery safety: networks beyond the public Internet that deliveries may reach,
+    # and the per-endpoint circuit breaker and auto-disable.
+    delivery_allow_networks: tuple[IPNetwork, ...] = ()
+    circuit_failure_threshold: int = 10
+    circuit_cooldown: float = 30.0
+    endpoint_disable_after: float = 5 * 86400.0
     # From OpenTelemetry's own OTEL_* variables (load_otel), not a TRIGGERD_* setting.
     otel: OtelSettings = field(default=OtelSettings(), metadata={"variables": "OTEL_*"})
 
@@ -307,6 +320,10 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "scheduler_batch_size": _int_range(1, 100_000),
     "db_pool_size": _int_range(1, 1000),
     "instance_id": _str,
+    "delivery_allow_networks": _networks,
+    "circuit_failure_threshold": _int_range(1, 1_000_000),
+    "circuit_cooldown": _duration(0.05),
+    "endpoint_disable_after": _duration(0.0),
 }
 assert set(_PARSERS) | {"otel"} == {f.name for f in fields(Settings)}
 
@@ -319,26 +336,7 @@ def load_settings(
     """Settings from a TOML file (optional), then the environment, then explicit overrides
     (CLI flags). Raises ConfigError with a one-line message naming the key."""
     env = os.environ if environ is None else environ
-    raw: dict[str, tuple[str, Any]] = {}  # name -> (where it came from, value)
-
-    path = config_file or env.get("TRIGGERD_CONFIG")
-    if path:
-        source = "--config" if config_file else "TRIGGERD_CONFIG"
-        for key, value in _read_toml(path, source).items():
-            if key not in _PARSERS:
-                raise ConfigError(f"{key}: unknown setting in {path}")
-            raw[key] = (key, value)
-
-    for name, value in env.items():
-        if not name.startswith(PREFIX) or name in _ENV_NOT_SETTINGS:
-            continue
-        if name.startswith(_ENV_IGNORED_PREFIXES):
-            continue
-        key = name[len(PREFIX) :].lower()
-        if key not in _PARSERS:
-            raise ConfigError(f"{name}: unknown setting")
-        raw[key] = (name, value)
-
+    raw = _given(env, config_file)
     for key, value in (overrides or {}).items():
         if value is not None:
             raw[key] = (f"--{key.replace('_', '-')}", value)
@@ -387,6 +385,35 @@ def load_settings(
         instance = f"{socket.gethostname()}-{os.getpid()}"[:64]
         settings = Settings(**{**values, "instance_id": instance})
     return settings
+
+
+def given_settings(environ: Mapping[str, str], config_file: str | None = None) -> set[str]:
+    """The settings the file or the environment set (rather than left at their
+    defaults): `triggerd dev` picks other defaults for some of them."""
+    return set(_given(environ, config_file))
+
+
+def _given(env: Mapping[str, str], config_file: str | None) -> dict[str, tuple[str, Any]]:
+    """name -> (where it came from, raw value), the environment over the file."""
+    raw: dict[str, tuple[str, Any]] = {}
+    path = config_file or env.get("TRIGGERD_CONFIG")
+    if path:
+        source = "--config" if config_file else "TRIGGERD_CONFIG"
+        for key, value in _read_toml(path, source).items():
+            if key not in _PARSERS:
+                raise ConfigError(f"{key}: unknown setting in {path}")
+            raw[key] = (key, value)
+
+    for name, value in env.items():
+        if not name.startswith(PREFIX) or name in _ENV_NOT_SETTINGS:
+            continue
+        if name.startswith(_ENV_IGNORED_PREFIXES):
+            continue
+        key = name[len(PREFIX) :].lower()
+        if key not in _PARSERS:
+            raise ConfigError(f"{name}: unknown setting")
+        raw[key] = (name, value)
+    return raw
 
 
 def _read_toml(path: str, source: str) -> dict[str, Any]:

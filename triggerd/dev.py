@@ -1,6 +1,11 @@
 """`triggerd dev`: the embedded default. A private MariaDB and Kafka-protocol broker,
 migrated, with every role running against them; Ctrl-C stops it all and removes the
-temp dirs. Every TRIGGERD_* setting is honoured except the database and the broker."""
+temp dirs. Every TRIGGERD_* setting is honoured except the database and the broker.
+
+Two defaults differ from `triggerd run`, for a stack that lives on one machine: the API
+listens on 127.0.0.1 (an open API without keys must not face the network by default),
+and deliveries may reach loopback (a receiver on the same machine is the usual dev
+target). Either setting given in the environment or the file wins."""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ import os
 import signal
 from collections.abc import Callable
 
-from triggerd.config import load_settings
+from triggerd.config import Settings, given_settings, load_settings
 from triggerd.devstack import KafkaBroker, MariaDBServer
 from triggerd.eventloop import run
 from triggerd.logs import setup_logging
@@ -18,6 +23,9 @@ from triggerd.systemd import Notifier
 log = logging.getLogger(__name__)
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+DEV_HTTP_HOST = "127.0.0.1"
+DEV_ALLOW_NETWORKS = "127.0.0.0/8,::1/128"
+DEV_DEFAULTS = {"http_host": DEV_HTTP_HOST, "delivery_allow_networks": DEV_ALLOW_NETWORKS}
 
 
 class _PrintUrls(Notifier):
@@ -38,7 +46,9 @@ class _PrintUrls(Notifier):
 def run_dev(config_file: str | None) -> int:
     environ = {k: v for k, v in os.environ.items()
                if k not in ("TRIGGERD_DATABASE_URL", "TRIGGERD_KAFKA_BOOTSTRAP")}  # fmt: skip
-    settings = load_settings(environ, config_file=config_file)
+    given = given_settings(environ, config_file)
+    dev_defaults = {key: value for key, value in DEV_DEFAULTS.items() if key not in given}
+    settings = load_settings(environ, config_file=config_file, overrides=dev_defaults)
     setup_logging(settings.log_level, settings.log_format)
     database = MariaDBServer()
     broker = KafkaBroker()
@@ -55,7 +65,8 @@ def run_dev(config_file: str | None) -> int:
         url = database.create_database("triggerd")
         host = "127.0.0.1" if settings.http_host in ("0.0.0.0", "::") else settings.http_host
         base = f"http://{host}:{settings.http_port}"
-        overrides: dict[str, object] = {"database_url": url, "kafka_bootstrap": broker.bootstrap}
+        overrides: dict[str, object] = {"database_url": url, "kafka_bootstrap": broker.bootstrap,
+                                        **dev_defaults}
         if "TRIGGERD_PUBLIC_URL" not in environ:
             overrides["public_url"] = base
         settings = load_settings(environ, config_file=config_file, overrides=overrides)
@@ -63,6 +74,7 @@ def run_dev(config_file: str | None) -> int:
         # point a Kafka consumer or a MySQL client at the embedded stack.
         log.info("embedded stack: database %s, kafka bootstrap %s (topic %s)", url,
                  broker.bootstrap, settings.kafka_topic)  # fmt: skip
+        _log_dev_defaults(settings, dev_defaults)
         serving = _migrate_and_serve(settings, _PrintUrls(base), clean_up)
         return run(serving, settings.event_loop)
     except KeyboardInterrupt:
@@ -77,14 +89,22 @@ def run_dev(config_file: str | None) -> int:
                 signal.signal(sig, handler)
 
 
-async def _migrate_and_serve(settings: object, notifier: Notifier,
+def _log_dev_defaults(settings: Settings, dev_defaults: dict[str, str]) -> None:
+    if "http_host" in dev_defaults:
+        log.info("dev: listening on %s only (set TRIGGERD_HTTP_HOST to listen elsewhere)",
+                 settings.http_host)  # fmt: skip
+    if "delivery_allow_networks" in dev_defaults:
+        log.info("dev: deliveries may reach loopback (TRIGGERD_DELIVERY_ALLOW_NETWORKS=%s);"
+                 " `triggerd run` allows public addresses only unless configured",
+                 DEV_ALLOW_NETWORKS)  # fmt: skip
+
+
+async def _migrate_and_serve(settings: Settings, notifier: Notifier,
                              on_force_exit: Callable[[], None]) -> int:  # fmt: skip
-    from triggerd.config import Settings
     from triggerd.daemon import serve
     from triggerd.store.db import Database
     from triggerd.store.migrations import migrate
 
-    assert isinstance(settings, Settings)
     db = Database(settings.database, pool_size=2)
     await db.connect()
     try:

@@ -14,6 +14,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from tests.sink import Sink
 from tests.support import wait_until
 from triggerd.devstack import free_port
 
@@ -32,6 +33,19 @@ def children_of(pid: int) -> list[int]:
         # "pid (comm) state ppid …"; comm may hold spaces and parentheses
         if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
             found.append(int(entry.name))
+    return found
+
+
+def listen_addresses(port: int) -> set[str]:
+    """The local addresses of the sockets listening on `port` (from /proc/net/tcp*), as
+    the kernel writes them: 0100007F is 127.0.0.1, 00000000 any IPv4 address."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            address, hex_port = fields[1].split(":")
+            if int(hex_port, 16) == port and fields[3] == "0A":  # 0A: LISTEN
+                found.add(address)
     return found
 
 
@@ -68,6 +82,20 @@ async def test_dev_runs_everything_and_ctrl_c_leaves_nothing(tmp_path: Path) -> 
             await wait_dev_healthy(http, proc, base, log)
             servers = children_of(proc.pid)
             assert len(servers) >= 2, servers  # the private MariaDB and broker
+            # Without TRIGGERD_HTTP_HOST the open API faces this machine only.
+            assert listen_addresses(port) == {"0100007F"}, listen_addresses(port)
+
+            # Deliveries may reach loopback in dev (and the log says so).
+            async with Sink() as sink:
+                create = {"name": "dev-local", "type": "webhook",
+                          "config": {"endpoint": sink.url("/local")}}  # fmt: skip
+                async with http.post(f"{base}/api/v1/triggers", json=create) as resp:
+                    assert resp.status == 201, await resp.text()
+                    local_id = (await resp.json())["id"]
+                async with http.post(f"{base}/api/v1/webhook/{local_id}", json={}) as resp:
+                    assert resp.status == 202, await resp.text()
+                await sink.wait_for(1, path="/local", timeout=60)
+            assert "deliveries may reach loopback" in log.read_text()
 
             create = {"name": "dev-hook", "type": "webhook", "config": {}}
             async with http.post(f"{base}/api/v1/triggers", json=create) as resp:

@@ -17,7 +17,7 @@ import aiohttp
 import orjson
 from multidict import CIMultiDictProxy
 
-from tests.support import Daemon
+from tests.support import ALLOW_LOOPBACK, Daemon
 from triggerd.config import DatabaseUrl
 from triggerd.store.db import Database, Row
 from triggerd.store.migrations import migrate
@@ -35,6 +35,7 @@ def module_env(database_url: str, kafka_bootstrap: str) -> dict[str, str]:
         "TRIGGERD_KAFKA_PARTITIONS": "1",
         "TRIGGERD_SHUTDOWN_TIMEOUT": "2s",
         "TRIGGERD_LOG_FORMAT": "json",
+        "TRIGGERD_DELIVERY_ALLOW_NETWORKS": ALLOW_LOOPBACK,
     }
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from tests.support import wait_until
+from tests.support import ALLOW_LOOPBACK, wait_until
 from triggerd.bus.producer import Bus
 from triggerd.config import Settings, load_settings
 from triggerd.domain.jobs import Job
@@ -40,6 +40,7 @@ async def worker_settings(db_server: Any, kafka_bootstrap: str, **overrides: Any
         "TRIGGERD_KAFKA_TOPIC": topic, "TRIGGERD_KAFKA_GROUP": f"g-{topic}",
         "TRIGGERD_KAFKA_PARTITIONS": "3", "TRIGGERD_KAFKA_SESSION_TIMEOUT": "6s",
         "TRIGGERD_KAFKA_HEARTBEAT_INTERVAL": "1s", "TRIGGERD_SHUTDOWN_TIMEOUT": "5s",
+        "TRIGGERD_DELIVERY_ALLOW_NETWORKS": ALLOW_LOOPBACK,
     }  # fmt: skip
     try:
         yield load_settings(env, overrides=overrides)

@@ -74,6 +74,11 @@ def test_roles_are_canonical_and_checked() -> None:
         ({"TRIGGERD_DATABASE_URL": "mysql://host-only"}, "TRIGGERD_DATABASE_URL"),
         ({"TRIGGERD_RETENTION_DELETE_AFTER": "1h"}, "TRIGGERD_RETENTION_DELETE_AFTER"),
         ({"TRIGGERD_API_KEYS_FILE": "/nonexistent/keys"}, "TRIGGERD_API_KEYS_FILE"),
+        ({"TRIGGERD_DELIVERY_ALLOW_NETWORKS": "10.0.0.0/8,intranet"},
+         "TRIGGERD_DELIVERY_ALLOW_NETWORKS"),
+        ({"TRIGGERD_CIRCUIT_FAILURE_THRESHOLD": "0"}, "TRIGGERD_CIRCUIT_FAILURE_THRESHOLD"),
+        ({"TRIGGERD_CIRCUIT_COOLDOWN": "soon"}, "TRIGGERD_CIRCUIT_COOLDOWN"),
+        ({"TRIGGERD_ENDPOINT_DISABLE_AFTER": "-1"}, "TRIGGERD_ENDPOINT_DISABLE_AFTER"),
     ],
 )
 def test_bad_values_name_the_key(env: dict[str, str], key: str) -> None:
@@ -82,6 +87,16 @@ def test_bad_values_name_the_key(env: dict[str, str], key: str) -> None:
     message = str(info.value)
     assert message.startswith(key)
     assert "\n" not in message
+
+
+def test_delivery_allow_networks_from_env_and_file(tmp_path: Path) -> None:
+    assert load_settings({}).delivery_allow_networks == ()
+    env = load_settings({"TRIGGERD_DELIVERY_ALLOW_NETWORKS": "127.0.0.0/8, ::1"})
+    assert [str(n) for n in env.delivery_allow_networks] == ["127.0.0.0/8", "::1/128"]
+    config = tmp_path / "t.toml"
+    config.write_text('delivery_allow_networks = ["10.0.0.0/8"]\n')
+    from_file = load_settings({}, config_file=str(config))
+    assert [str(n) for n in from_file.delivery_allow_networks] == ["10.0.0.0/8"]
 
 
 def test_unknown_and_nested_file_keys(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
+from triggerd.api.destinations import check_endpoint, policy_of
 from triggerd.api.http import json_response, read_json, read_raw_json
 from triggerd.api.keys import origin_of
 from triggerd.api.webhook import ValidatorCache, check_payload, pipeline_of, unavailable
@@ -81,10 +82,12 @@ class TestRuns:
         self.pipeline = pipeline
         self.tracer = services.tracer
         self.validators = ValidatorCache(max_size=64)
+        self.destinations = policy_of(services.settings)
 
     async def ephemeral(self, request: web.Request) -> web.Response:
         definition = validate_create(await read_json(request), now=utcnow())
         config = definition.config
+        check_endpoint(config.endpoint, self.destinations)
         payload = config.payload if config.has_payload else {}
         record = _record(None, definition.name, definition.type, config, payload)
         return await _fire(self.pipeline, self.tracer, record, origin_of(request))
@@ -97,6 +100,7 @@ class TestRuns:
         _, body = await read_raw_json(request, optional=True)
         if body is not None and not isinstance(body, dict):
             raise ValidationError("body", "must be an object like {\"payload\": …}")
+        check_endpoint(trigger.config.endpoint, self.destinations)
         body = body or {}
         unknown = sorted(set(body) - {"payload"})
         if unknown:

@@ -16,6 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
+from triggerd.api.destinations import check_endpoint, policy_of
 from triggerd.api.http import json_response, read_json
 from triggerd.api.keys import origin_of
 from triggerd.config import Settings
@@ -71,6 +72,7 @@ class TriggerRoutes:
     def __init__(self, services: Services) -> None:
         self.services = services
         self.store = TriggerStore(services.db, services.trigger_changes)
+        self.destinations = policy_of(services.settings)
 
     def _json(self, record: TriggerRecord) -> dict[str, Any]:
         return trigger_json(record, self.services.settings)
@@ -79,6 +81,7 @@ class TriggerRoutes:
         body = await read_json(request)
         now = utcnow()
         definition = validate_create(body, now=now)
+        check_endpoint(definition.config.endpoint, self.destinations)
         trigger_id = new_id()
         with log_context(trigger_id=trigger_id):
             record = await self.store.create(definition, trigger_id, now, origin_of(request))
@@ -114,7 +117,10 @@ class TriggerRoutes:
         now = utcnow()
 
         def change(current: TriggerDefinition) -> TriggerDefinition:
-            return validate_update(body, current, now=now, trigger_id=trigger_id)
+            changed = validate_update(body, current, now=now, trigger_id=trigger_id)
+            if isinstance(body, dict) and body.get("config") is not None:
+                check_endpoint(changed.config.endpoint, self.destinations)
+            return changed
 
         with log_context(trigger_id=trigger_id):
             record = await self.store.update(trigger_id, change, now, origin_of(request))

@@ -31,6 +31,7 @@ from multidict import CIMultiDict
 from triggerd import __version__
 from triggerd.domain.backoff import backoff_delay
 from triggerd.domain.enums import Verdict
+from triggerd.worker.destinations import refusal_of
 from triggerd.worker.signing import signature_headers
 
 SUCCESS, RETRY, FAIL = Verdict.SUCCESS, Verdict.RETRY, Verdict.FAIL
@@ -38,6 +39,10 @@ SUCCESS, RETRY, FAIL = Verdict.SUCCESS, Verdict.RETRY, Verdict.FAIL
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_METHOD = "POST"
 MAX_ERROR_CHARS = 500
+# A stored error shows the status line and at most this much of the answer, printable
+# and on one line: enough to tell a user what went wrong, too little to turn deliveries
+# into a way of reading what a target serves.
+EXCERPT_CHARS = 120
 _BODY_SNIPPET_BYTES = 256
 USER_AGENT = f"triggerd/{__version__}"
 
@@ -184,6 +189,14 @@ def url_for_traces(endpoint: str) -> str:
     return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
+def excerpt(body: bytes | str, limit: int = EXCERPT_CHARS) -> str:
+    """The start of a response body (or a reason phrase) as one short printable line."""
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    text = "".join(ch if ch.isprintable() else " " for ch in text[: limit * 4])
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _clip(text: str) -> str:
     return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
 
@@ -207,8 +220,9 @@ async def send(
             latency = time.monotonic() - started
             error = None
             if not 200 <= resp.status < 300:
-                reason = f"HTTP {resp.status}" + (f" {resp.reason}" if resp.reason else "")
-                text = snippet.decode("utf-8", "replace").strip()
+                phrase = excerpt(resp.reason or "", 60)
+                reason = f"HTTP {resp.status}" + (f" {phrase}" if phrase else "")
+                text = excerpt(snippet)
                 error = _clip(f"{reason}: {text}" if text else reason)
             return AttemptResult(
                 status=resp.status,
@@ -222,6 +236,11 @@ async def send(
         # aiohttp rejects malformed URLs and header values before connecting: no retry helps.
         return _error_result(exc, started, permanent=True)
     except (aiohttp.ClientError, OSError) as exc:
+        refused = refusal_of(exc)
+        if refused is not None:
+            # Not the target's fault nor a passing one: no retry can succeed.
+            return AttemptResult(None, time.monotonic() - started, _clip(str(refused)),
+                                 permanent=True)  # fmt: skip
         return _error_result(exc, started)
 
 

@@ -14,23 +14,28 @@ from collections.abc import Callable
 
 import aiohttp
 
+from triggerd.domain.destinations import DestinationPolicy, format_networks
 from triggerd.relay import OutboxRelay
 from triggerd.services import Services
 from triggerd.worker.consumer import JobConsumer
 from triggerd.worker.delivery import USER_AGENT
+from triggerd.worker.destinations import GuardedResolver, guarded_socket_factory
 from triggerd.worker.processor import JobProcessor
 
 log = logging.getLogger(__name__)
 
 
-def new_http_session(concurrency: int) -> aiohttp.ClientSession:
+def new_http_session(concurrency: int, policy: DestinationPolicy) -> aiohttp.ClientSession:
     """One pool for every delivery: at most `concurrency` connections, and at most a
-    quarter of them (min 4) to one host, so a slow target cannot take them all."""
+    quarter of them (min 4) to one host, so a slow target cannot take them all. It
+    connects only where `policy` allows (worker/destinations.py)."""
     connector = aiohttp.TCPConnector(
         limit=concurrency,
         limit_per_host=max(4, concurrency // 4),
         ttl_dns_cache=60,
         keepalive_timeout=30,
+        resolver=GuardedResolver(policy),
+        socket_factory=guarded_socket_factory(policy),
     )
     return aiohttp.ClientSession(
         connector=connector,
@@ -51,7 +56,13 @@ class WorkerRole:
 
     async def run(self, ready: Callable[[], None]) -> None:
         settings = self.services.settings
-        async with new_http_session(settings.worker_concurrency) as http:
+        policy = DestinationPolicy(settings.delivery_allow_networks)
+        if policy.allowed:
+            log.info("deliveries may reach public addresses and %s",
+                     format_networks(policy.allowed))  # fmt: skip
+        else:
+            log.info("deliveries may reach public addresses only")
+        async with new_http_session(settings.worker_concurrency, policy) as http:
             processor = JobProcessor(self.services, http, wake_relay=self.relay.wake_in)
             self.consumer = JobConsumer(self.services, processor.handle)
             ready()
