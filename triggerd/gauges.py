@@ -4,7 +4,8 @@
 COUNTs over covering indexes; `triggerd_events{retention_status}` is exact up to 200k rows
 per status and derived from InnoDB's row estimate above that (store/retention.py: an
 exact count of 1M index entries costs too much to repeat every 15 s in every process);
-`triggerd_schedule_lag_seconds` is one index dive per open status. Every process
+`triggerd_schedule_lag_seconds` is one index dive per open status;
+`triggerd_endpoints{state}` a grouped COUNT of the (small) endpoints table. Every process
 refreshes them (each process serves `/metrics`), so when several are scraped the series
 are the same numbers: aggregate them with `max`, not `sum`.
 
@@ -24,10 +25,12 @@ from typing import TypeVar
 from prometheus_client import Gauge
 
 from triggerd.domain.backoff import Backoff
+from triggerd.domain.circuit import CircuitState
 from triggerd.domain.enums import ScheduleStatus, TriggerStatus, TriggerType, values
 from triggerd.domain.timeutil import utcnow
 from triggerd.metrics import Metrics
 from triggerd.services import Services
+from triggerd.store import endpoints
 from triggerd.store.db import Database, is_transient
 from triggerd.store.events import RETENTION_STATUSES
 from triggerd.store.retention import RowCounts
@@ -47,6 +50,7 @@ T = TypeVar("T")
 
 class GaugeRefresher:
     def __init__(self, db: Database, metrics: Metrics) -> None:
+        self.db = db
         self.counts = RowCounts(db)
         self.metrics = metrics
         # Label sets ever reported, per gauge: the ones a refresh no longer sees go to 0.
@@ -54,6 +58,7 @@ class GaugeRefresher:
             "triggers": {(t, s) for t in TRIGGER_TYPES for s in TRIGGER_STATUSES},
             "schedules": {(s,) for s in SCHEDULE_STATUSES},
             "events": {(s,) for s in RETENTION_STATUSES},
+            "endpoints": {(s.value,) for s in CircuitState},
         }
         # Known label sets exist (at 0) from the first scrape on.
         for name, gauge in self._gauges():
@@ -62,7 +67,8 @@ class GaugeRefresher:
 
     def _gauges(self) -> Iterable[tuple[str, Gauge]]:
         m = self.metrics
-        return (("triggers", m.triggers), ("schedules", m.schedules), ("events", m.events))
+        return (("triggers", m.triggers), ("schedules", m.schedules), ("events", m.events),
+                ("endpoints", m.endpoints))  # fmt: skip
 
     async def refresh(self, on_query: QueryHook | None = None) -> None:
         """Run the counts, then update the gauges (all queries first, so a failure half-way
@@ -79,9 +85,12 @@ class GaugeRefresher:
         schedules = await timed("schedules", self.counts.schedules())
         events = await timed("events", self.counts.events())
         oldest = await timed("schedule_lag", self.counts.oldest_open_schedule())
+        circuits = await timed("endpoints", endpoints.count_by_state(self.db))
         self._set("triggers", self.metrics.triggers, triggers)
         self._set("schedules", self.metrics.schedules, schedules)
         self._set("events", self.metrics.events, events)
+        self._set("endpoints", self.metrics.endpoints,
+                  {(state,): count for state, count in circuits.items()})  # fmt: skip
         lag = (utcnow() - oldest).total_seconds() if oldest is not None else 0.0
         self.metrics.schedule_lag.set(max(0.0, lag))
 

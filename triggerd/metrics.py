@@ -90,6 +90,24 @@ class Metrics:
             " running, 0 while it is starting, restarting or stopped; set at each scrape",
             ["role"], registry=r,
         )
+        # Delivery safety (endpoint circuits, auto-disable, rate limits).
+        self.endpoints = Gauge(
+            "triggerd_endpoints", "Endpoints by circuit state", ["state"], registry=r
+        )
+        self.circuit_transitions = Counter(
+            "triggerd_circuit_transitions_total",
+            "Endpoint circuit transitions written by this process, by the state entered",
+            ["to"], registry=r,
+        )
+        self.triggers_disabled = Counter(
+            "triggerd_triggers_disabled_total",
+            "Triggers set inactive because their endpoint kept failing", registry=r,
+        )
+        self.rate_limited = Counter(
+            "triggerd_rate_limited_total",
+            "Deliveries held back by their trigger's rate limit (each time one is put off)",
+            registry=r,
+        )
 
     def set_roles(self, states: Mapping[str, str]) -> None:
         """The supervisor's states (name -> "ok" or not) into `triggerd_role_up`."""

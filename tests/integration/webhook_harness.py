@@ -15,7 +15,7 @@ import orjson
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from triggerd.api import events, testruns, triggers, webhook
+from triggerd.api import endpoints, events, testruns, triggers, webhook
 from triggerd.api.app import build_app
 from triggerd.bus.producer import Bus
 from triggerd.config import Settings
@@ -62,7 +62,7 @@ def build_api_app(services: Services, ingest: IngestPipeline) -> web.Application
     """The process's app with the /api/v1 routes as routes.setup mounts them, minus the
     OpenAPI docs (tested by their owner; kept out of these tests' way)."""
     app = build_app(services, with_api=False, ingest=ingest)
-    for module in (triggers, testruns, webhook, events):
+    for module in (triggers, testruns, webhook, events, endpoints):
         module.add_routes(app, services)
     return app
 

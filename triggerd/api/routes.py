@@ -9,6 +9,7 @@ from triggerd.api import (
     backfill,
     console,
     docs,
+    endpoints,
     events,
     schedules,
     testruns,
@@ -26,5 +27,6 @@ def setup(app: web.Application, services: Services) -> None:
     webhook.add_routes(app, services)
     events.add_routes(app, services)
     audit.add_routes(app, services)
+    endpoints.add_routes(app, services)
     docs.setup(app)  # it documents every route registered above
     console.add_routes(app)  # the console's page and files: not API operations

@@ -77,12 +77,14 @@ class Target:
     timeout: float = DEFAULT_TIMEOUT
     retry: RetryPolicy = RetryPolicy()
     signing_secret: str | None = None
+    rate_limit: float | None = None  # deliveries per second, for the trigger
 
     @classmethod
     def from_snapshot(cls, delivery: Any) -> Target:
         if not isinstance(delivery, dict):
             delivery = {}
         headers = delivery.get("headers") or {}
+        rate = delivery.get("rate_limit_per_second")
         return cls(
             endpoint=delivery.get("endpoint") or None,
             method=str(delivery.get("http_method") or DEFAULT_METHOD).upper(),
@@ -90,6 +92,7 @@ class Target:
             timeout=float(delivery.get("timeout_seconds") or DEFAULT_TIMEOUT),
             retry=RetryPolicy.from_config(delivery.get("retry")),
             signing_secret=delivery.get("signing_secret") or None,
+            rate_limit=float(rate) if isinstance(rate, int | float) and rate > 0 else None,
         )
 
 
@@ -102,7 +105,7 @@ class AttemptResult:
     permanent: bool = False  # a request that can never succeed (e.g. an invalid URL)
 
     @property
-    def verdict(self) -> str:
+    def verdict(self) -> Verdict:
         return FAIL if self.permanent else classify(self.status)
 
     @property
@@ -110,7 +113,7 @@ class AttemptResult:
         return round(self.latency * 1000)
 
 
-def classify(status: int | None) -> str:
+def classify(status: int | None) -> Verdict:
     """success / retry / fail for a response status (None: timeout or connection error)."""
     if status is None:
         return RETRY

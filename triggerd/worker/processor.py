@@ -1,6 +1,7 @@
 """From one Kafka job to one recorded delivery attempt.
 
-    job ──▶ event row (wait briefly / materialize) ──▶ already done? ──▶ claim attempt row
+    job ──▶ event row (wait briefly / materialize) ──▶ already done? ──▶ gate (circuit,
+        rate limit; or put off: same attempt owed later) ──▶ claim attempt row
         ──▶ HTTP ──▶ outcome (shielded): success | failed | retrying (outbox: publish_at)
 
 Nothing here sleeps between attempts: a retry is written to the event as "attempt n+1 is
@@ -35,6 +36,7 @@ from triggerd.tracing import Kind
 from triggerd.worker import delivery
 from triggerd.worker.aio import retry_transient, shielded
 from triggerd.worker.delivery import AttemptResult, Target
+from triggerd.worker.gate import DeliveryGate, Ticket
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +52,7 @@ _BUSY_POLL = 0.2
 # How the processing of a job ended (also the `outcome` label of deliveries_total).
 SUCCESS, FAILED, RETRYING, PUBLISHED = (ExecutionStatus.SUCCESS, ExecutionStatus.FAILED,
                                         ExecutionStatus.RETRYING, ExecutionStatus.PUBLISHED)
-DUPLICATE, SKIPPED = "duplicate", "skipped"
+DUPLICATE, SKIPPED, WAITING = "duplicate", "skipped", "waiting"
 
 WakeRelay = Callable[[float], None]
 
@@ -68,6 +70,8 @@ class JobProcessor:
         self.events = deliveries.EventLoader(self.db)
         self.claims = deliveries.AttemptClaims(self.db)
         self.outcomes = deliveries.OutcomeWriter(self.db)
+        # Endpoint circuits and rate limits (worker/gate.py).
+        self.gate = DeliveryGate(services, wake_relay)
         # How long a final write may outlive a cancellation (it normally takes ms; when
         # the database is down, waiting longer does not help: the job is redelivered).
         self.grace = min(2.0, services.settings.shutdown_timeout)
@@ -94,13 +98,18 @@ class JobProcessor:
             target = Target.from_snapshot(event.delivery)
             if target.endpoint is None:
                 return await self._publish_only(event, job.attempt)
+            ticket = await self.gate.admit(event, target)
+            if ticket.wait_until is not None:
+                await self.gate.postpone(event, job.attempt, ticket)
+                return WAITING
             claim = await self._claim(event.id, job.attempt, target)
             if claim is AttemptClaim.FINISHED:
                 log.info("attempt %d already finished: nothing to do", job.attempt)
+                await self.gate.release(ticket)
                 return DUPLICATE
             if claim is AttemptClaim.RESTARTED:
                 log.warning("attempt %d was left unfinished; delivering again", job.attempt)
-            return await self._deliver(event, target, job.attempt, job.traceparent)
+            return await self._deliver(event, target, job.attempt, job.traceparent, ticket)
 
     async def _claim(self, event_id: str, attempt: int, target: Target) -> str:
         """Insert the attempt row, or take over one a dead worker left unfinished. A row
@@ -192,13 +201,14 @@ class JobProcessor:
         return PUBLISHED
 
     async def _deliver(self, event: EventState, target: Target, attempt: int,
-                       trace: str | None) -> str:  # fmt: skip
+                       trace: str | None, ticket: Ticket) -> str:  # fmt: skip
         body = event.payload.encode()
         # The attempt's own span in its event's trace (a job from before traceparents
         # were carried starts a trace of its own).
         traceparent = child_of(trace) if trace is not None else new_traceparent()
         headers = delivery.build_headers(target, event.id, event.trigger_id, body,
                                          traceparent=traceparent)  # fmt: skip
+        await self.gate.before_send(ticket)
         if self.services.tracer.enabled:
             result = await self._send_traced(target, headers, body, attempt, event.id,
                                              traceparent, trace)  # fmt: skip
@@ -213,6 +223,7 @@ class JobProcessor:
             ),
             grace=self.grace,
         )
+        await self.gate.settle(ticket, result.verdict)
         if not recorded:
             log.info("attempt %d was finished by another worker meanwhile", attempt)
             return DUPLICATE

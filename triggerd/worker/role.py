@@ -9,6 +9,7 @@ before the session closes.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 
@@ -53,6 +54,7 @@ class WorkerRole:
         self.services = services
         self.relay = relay
         self.consumer: JobConsumer | None = None
+        self.processor: JobProcessor | None = None
 
     async def run(self, ready: Callable[[], None]) -> None:
         settings = self.services.settings
@@ -63,7 +65,12 @@ class WorkerRole:
         else:
             log.info("deliveries may reach public addresses only")
         async with new_http_session(settings.worker_concurrency, policy) as http:
-            processor = JobProcessor(self.services, http, wake_relay=self.relay.wake_in)
+            processor = self.processor = JobProcessor(self.services, http,
+                                                      wake_relay=self.relay.wake_in)
             self.consumer = JobConsumer(self.services, processor.handle)
             ready()
-            await self.consumer.run()
+            # The consumer and the endpoint-health cache it decides from: neither ends
+            # on its own, and cancelling the role stops both.
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(processor.gate.run(), name="worker:endpoint-health")
+                await self.consumer.run()
