@@ -25,8 +25,7 @@ from typing import TypeVar
 from prometheus_client import Gauge
 
 from triggerd.domain.backoff import Backoff
-from triggerd.domain.circuit import CircuitState
-from triggerd.domain.enums import ScheduleStatus, TriggerStatus, TriggerType, values
+from triggerd.domain.enums import CircuitState, ScheduleStatus, TriggerStatus, TriggerType, values
 from triggerd.domain.timeutil import utcnow
 from triggerd.metrics import Metrics
 from triggerd.services import Services

@@ -75,9 +75,10 @@ def now() -> datetime:
 async def test_create_returns_the_documented_fields(api: ApiDaemon) -> None:
     before = now() - timedelta(seconds=1)
     cron = await create(api, body("cron_scheduled", name="hourly"))
-    assert set(cron) == {"id", "name", "type", "status", "config", "labels", "webhook_url",
-                         "next_scheduled_run", "created_at", "updated_at"}  # fmt: skip
-    assert cron["labels"] == {}
+    assert set(cron) == {"id", "name", "type", "status", "status_reason", "config", "labels",
+                         "webhook_url", "next_scheduled_run", "created_at",
+                         "updated_at"}  # fmt: skip
+    assert cron["labels"] == {} and cron["status_reason"] is None
     assert uuid.UUID(cron["id"])
     assert (cron["name"], cron["type"], cron["status"]) == ("hourly", "cron_scheduled", "active")
     assert cron["webhook_url"] is None

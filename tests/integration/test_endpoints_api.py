@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from tests.integration.webhook_harness import Api, make_trigger, running_api
-from triggerd.domain.circuit import CircuitState, Health, endpoint_key, endpoint_url
+from triggerd.domain.circuit import Health, endpoint_key, endpoint_url
+from triggerd.domain.enums import CircuitState
 from triggerd.domain.timeutil import to_iso, utcnow
 from triggerd.store import endpoints
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from tests.integration.webhook_harness import running_api
 from tests.integration.worker_harness import (
     RunningWorker,
     attempts_of,
@@ -93,3 +94,22 @@ async def test_rate_limit_is_per_trigger(worker: RunningWorker, sink: Sink) -> N
     [a] = await sink.wait_for(1, path="/per-a", timeout=10)
     [b] = await sink.wait_for(1, path="/per-b", timeout=10)
     assert abs(a.at - b.at) < 0.5  # neither waited for the other's limit
+
+
+@pytest.mark.parametrize("value", [0, -1, 10_001, "fast", True])
+async def test_the_api_checks_the_rate(settings_for: Any, value: Any) -> None:
+    async with running_api(settings_for()) as api:
+        config = {"endpoint": "https://receiver.example/hook", "rate_limit_per_second": value}
+        status, body = await api.post("/api/v1/triggers", {"name": "x", "type": "webhook",
+                                                           "config": config})  # fmt: skip
+        assert status == 400, body
+        assert body["error"]["details"]["field"] == "config.rate_limit_per_second"
+
+
+async def test_the_api_keeps_the_rate(settings_for: Any) -> None:
+    async with running_api(settings_for()) as api:
+        config = {"endpoint": "https://receiver.example/hook", "rate_limit_per_second": 0.5}
+        status, body = await api.post("/api/v1/triggers", {"name": "x", "type": "webhook",
+                                                           "config": config})  # fmt: skip
+        assert status == 201, body
+        assert body["config"]["rate_limit_per_second"] == 0.5

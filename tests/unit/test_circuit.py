@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 
 from triggerd.domain.circuit import (
     MAX_COOLDOWN,
-    CircuitState,
     Health,
     endpoint_key,
     endpoint_url,
@@ -16,6 +15,7 @@ from triggerd.domain.circuit import (
     on_success,
     released,
 )
+from triggerd.domain.enums import CircuitState
 from triggerd.worker.ratelimit import RateLimiter
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)

@@ -32,7 +32,14 @@ from pydantic import BaseModel
 from triggerd import __version__
 from triggerd.api.middleware import requires_key
 from triggerd.api.openapi import components, query_parameters, refs
-from triggerd.domain.contract import QueryModel, TriggerList, TriggerListQuery, TriggerUpdate
+from triggerd.domain.contract import (
+    EndpointList,
+    EndpointListQuery,
+    QueryModel,
+    TriggerList,
+    TriggerListQuery,
+    TriggerUpdate,
+)
 from triggerd.domain.contract import Trigger as TriggerBody
 from triggerd.domain.contract.audit import AuditList, AuditListQuery
 from triggerd.domain.contract.bodies import (
@@ -331,6 +338,15 @@ OPERATIONS: dict[tuple[str, str], Op] = {
                     "disables by itself), recorded in the transaction that made it. "
                     "`changes` shows old and new values with secrets as `***`.",
     ),
+    ("GET", "/api/v1/endpoints"): Op(
+        "List endpoints and their circuits, open ones first", "endpoints",
+        {200: _ok("A page of endpoints", EndpointList)}, (400,),
+        query_model=EndpointListQuery,
+        description="Every endpoint (a trigger's endpoint URL without its query string) "
+                    "with a recorded delivery attempt. After a run of retryable failures its "
+                    "circuit opens: deliveries to it wait (none is dropped, none uses up an "
+                    "attempt) until one probe succeeds.",
+    ),
     ("GET", "/health"): Op(
         "Health of this process", "operations",
         {200: _ok("Every check is ok", Health), 503: _ok("A check failed", Health)},
@@ -393,6 +409,7 @@ _TAGS = (
     ("webhook", "Ingestion: events sent by clients to webhook triggers"),
     ("events", "The event log: every firing, its delivery attempts, statistics, replay"),
     ("audit", "Who changed what: every change made through the API"),
+    ("endpoints", "Delivery targets: each endpoint's health (circuit breaker)"),
     ("operations", "Health and Prometheus metrics (every process)"),
     ("docs", "This document and Swagger UI"),
 )

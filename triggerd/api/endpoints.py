@@ -7,19 +7,15 @@ from typing import Any
 
 from aiohttp import web
 
-from triggerd.api.http import json_response, pagination, query_choice, query_int
-from triggerd.domain.circuit import CircuitState
-from triggerd.domain.enums import values
+from triggerd.api.http import json_response
+from triggerd.domain.contract import EndpointListQuery, Pagination
+from triggerd.domain.enums import CircuitState
 from triggerd.domain.timeutil import to_iso
 from triggerd.services import Services
 from triggerd.store import endpoints
 from triggerd.store.endpoints import EndpointRow
 
 PATH = "/api/v1/endpoints"
-STATES = values(CircuitState)
-DEFAULT_LIMIT = 20
-MAX_LIMIT = 100
-MAX_PAGE = 10_000_000
 
 
 def endpoint_json(row: EndpointRow) -> dict[str, Any]:
@@ -42,14 +38,13 @@ class EndpointRoutes:
         self.db = services.db
 
     async def list(self, request: web.Request) -> web.Response:
-        state = query_choice(request, "state", STATES)
-        page = query_int(request, "page", 1, 1, MAX_PAGE)
-        limit = query_int(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
-        result = await endpoints.list_page(self.db, state=state, limit=limit,
+        query = EndpointListQuery.parse(request.query)
+        page, limit = query.page, query.limit
+        result = await endpoints.list_page(self.db, state=query.state, limit=limit,
                                            offset=(page - 1) * limit)  # fmt: skip
         return json_response({
             "endpoints": [endpoint_json(row) for row in result.rows],
-            "pagination": pagination(page, limit, result.total),
+            "pagination": Pagination.of(page, limit, result.total),
         })  # fmt: skip
 
 

@@ -59,6 +59,7 @@ def trigger_json(record: TriggerRecord, settings: Settings) -> dict[str, Any]:
         "name": trigger.name,
         "type": trigger.type,
         "status": trigger.status,
+        "status_reason": trigger.status_reason,
         "config": redact_config(trigger.config.stored()),
         "labels": dict(trigger.labels),
         "webhook_url": webhook_url,

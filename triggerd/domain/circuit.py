@@ -18,15 +18,10 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from enum import StrEnum
+
+from triggerd.domain.enums import CircuitState
 
 MAX_COOLDOWN = 600.0  # seconds
-
-
-class CircuitState(StrEnum):
-    CLOSED = "closed"
-    OPEN = "open"
-    HALF_OPEN = "half_open"
 
 
 # The list shows open circuits first.

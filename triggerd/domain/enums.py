@@ -94,6 +94,14 @@ class Verdict(StrEnum):
     FAIL = "fail"
 
 
+class CircuitState(StrEnum):
+    """An endpoint's circuit breaker (domain/circuit.py)."""
+
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
 class HttpMethod(StrEnum):
     GET = "GET"
     POST = "POST"

@@ -60,6 +60,8 @@ class Trigger:
     created_at: datetime
     updated_at: datetime
     labels: Mapping[str, str] = field(default_factory=dict)  # kept in their own table
+    # Why triggerd set it inactive (auto-disable); None otherwise.
+    status_reason: str | None = None
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Trigger:
@@ -75,6 +77,7 @@ class Trigger:
             version=int(row["version"]),
             created_at=created,
             updated_at=updated,
+            status_reason=row.get("status_reason"),
         )
 
     @property

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from triggerd.domain.circuit import STATE_ORDER, CircuitState, Health
+from triggerd.domain.circuit import STATE_ORDER, Health
+from triggerd.domain.enums import CircuitState
 from triggerd.domain.timeutil import from_db, to_db, to_iso
 from triggerd.store import schedule_rows
 from triggerd.store.db import Database

@@ -30,7 +30,7 @@ from triggerd.store.changes import TriggerChanges
 from triggerd.store.db import Database
 from triggerd.store.mysql_errors import is_lock_conflict
 
-_COLUMNS = "id, name, type, status, config, version, created_at, updated_at"
+_COLUMNS = "id, name, type, status, status_reason, config, version, created_at, updated_at"
 # A deadlock victim was rolled back whole, so running its transaction again is safe.
 _DEADLOCK_RETRY = Retry(tries=3, base=0.01, cap=0.1, log_level=logging.INFO)
 
@@ -230,15 +230,19 @@ class TriggerStore:
             current = replace(Trigger.from_row(row), labels=await _labels_of(cur, trigger_id))
             old = definition_of(current)
             new = change(old)
+            # Why triggerd set it inactive holds until it is active again.
+            reason = None if new.status == "active" else current.status_reason
             if new.labels != old.labels:
                 await labels.replace(cur, trigger_id, new.labels)
             await cur.execute(
-                "UPDATE triggers SET name = %(name)s, status = %(status)s, config = %(config)s,"
+                "UPDATE triggers SET name = %(name)s, status = %(status)s,"
+                " status_reason = %(reason)s, config = %(config)s,"
                 " version = version + 1, updated_at = %(now)s WHERE id = %(id)s",
                 {
                     "id": trigger_id,
                     "name": new.name,
                     "status": new.status,
+                    "reason": reason,
                     "config": _dump(new.config),
                     "now": to_db(now),
                 },
@@ -282,6 +286,7 @@ class TriggerStore:
             created_at=current.created_at,
             updated_at=stored,
             labels=dict(new.labels),
+            status_reason=reason,
         )
         return TriggerRecord(trigger, next_run if current.is_scheduled else None)
 

@@ -47,6 +47,5 @@ class AutoDisable:
                             extra={"endpoint": url, "actor": SYSTEM_ACTOR})  # fmt: skip
             self.services.metrics.triggers_disabled.inc()
             audit_trigger_disabled(self.services, trigger_id, reason, now)
+            # In this process: the scheduler reloads, webhook ingestion drops its cache.
             self.services.trigger_changes.notify(trigger_id)
-        if disabled:
-            self.services.wakeup.notify()

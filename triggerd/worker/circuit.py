@@ -26,8 +26,8 @@ from enum import StrEnum
 from triggerd.config import Settings
 from triggerd.domain import circuit
 from triggerd.domain.backoff import Backoff
-from triggerd.domain.circuit import CircuitState, Health
-from triggerd.domain.enums import Verdict
+from triggerd.domain.circuit import Health
+from triggerd.domain.enums import CircuitState, Verdict
 from triggerd.domain.timeutil import to_iso, utcnow
 from triggerd.metrics import Metrics
 from triggerd.store import endpoints

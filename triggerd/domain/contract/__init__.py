@@ -17,6 +17,7 @@ from triggerd.domain.contract.configs import (
     WebhookConfig,
     stored_config,
 )
+from triggerd.domain.contract.endpoints import Endpoint, EndpointList, EndpointListQuery
 from triggerd.domain.contract.paging import Pagination, QueryModel
 from triggerd.domain.contract.triggers import (
     MAX_NAME_CHARS,
@@ -32,7 +33,8 @@ from triggerd.domain.contract.validate import schedule_changed, validate_create,
 
 __all__ = [
     "CONFIG_MODELS", "CRON_MACROS", "MAX_NAME_CHARS", "MAX_SECONDS", "PAST_GRACE", "STATUSES",
-    "TRIGGER_TYPES", "CronScheduledConfig", "IntervalScheduledConfig", "Pagination",
+    "TRIGGER_TYPES", "CronScheduledConfig", "Endpoint", "EndpointList", "EndpointListQuery",
+    "IntervalScheduledConfig", "Pagination",
     "QueryModel", "RetryConfig", "ScheduledConfig", "TimeScheduledConfig", "Trigger",
     "TriggerConfig", "TriggerDefinition", "TriggerList", "TriggerListQuery", "TriggerUpdate",
     "WebhookConfig", "schedule_changed", "stored_config", "validate_create", "validate_update"

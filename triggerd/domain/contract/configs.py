@@ -116,13 +116,15 @@ class TriggerConfig(RequestModel):
     MAX_HEADERS: ClassVar[int] = 100
     MAX_HEADER_NAME_CHARS: ClassVar[int] = 256
     MAX_HEADER_VALUE_CHARS: ClassVar[int] = 8192
+    MAX_RATE: ClassVar[int] = 10_000
     NULL_IS_VALUE = frozenset({"payload"})
     # Kept in `stored()` even when None: null is a payload.
     _KEEP_NONE: ClassVar[frozenset[str]] = frozenset({"payload"})
     # Keys the worker needs to deliver, snapshotted into each event so a later edit of
     # the trigger does not change an event in flight.
     DELIVERY_KEYS: ClassVar[tuple[str, ...]] = (
-        "endpoint", "http_method", "headers", "timeout_seconds", "retry", "signing_secret")
+        "endpoint", "http_method", "headers", "timeout_seconds", "retry", "signing_secret",
+        "rate_limit_per_second")
     TYPE: ClassVar[TriggerType]
 
     endpoint: Annotated[str | None, Endpoint(MAX_URL_CHARS)] = Field(
@@ -141,6 +143,11 @@ class TriggerConfig(RequestModel):
     signing_secret: Secret = Field(
         None, description="When set, deliveries carry an HMAC-SHA256 signature of the body "
                           "(returned as `***`)")  # fmt: skip
+    rate_limit_per_second: Annotated[
+        float | None, Number(0, MAX_RATE, low_inclusive=False)] = Field(
+        None, description="At most this many deliveries of the trigger start per second, "
+                          "evenly spaced (1/rate apart); the others wait, none is dropped "
+                          "and waiting uses up no attempt. Unset: no limit")  # fmt: skip
 
     @model_validator(mode="before")
     @classmethod

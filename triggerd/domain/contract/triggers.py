@@ -92,6 +92,7 @@ class TriggerUpdate(RequestModel):
                           "shape is the one of the trigger's type")  # fmt: skip
     id: Annotated[Any, AnyJson(), Field(description="Ignored; when given, the trigger's id")] = None
     webhook_url: Annotated[Any, AnyJson(), Field(description="Ignored")] = None
+    status_reason: Annotated[Any, AnyJson(), Field(description="Ignored")] = None
     next_scheduled_run: Annotated[Any, AnyJson(), Field(description="Ignored")] = None
     created_at: Annotated[Any, AnyJson(), Field(description="Ignored")] = None
     updated_at: Annotated[Any, AnyJson(), Field(description="Ignored")] = None
@@ -125,6 +126,10 @@ class Trigger(Model):
     name: str
     type: TriggerType
     status: TriggerStatus
+    status_reason: str | None = Field(
+        description="Why triggerd set the trigger inactive, e.g. \"endpoint failing since "
+                    "2030-01-01T00:00:00.000Z\" (auto-disable); null otherwise, and cleared "
+                    "when the trigger is set active again")  # fmt: skip
     config: AnyConfig = Field(
         description="The normalized config: defaults filled in, run_in resolved to run_at, "
                     "interval triggers anchored by first_run_at; secrets shown as "
