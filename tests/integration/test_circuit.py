@@ -149,14 +149,22 @@ async def test_an_open_circuit_written_elsewhere_is_respected(worker: RunningWor
     """Another process opened the circuit: this worker's cache sees it within a second."""
     url = sink.url("/elsewhere")
     await wait_status(db, await fire(worker, url), "success")  # known and cached: closed
+    assert worker.role.processor is not None
+    circuits = worker.role.processor.gate.circuits
+
+    async def success_recorded() -> bool:
+        await circuits.refresh_once()  # as it does every second
+        return (await endpoint_row(db, url))["last_success_at"] is not None
+
+    # A healthy endpoint's success is written by the refresher, not by the delivery.
+    await wait_until(success_recorded, timeout=5, what="last_success_at written")
     probe_at = utcnow() + timedelta(seconds=3)
     await db.execute(
         "UPDATE endpoints SET state = 'open', consecutive_failures = 10, opened_at = %s,"
         " next_probe_at = %s, cooldown_ms = 3000 WHERE url_hash = %s",
         (to_db(utcnow()), to_db(probe_at), endpoint_key(url)),
     )
-    assert worker.role.processor is not None
-    await worker.role.processor.gate.circuits.refresh_once()  # as it does every second
+    await circuits.refresh_once()
     event_id = await fire(worker, url)
     await wait_until(lambda: _postponed(db, event_id), timeout=10, what="put off")
     assert len(sink.requests("/elsewhere")) == 1

@@ -124,12 +124,20 @@ async def release_probe(db: Database, key: str, until: datetime) -> None:
 
 
 async def touch_successes(db: Database, successes: Sequence[tuple[str, datetime]]) -> None:
-    """Record the latest success of endpoints whose circuit had nothing to reset."""
-    await db.executemany(
-        "UPDATE endpoints SET last_success_at = GREATEST(COALESCE(last_success_at, %(at)s),"
-        " %(at)s) WHERE url_hash = %(key)s",
-        [{"key": key, "at": to_db(at)} for key, at in successes],
-    )
+    """Record the latest success of endpoints whose circuit had nothing to reset: one
+    statement for all of them (a derived table of key and time, joined on the key)."""
+    for start in range(0, len(successes), 500):
+        chunk = successes[start : start + 500]
+        row = "SELECT _ascii%s AS url_hash, %s AS at"
+        rows = " UNION ALL ".join([row] * len(chunk))
+        params: list[Any] = []
+        for key, at in chunk:
+            params += [key, to_db(at)]
+        await db.execute(
+            f"UPDATE endpoints e JOIN ({rows}) v ON e.url_hash = v.url_hash"
+            " SET e.last_success_at = GREATEST(COALESCE(e.last_success_at, v.at), v.at)",
+            params,
+        )
 
 
 async def count_by_state(db: Database) -> dict[str, int]:
