@@ -26,7 +26,7 @@ from triggerd.store.db import Database
 
 pytestmark = pytest.mark.e2e
 
-COOLDOWN = 12.0  # long enough for a second worker to join while the circuit is open
+COOLDOWN = 15.0  # long enough for a second worker to join while the circuit is open
 RETRY = {"max_attempts": 20, "backoff_seconds": 0.05, "max_backoff_seconds": 0.1}
 
 
@@ -120,10 +120,11 @@ async def test_rate_limited_deliveries_survive_a_kill(start_daemon: Any, db: Dat
     await warm_up(db, bus, sink, "/warm-r1")
     events = [await fire(db, bus, config, trigger_id) for _ in range(6)]
     await sink.wait_for(1, path="/paced", timeout=30)
-    undelivered = [e for e in events if not await _delivered(db, e)]
-    assert len(undelivered) >= 4
-    for event_id in undelivered:
-        await wait_until(lambda e=event_id: waiting(db, e), timeout=10, what="put off")
+
+    async def most_wait() -> bool:  # one a second goes out meanwhile
+        return sum([await waiting(db, e) for e in events]) >= 3
+
+    await wait_until(most_wait, timeout=10, what="deliveries put off")
     first.kill()
 
     worker(start_daemon, "g-rate-2")
@@ -134,8 +135,3 @@ async def test_rate_limited_deliveries_survive_a_kill(start_daemon: Any, db: Dat
     for event_id in events:
         assert len(await attempts_of(db, event_id)) == 1
 
-
-async def _delivered(db: Database, event_id: str) -> bool:
-    row = await db.fetchone("SELECT execution_status FROM event_logs WHERE id = %s",
-                            (event_id,))  # fmt: skip
-    return bool(row and row["execution_status"] == "success")
