@@ -68,7 +68,9 @@ class _Entry:
 
 class Circuits:
     REFRESH = 1.0  # seconds between re-reads of the cached endpoints
-    IDLE = 300.0  # an endpoint nobody asked about this long leaves the cache
+    # An endpoint nobody asked about this long leaves the cache: far longer than any
+    # delivery takes (timeout_seconds <= 300), so one admitted is still there to settle.
+    IDLE = 900.0
     MAX_KEYS = 10_000
     RECHECK = 1.0  # half-open: a waiting delivery looks again this soon
     PROBE_MARGIN = 5.0  # the probe's lease: its timeout plus this
@@ -125,7 +127,7 @@ class Circuits:
         """Account for the attempt's verdict. Called after its outcome is stored."""
         entry = self._entries.get(admission.key)
         if entry is None:
-            return  # evicted meanwhile (idle for minutes): nothing cached to keep right
+            return  # cannot happen while IDLE outlasts any delivery
         now = utcnow()
         if verdict is Verdict.SUCCESS:
             if admission.decision is Decision.PASS and entry.health.clean:
