@@ -127,6 +127,14 @@ def test_alert_rules_fire_when_meant_to(tmp_path: Path) -> None:
                  "values": "0x20"},
                 {"series": 'triggerd_role_up{job="triggerd",instance="a",role="api"}',
                  "values": "1x20"},
+                # One endpoint's circuit open for half an hour; another one's closed.
+                {"series": 'triggerd_endpoints{job="triggerd",state="open"}',
+                 "values": "1x40"},
+                {"series": 'triggerd_endpoints{job="triggerd",state="closed"}',
+                 "values": "5x40"},
+                # Two triggers auto-disabled at minute 5.
+                {"series": 'triggerd_triggers_disabled_total{job="triggerd"}',
+                 "values": "0x5 2x35"},
                 # Active events, and no retention process at all (its counter is absent).
                 {"series": 'triggerd_events{job="triggerd",retention_status="active"}',
                  "values": "500x100"},
@@ -141,6 +149,12 @@ def test_alert_rules_fire_when_meant_to(tmp_path: Path) -> None:
                 {"eval_time": "90m", "alertname": "TriggerdRetentionBehind",
                  "exp_alerts": [{"exp_labels": {"severity": "warning"}}]},
                 {"eval_time": "10m", "alertname": "TriggerdPublishFailing", "exp_alerts": []},
+                {"eval_time": "10m", "alertname": "TriggerdEndpointCircuitOpen",
+                 "exp_alerts": []},
+                {"eval_time": "20m", "alertname": "TriggerdEndpointCircuitOpen",
+                 "exp_alerts": [{"exp_labels": {"severity": "warning"}}]},
+                {"eval_time": "10m", "alertname": "TriggerdTriggersAutoDisabled",
+                 "exp_alerts": [{"exp_labels": {"severity": "warning"}}]},
             ],
         }],
     }  # fmt: skip
