@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 import pytest
 
 from tests.integration.webhook_harness import Api, running_api
@@ -71,6 +72,15 @@ async def test_a_failing_endpoint_disables_its_triggers_until_reactivated(
     disabled_total = worker.services.metrics.registry.get_sample_value(
         "triggerd_triggers_disabled_total")
     assert disabled_total == 2
+    # Audited, actor `system`, in the transaction of the change.
+    entries = await api.db.fetchall(
+        "SELECT actor, action, trigger_id, request_id, changes FROM audit_log"
+        " WHERE action = 'trigger.disabled' ORDER BY trigger_id")  # fmt: skip
+    assert sorted(e["trigger_id"] for e in entries) == sorted([hook["id"], timer["id"]])
+    for entry in entries:
+        assert entry["actor"] == "system" and entry["request_id"] is None
+        assert orjson.loads(entry["changes"]) == {
+            "status": ["active", "inactive"], "status_reason": [None, found["status_reason"]]}
 
     # Set active again: the reason goes, the schedule resumes.
     status, again = await api.request("PUT", f"/api/v1/triggers/{timer['id']}",
@@ -78,6 +88,11 @@ async def test_a_failing_endpoint_disables_its_triggers_until_reactivated(
     assert status == 200, again
     assert again["status"] == "active" and again["status_reason"] is None
     assert again["next_scheduled_run"] is not None
+    update = await api.db.fetchone(
+        "SELECT changes FROM audit_log WHERE action = 'trigger.updated' AND trigger_id = %s",
+        (timer["id"],))  # fmt: skip
+    assert update is not None
+    assert orjson.loads(update["changes"])["status_reason"] == [found["status_reason"], None]
     # A change that leaves it inactive keeps the reason.
     status, renamed = await api.request("PUT", f"/api/v1/triggers/{hook['id']}",
                                         json={"name": "renamed"})  # fmt: skip

@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from triggerd.domain.audit import SYSTEM_ORIGIN, Action, AuditEntry
 from triggerd.domain.circuit import STATE_ORDER, Health
 from triggerd.domain.enums import CircuitState
 from triggerd.domain.timeutil import from_db, to_db, to_iso
-from triggerd.store import schedule_rows
+from triggerd.store import audit, schedule_rows
 from triggerd.store.db import Database
 
 log = logging.getLogger(__name__)
@@ -189,9 +190,10 @@ async def list_page(db: Database, *, state: str | None, limit: int,
 async def disable_triggers(db: Database, key: str, reason: str, *, unchanged_since: datetime,
                            now: datetime) -> list[str]:  # fmt: skip
     """Set the endpoint's active triggers inactive with `reason`, cancelling their pending
-    occurrences as an update to `inactive` does. A trigger changed after
-    `unchanged_since` (e.g. re-activated by its owner) is left alone: it gets a full
-    period of its own. Returns the ids disabled."""
+    occurrences as an update to `inactive` does, and record each in the audit log (actor
+    `system`) in the same transaction. A trigger changed after `unchanged_since` (e.g.
+    re-activated by its owner) is left alone: it gets a full period of its own. Returns
+    the ids disabled."""
     async with db.transaction() as cur:
         await cur.execute(
             "SELECT id, type FROM triggers WHERE endpoint_key = %(key)s AND status = 'active'"
@@ -208,6 +210,12 @@ async def disable_triggers(db: Database, key: str, reason: str, *, unchanged_sin
             f" updated_at = %s WHERE id IN ({marks})",
             [reason, to_db(now), *ids],
         )
+        await audit.record_many(cur, [
+            AuditEntry(Action.TRIGGER_DISABLED, SYSTEM_ORIGIN, now, trigger_id,
+                       changes={"status": ["active", "inactive"],
+                                "status_reason": [None, reason]})
+            for trigger_id in ids
+        ])  # fmt: skip
         held: dict[str, list[schedule_rows.Held]] = {}
         note = f"cancelled: the trigger was set inactive ({reason})"
         for row in rows:

@@ -270,6 +270,8 @@ class TriggerStore:
                         await schedule_rows.insert_occurrence(cur, trigger_id, due, now)
             next_run = await schedule_rows.next_pending(cur, trigger_id)
             diff = changes_between(audited_fields(old), audited_fields(new))
+            if reason != current.status_reason:  # set by auto-disable, cleared on activation
+                diff["status_reason"] = [current.status_reason, reason]
             await audit.record(cur, AuditEntry(Action.TRIGGER_UPDATED, origin, now, trigger_id,
                                                changes=diff))  # fmt: skip
         if held:  # an occurrence past the scheduler's last look fires before we answer

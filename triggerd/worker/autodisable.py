@@ -2,13 +2,15 @@
 TRIGGERD_ENDPOINT_DISABLE_AFTER while attempts kept failing is set `inactive`, with
 `status_reason: "endpoint failing since <timestamp>"` (cleared when it is set active
 again). The circuit (worker/circuit.py) asks after a failed attempt; the store does the
-change as an update to `inactive` would, in one transaction per endpoint."""
+change as an update to `inactive` would, with its audit entries (actor `system`), in one
+transaction per endpoint."""
 
 from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
 
+from triggerd.domain.access import SYSTEM
 from triggerd.domain.timeutil import utcnow
 from triggerd.logs import log_context
 from triggerd.services import Services
@@ -16,15 +18,6 @@ from triggerd.store import endpoints
 from triggerd.worker.aio import retry_transient
 
 log = logging.getLogger(__name__)
-
-SYSTEM_ACTOR = "system"
-
-
-def audit_trigger_disabled(services: Services, trigger_id: str, reason: str,
-                           at: datetime) -> None:  # fmt: skip
-    """The audit log's record of an auto-disable (actor `system`): the one place to
-    write it. Until the audit log exists, the warning logged beside this call is the
-    record."""
 
 
 class AutoDisable:
@@ -44,8 +37,7 @@ class AutoDisable:
         for trigger_id in disabled:
             with log_context(trigger_id=trigger_id):
                 log.warning("trigger set inactive: %s (%s)", reason, url,
-                            extra={"endpoint": url, "actor": SYSTEM_ACTOR})  # fmt: skip
+                            extra={"endpoint": url, "actor": SYSTEM})  # fmt: skip
             self.services.metrics.triggers_disabled.inc()
-            audit_trigger_disabled(self.services, trigger_id, reason, now)
             # In this process: the scheduler reloads, webhook ingestion drops its cache.
             self.services.trigger_changes.notify(trigger_id)
