@@ -20,6 +20,7 @@ from triggerd.worker.delivery import (
     Target,
     build_headers,
     classify,
+    excerpt,
     parse_retry_after,
     retry_delay,
 )
@@ -192,3 +193,19 @@ def test_commit_point_is_the_lowest_unfinished_offset() -> None:
     assert progress.commit_point() is None  # nothing new
     progress.finished(13)
     assert progress.commit_point() == 14
+
+
+def test_a_stored_error_shows_a_short_printable_excerpt_of_the_answer() -> None:
+    body = b"line one\r\n\tline two\x00\x1b[31m" + b"x" * 500
+    text = excerpt(body)
+    assert text.startswith("line one line two")
+    assert all(ch.isprintable() for ch in text)
+    assert len(text) <= 120 and text.endswith("…")
+    assert excerpt(b"\xff\xfe ok ") == "\ufffd\ufffd ok"
+    assert excerpt("") == ""
+
+
+def test_the_target_carries_its_rate_limit() -> None:
+    limited = Target.from_snapshot({"endpoint": "http://a/", "rate_limit_per_second": 2})
+    assert limited.rate_limit == 2.0
+    assert Target.from_snapshot({"endpoint": "http://a/"}).rate_limit is None
