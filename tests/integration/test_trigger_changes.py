@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from triggerd.domain.audit import SYSTEM_ORIGIN
 from triggerd.domain.contract import validate_create
 from triggerd.domain.models import new_id
 from triggerd.store.changes import TriggerChanges
@@ -24,18 +25,18 @@ async def test_create_update_and_delete_are_announced_once_each(db: Database) ->
     store = TriggerStore(db, changes)
     now = datetime.now(UTC)
     trigger_id = new_id()
-    await store.create(validate_create(BODY, now=now), trigger_id, now)
+    await store.create(validate_create(BODY, now=now), trigger_id, now, SYSTEM_ORIGIN)
     assert seen == [trigger_id]
 
-    await store.update(trigger_id, lambda current: current, now)
+    await store.update(trigger_id, lambda current: current, now, SYSTEM_ORIGIN)
     assert seen == [trigger_id] * 2
 
-    assert await store.delete(trigger_id, now)
+    assert await store.delete(trigger_id, now, SYSTEM_ORIGIN)
     assert seen == [trigger_id] * 3
 
     # Nothing changed, nothing announced: an unknown id.
-    assert await store.update(new_id(), lambda current: current, now) is None
-    assert not await store.delete(new_id(), now)
+    assert await store.update(new_id(), lambda current: current, now, SYSTEM_ORIGIN) is None
+    assert not await store.delete(new_id(), now, SYSTEM_ORIGIN)
     assert seen == [trigger_id] * 3
 
 
@@ -46,11 +47,11 @@ async def test_a_failed_change_is_not_announced(db: Database) -> None:
     store = TriggerStore(db, changes)
     now = datetime.now(UTC)
     trigger_id = new_id()
-    await store.create(validate_create(BODY, now=now), trigger_id, now)
+    await store.create(validate_create(BODY, now=now), trigger_id, now, SYSTEM_ORIGIN)
 
     def refuse(current: object) -> object:
         raise ValueError("validation failed")
 
     with pytest.raises(ValueError):
-        await store.update(trigger_id, refuse, now)  # type: ignore[arg-type]
+        await store.update(trigger_id, refuse, now, SYSTEM_ORIGIN)  # type: ignore[arg-type]
     assert seen == [trigger_id]
