@@ -238,6 +238,8 @@ class Settings:
     # tansu answers a fetch only as the wait runs out (a record waits ~wait/2 on average);
     # Apache Kafka answers as soon as one arrives, so there it only paces idle polling.
     kafka_fetch_wait: float = 0.01
+    # Each partition hands the producer at most one batch per this (bus/producer.py).
+    kafka_linger: float = 0.02
     http_host: str = "0.0.0.0"
     http_port: int = 8080
     roles: tuple[str, ...] = ALL_ROLES
@@ -297,6 +299,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "kafka_session_timeout": _duration(1.0),
     "kafka_heartbeat_interval": _duration(0.1),
     "kafka_fetch_wait": _duration(0.001),
+    "kafka_linger": _duration(0.0),
     "http_host": _str,
     "http_port": _int_range(0, 65535),
     "roles": parse_roles,
