@@ -257,6 +257,9 @@ class Settings:
     max_body: int = 1024 * 1024
     shutdown_timeout: float = 10.0
     worker_concurrency: int = 100
+    # An event owed a delivery whose job shows no progress (no attempt claimed) this long
+    # after it was published is published again (worker/backstop.py explains the value).
+    redeliver_after: float = 120.0
     scheduler_lookahead: float = 60.0
     scheduler_lease: float = 10.0
     scheduler_reconcile_interval: float = 1.0
@@ -317,6 +320,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "max_body": _int_range(1024, 1024 * 1024 * 1024),
     "shutdown_timeout": _duration(0.0),
     "worker_concurrency": _int_range(1, 10_000),
+    "redeliver_after": _duration(0.5),
     "scheduler_lookahead": _duration(1.0),
     "scheduler_lease": _duration(1.0),
     "scheduler_reconcile_interval": _duration(0.05),

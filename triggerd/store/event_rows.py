@@ -4,7 +4,8 @@ The outbox: `publish_at` says a job (for attempt `publish_attempt`) is owed to K
 that time on. Whoever writes an event it will publish at once sets `publish_at` a few
 seconds ahead (a grace the fast path has to publish and clear it); if that fails, the
 relay finds the row once the grace has passed and publishes it. Retries of a failed
-delivery use the same column with the backoff as the time.
+delivery use the same column with the backoff as the time. `published_at` records when
+the owed attempt's job last went out: the delivery backstop's clock (store/outbox.py).
 """
 
 from __future__ import annotations
