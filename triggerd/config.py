@@ -238,6 +238,8 @@ class Settings:
     # tansu answers a fetch only as the wait runs out (a record waits ~wait/2 on average);
     # Apache Kafka answers as soon as one arrives, so there it only paces idle polling.
     kafka_fetch_wait: float = 0.01
+    # Each partition hands the producer at most one batch per this (bus/producer.py).
+    kafka_linger: float = 0.02
     http_host: str = "0.0.0.0"
     http_port: int = 8080
     roles: tuple[str, ...] = ALL_ROLES
@@ -255,6 +257,9 @@ class Settings:
     max_body: int = 1024 * 1024
     shutdown_timeout: float = 10.0
     worker_concurrency: int = 100
+    # An event owed a delivery whose job shows no progress (no attempt claimed) this long
+    # after it was published is published again (worker/backstop.py explains the value).
+    redeliver_after: float = 120.0
     scheduler_lookahead: float = 60.0
     scheduler_lease: float = 10.0
     scheduler_reconcile_interval: float = 1.0
@@ -297,6 +302,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "kafka_session_timeout": _duration(1.0),
     "kafka_heartbeat_interval": _duration(0.1),
     "kafka_fetch_wait": _duration(0.001),
+    "kafka_linger": _duration(0.0),
     "http_host": _str,
     "http_port": _int_range(0, 65535),
     "roles": parse_roles,
@@ -314,6 +320,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "max_body": _int_range(1024, 1024 * 1024 * 1024),
     "shutdown_timeout": _duration(0.0),
     "worker_concurrency": _int_range(1, 10_000),
+    "redeliver_after": _duration(0.5),
     "scheduler_lookahead": _duration(1.0),
     "scheduler_lease": _duration(1.0),
     "scheduler_reconcile_interval": _duration(0.05),

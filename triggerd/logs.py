@@ -1,5 +1,7 @@
 """Logging: one JSON object per line (or plain text), with request/trigger/event IDs
-carried by contextvars so every line written while handling something names it."""
+carried by contextvars so every line written while handling something names it. Python
+warnings are routed through logging too (logger `py.warnings`), so nothing reaches
+stderr unformatted."""
 
 from __future__ import annotations
 
@@ -73,6 +75,9 @@ def setup_logging(level: str = "info", fmt: str = "json") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # Python warnings (a library's DeprecationWarning, a driver's note) would otherwise be
+    # written raw to stderr, breaking the one-JSON-object-per-line contract.
+    logging.captureWarnings(True)
     # aiokafka logs every reconnect attempt at ERROR; our own lines say what is down.
     logging.getLogger("aiokafka").setLevel(max(logging.WARNING, root.level))
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

@@ -53,6 +53,12 @@ class Metrics:
         self.publish_failures = Counter(
             "triggerd_publish_failures_total", "Jobs that failed to publish to Kafka", registry=r
         )
+        self.jobs_reowed = Counter(
+            "triggerd_jobs_reowed_total",
+            "Jobs published again because their delivery showed no progress (no attempt"
+            " claimed) for TRIGGERD_REDELIVER_AFTER after they were published",
+            registry=r,
+        )
         self.deliveries = Counter(
             "triggerd_deliveries_total", "Finished deliveries by outcome", ["outcome"], registry=r
         )

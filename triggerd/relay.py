@@ -113,8 +113,10 @@ class OutboxRelay:
 
     def _count_fires(self, published: list[OwedJob]) -> None:
         """A first attempt that only the relay got onto Kafka (the fast path failed, or
-        its process died) is a firing like any other; retries and replays are not."""
-        fires = Counter((o.job.type, o.job.source) for o in published if o.job.attempt == 1)
+        its process died) is a firing like any other; retries, replays and jobs the
+        delivery backstop owed again (counted when they first went out) are not."""
+        fires = Counter((o.job.type, o.job.source) for o in published
+                        if o.job.attempt == 1 and not o.republished)  # fmt: skip
         for (trigger_type, source), count in fires.items():
             self.metrics.fires.labels(type=trigger_type, source=source).inc(count)
 

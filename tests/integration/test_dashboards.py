@@ -135,6 +135,9 @@ def test_alert_rules_fire_when_meant_to(tmp_path: Path) -> None:
                 # Two triggers auto-disabled at minute 5.
                 {"series": 'triggerd_triggers_disabled_total{job="triggerd"}',
                  "values": "0x5 2x35"},
+                # The backstop re-sent 3 lost jobs at minute 5.
+                {"series": 'triggerd_jobs_reowed_total{job="triggerd"}',
+                 "values": "0x5 3x35"},
                 # Active events, and no retention process at all (its counter is absent).
                 {"series": 'triggerd_events{job="triggerd",retention_status="active"}',
                  "values": "500x100"},
@@ -155,6 +158,10 @@ def test_alert_rules_fire_when_meant_to(tmp_path: Path) -> None:
                  "exp_alerts": [{"exp_labels": {"severity": "warning"}}]},
                 {"eval_time": "10m", "alertname": "TriggerdTriggersAutoDisabled",
                  "exp_alerts": [{"exp_labels": {"severity": "warning"}}]},
+                {"eval_time": "4m", "alertname": "TriggerdJobsLost", "exp_alerts": []},
+                {"eval_time": "10m", "alertname": "TriggerdJobsLost",
+                 "exp_alerts": [{"exp_labels": {"severity": "warning"}}]},
+                {"eval_time": "30m", "alertname": "TriggerdJobsLost", "exp_alerts": []},
             ],
         }],
     }  # fmt: skip

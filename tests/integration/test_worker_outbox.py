@@ -45,7 +45,7 @@ async def test_claim_query_uses_the_outbox_index(db: Database) -> None:
     plan = await db.fetchall(
         "EXPLAIN " + outbox._CLAIM, {"now": utcnow().replace(tzinfo=None), "limit": 100}
     )
-    assert plan[0]["key"] == "ix_events_outbox", plan
+    assert plan[0]["key"] == "ix_events_owed", plan
 
 
 async def test_concurrent_claims_are_disjoint_and_leased(db: Database) -> None:

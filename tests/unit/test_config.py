@@ -39,6 +39,18 @@ def test_defaults_match_the_spec() -> None:
     assert (s.log_level, s.log_format) == ("info", "json")
     assert s.kafka_idempotent is False
     assert s.max_body == 1024 * 1024
+    assert s.redeliver_after == 120
+
+
+def test_redeliver_after_from_the_file_and_the_environment(tmp_path: Path) -> None:
+    config = tmp_path / "t.toml"
+    config.write_text('redeliver_after = "5m"\n')
+    assert load_settings({}, config_file=str(config)).redeliver_after == 300
+    assert load_settings({"TRIGGERD_REDELIVER_AFTER": "90s"},
+                         config_file=str(config)).redeliver_after == 90  # fmt: skip
+    config.write_text('redeliver_after = "0s"\n')
+    with pytest.raises(ConfigError, match=r"^redeliver_after: must be at least 0.5s"):
+        load_settings({}, config_file=str(config))
 
 
 def test_environment_wins_over_the_file(tmp_path: Path) -> None:
@@ -79,6 +91,8 @@ def test_roles_are_canonical_and_checked() -> None:
         ({"TRIGGERD_CIRCUIT_FAILURE_THRESHOLD": "0"}, "TRIGGERD_CIRCUIT_FAILURE_THRESHOLD"),
         ({"TRIGGERD_CIRCUIT_COOLDOWN": "soon"}, "TRIGGERD_CIRCUIT_COOLDOWN"),
         ({"TRIGGERD_ENDPOINT_DISABLE_AFTER": "-1"}, "TRIGGERD_ENDPOINT_DISABLE_AFTER"),
+        ({"TRIGGERD_REDELIVER_AFTER": "soon"}, "TRIGGERD_REDELIVER_AFTER"),
+        ({"TRIGGERD_REDELIVER_AFTER": "100ms"}, "TRIGGERD_REDELIVER_AFTER"),
     ],
 )
 def test_bad_values_name_the_key(env: dict[str, str], key: str) -> None:

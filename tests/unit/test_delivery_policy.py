@@ -10,7 +10,7 @@ from email.utils import format_datetime
 import pytest
 
 from triggerd.store.deliveries import EventState
-from triggerd.worker.consumer import PartitionProgress
+from triggerd.worker.consumer import GAP_PATIENCE, PartitionProgress
 from triggerd.worker.delivery import (
     FAIL,
     RETRY,
@@ -209,3 +209,29 @@ def test_the_target_carries_its_rate_limit() -> None:
     limited = Target.from_snapshot({"endpoint": "http://a/", "rate_limit_per_second": 2})
     assert limited.rate_limit == 2.0
     assert Target.from_snapshot({"endpoint": "http://a/"}).rate_limit is None
+
+
+def test_a_hole_in_the_offsets_is_read_again_until_it_fills_or_patience_runs_out() -> None:
+    progress = PartitionProgress()
+    assert not progress.skipped_to(40, now=0.0)  # the first record sets where we are
+    progress.started(40)
+    assert not progress.skipped_to(41, now=0.0)  # in order
+    progress.started(41)
+    progress.finished(40)
+    progress.finished(41)
+    # A fetch returned 52 next: 42-51 were skipped. Read again from 42 ...
+    assert progress.skipped_to(52, now=1.0)
+    assert progress.gap == (42, 1.0)
+    assert progress.commit_point() == 42  # nothing past the hole is committed meanwhile
+    assert progress.skipped_to(52, now=1.0 + GAP_PATIENCE / 2)
+    assert progress.gap == (42, 1.0)  # the same hole, first seen at 1.0
+    # ... until it fills,
+    assert not progress.skipped_to(42, now=2.0)
+    progress.started(42)
+    progress.finished(42)
+    assert progress.gap is None
+    # or stays a hole for GAP_PATIENCE: then it is accepted.
+    assert progress.skipped_to(60, now=10.0)
+    assert not progress.skipped_to(60, now=10.0 + GAP_PATIENCE)
+    progress.started(60)
+    assert progress.gap is None and progress.commit_point() == 60

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 _TOPIC_EXISTS = 36
 _PROBE_INTERVAL = 1.0
+MAX_BATCH_BYTES = 256 * 1024  # ~500 jobs; a burst (a cron second) fills several
 
 # One encoded job: (key, Job.encode(), Job.headers()).
 Record = tuple[bytes, bytes, Headers | None]
@@ -71,18 +72,28 @@ class _Staged:
 
     builder: BatchBuilder
     acked: asyncio.Future[RecordMetadata]
+    born: float  # loop time of its first job
     oversized: Record | None = None
 
 
 class Bus:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, max_batch_bytes: int = MAX_BATCH_BYTES) -> None:
         self.settings = settings
         self.topic = settings.kafka_topic
+        # A partition hands the producer at most one batch per `linger`: jobs arriving
+        # within it share a batch, and the first job after a quiet spell goes at once.
+        # Fewer, larger batches matter to the embedded broker (tansu 0.6.0, memory
+        # storage): it keeps each batch as an object for good and lists a partition's
+        # objects on every fetch that finds new data, so its CPU grows with the batches
+        # stored (README, "The embedded broker over time").
+        self.linger = settings.kafka_linger
+        self.max_batch_bytes = max_batch_bytes
         self._producer: AIOKafkaProducer | None = None
         self._partitioner = _RememberingPartitioner()
         # Per partition: batches staged by send_encoded, and the task handing them over.
         self._staged: dict[int, deque[_Staged]] = {}
         self._handing: dict[int, asyncio.Task[None]] = {}
+        self._handed: dict[int, float] = {}  # loop time of each partition's last hand-over
         self._connected = asyncio.Event()
         self.healthy = False
         self.last_error: str | None = "not connected yet"
@@ -120,10 +131,10 @@ class Bus:
             client_id=f"triggerd-{self.settings.instance_id}",
             acks="all",
             enable_idempotence=self.settings.kafka_idempotent,
-            linger_ms=1,
+            linger_ms=0,  # the batches are built and lingered here (send_encoded)
             request_timeout_ms=5000,
             retry_backoff_ms=100,
-            max_batch_size=256 * 1024,
+            max_batch_size=self.max_batch_bytes,
             partitioner=self._partitioner,
         )
         try:
@@ -249,7 +260,7 @@ class Bus:
             last = staged[-1] if staged else None
             if last is None or last.oversized is not None or last.builder.append(
                     key=key, value=value, timestamp=None, headers=headers) is None:  # fmt: skip
-                last = _Staged(producer.create_batch(), loop.create_future())
+                last = _Staged(producer.create_batch(), loop.create_future(), loop.time())
                 if last.builder.append(key=key, value=value, timestamp=None,
                                        headers=headers) is None:  # fmt: skip
                     last.oversized = record  # sent alone, in its turn
@@ -265,11 +276,22 @@ class Bus:
         return self._producer is producer
 
     async def _hand_over(self, producer: AIOKafkaProducer, partition: int) -> None:
-        """Give the partition's staged batches to the producer, oldest first."""
+        """Give the partition's staged batches to the producer, oldest first, at most
+        one per `linger`: a lone batch that is not full waits until `linger` after the
+        partition's previous hand-over, so the jobs of that while share it (one produce
+        batch, one object in the broker's log). After a quiet spell the first job goes
+        at once."""
         staged = self._staged[partition]
+        loop = asyncio.get_running_loop()
         try:
             while staged:
+                first = staged[0]
+                if len(staged) == 1 and first.oversized is None:
+                    remaining = self._handed.get(partition, 0.0) + self.linger - loop.time()
+                    if remaining > 0:
+                        await asyncio.sleep(remaining)
                 batch = staged.popleft()
+                self._handed[partition] = loop.time()
                 try:
                     if not self._is_current(producer):
                         raise BusUnavailable(self.last_error or "kafka producer restarted")

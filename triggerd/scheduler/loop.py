@@ -14,7 +14,8 @@ How it fits together (a reader's map of triggerd/scheduler/):
 Several scheduler processes may share one database: SKIP LOCKED hands each row to one of
 them, every write after the claim checks the lease is still ours, UNIQUE(trigger_id,
 fire_at) makes two inserts of the same next occurrence one row, and event rows are keyed
-by an id derived from the occurrence (INSERT IGNORE), so a re-claim cannot make a second.
+by an id derived from the occurrence (an existing id is kept), so a re-claim cannot make
+a second.
 
 Faults: the database or Kafka being down is ridden out with backoff (a failed publish
 goes back to pending with attempt_count+1 and a retry time; nothing is dropped). A

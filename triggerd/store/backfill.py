@@ -4,8 +4,8 @@ Each occurrence's event gets the id the scheduler gives that occurrence
 (`occurrence_event_id`), so an occurrence whose event is still kept — fired by the
 scheduler, or by an earlier backfill — is not fired again. One transaction per request:
 the trigger row is locked first, so two backfills of one trigger take turns; the ids
-already there are read, the others inserted (INSERT IGNORE: the scheduler may fire one
-of them at the same moment, and then it is its event, not ours), and the occurrence
+already there are read, the others inserted (an existing id is kept: the scheduler may
+fire one of them at the same moment, and then it is its event, not ours), and the occurrence
 rows record the firings (a missed or cancelled one becomes fired; a pending one is left
 to the scheduler, whose firing then finds the event there).
 """

@@ -96,9 +96,16 @@ class Database:
                 raise
 
     @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[aiomysql.Cursor]:
-        """A cursor inside BEGIN … COMMIT; rolls back on any error."""
+    async def transaction(self, *, read_committed: bool = False
+                          ) -> AsyncIterator[aiomysql.Cursor]:  # fmt: skip
+        """A cursor inside BEGIN … COMMIT; rolls back on any error. `read_committed`: this
+        transaction only runs READ COMMITTED (no gap locks: its range scans lock the rows
+        they change, not the gaps and neighbours around them)."""
         async with self.acquire() as conn:
+            if read_committed:
+                async with conn.cursor() as cur:
+                    # Applies to the next transaction only; the pooled session keeps its default.
+                    await cur.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
             await conn.begin()
             try:
                 async with conn.cursor(aiomysql.DictCursor) as cur:

@@ -4,7 +4,8 @@ The outbox: `publish_at` says a job (for attempt `publish_attempt`) is owed to K
 that time on. Whoever writes an event it will publish at once sets `publish_at` a few
 seconds ahead (a grace the fast path has to publish and clear it); if that fails, the
 relay finds the row once the grace has passed and publishes it. Retries of a failed
-delivery use the same column with the backoff as the time.
+delivery use the same column with the backoff as the time. `published_at` records when
+the owed attempt's job last went out: the delivery backstop's clock (store/outbox.py).
 """
 
 from __future__ import annotations
@@ -56,11 +57,11 @@ class EventRecord:
 
 
 async def insert_events(cur: Any, records: Sequence[EventRecord]) -> int:
-    """INSERT IGNORE: an event that already exists (same id) is left as it is, which is
-    what makes re-claims and redeliveries unable to create a second event. Returns the
-    number of rows actually inserted."""
+    """An event that already exists (same id) is left as it is, which is what makes
+    re-claims and redeliveries unable to create a second event. Returns the number of
+    rows actually inserted (a no-op update of an existing row counts 0)."""
     inserted = 0
-    for statement in insert_statements(records, ignore=True):
+    for statement in insert_statements(records, existing_kept=True):
         inserted += int(await cur.execute(statement))
     return inserted
 
@@ -73,19 +74,25 @@ _EVENT_COLUMNS = ("id, trigger_id, trigger_name, trigger_type, source, is_test_r
                   " published_at, execution_status, retention_status, created_at,"
                   " traceparent")  # fmt: skip
 INSERT_EVENTS_HEAD = f"INSERT INTO event_logs ({_EVENT_COLUMNS}) VALUES "
-INSERT_IGNORE_EVENTS_HEAD = f"INSERT IGNORE INTO event_logs ({_EVENT_COLUMNS}) VALUES "
+# A no-op update rather than INSERT IGNORE: same effect on a duplicate id, but no
+# "Duplicate entry" warning (which the driver fetches with an extra SHOW WARNINGS round
+# trip and re-raises as a Python warning), and other errors stay errors.
+KEEP_EXISTING_TAIL = " ON DUPLICATE KEY UPDATE id = id"
 _MAX_STATEMENT = 2 * 1024 * 1024  # characters; well below any max_allowed_packet
 
 
-def insert_statements(records: Sequence[EventRecord], *, ignore: bool = False) -> list[str]:
-    """Multi-row INSERTs of `records` (INSERT IGNORE when `ignore`), literal values
-    escaped as the driver does, each under _MAX_STATEMENT characters.
+def insert_statements(records: Sequence[EventRecord], *, existing_kept: bool = False
+                      ) -> list[str]:  # fmt: skip
+    """Multi-row INSERTs of `records` (rows whose id exists are left alone when
+    `existing_kept`), literal values escaped as the driver does, each under
+    _MAX_STATEMENT characters.
 
     Values that repeat across a batch (trigger ids and names, times, delivery settings,
     one snapshot per trigger) are rendered once per batch."""
     text, when = texts(), times()
     deliveries: dict[int, str] = {}
-    head = INSERT_IGNORE_EVENTS_HEAD if ignore else INSERT_EVENTS_HEAD
+    head = INSERT_EVENTS_HEAD
+    tail = KEEP_EXISTING_TAIL if existing_kept else ""
 
     def delivery(value: dict[str, Any]) -> str:
         # By identity: the records of one trigger share its snapshot, alive meanwhile.
@@ -106,10 +113,10 @@ def insert_statements(records: Sequence[EventRecord], *, ignore: bool = False) -
                f"{when(r.published_at)},{text(r.execution_status)},'active',{fired},"
                f"{unique_text(r.traceparent)})")  # fmt: skip
         if rows and size + len(row) > _MAX_STATEMENT:
-            statements.append(head + ",".join(rows))
+            statements.append(head + ",".join(rows) + tail)
             rows, size = [], 0
         rows.append(row)
         size += len(row) + 1
     if rows:
-        statements.append(head + ",".join(rows))
+        statements.append(head + ",".join(rows) + tail)
     return statements

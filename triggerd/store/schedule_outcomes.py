@@ -123,7 +123,7 @@ async def record_outcomes(
     """One transaction for a batch of publish outcomes; returns the ids that were still
     ours (and so were completed, advanced or re-queued).
 
-    Every published job gets its event row (INSERT IGNORE by event_id: a re-claimed
+    Every published job gets its event row (kept when its event_id exists: a re-claimed
     occurrence cannot make a second one), even for a row the API cancelled meanwhile —
     the job is on Kafka, so the event happened. Only rows still ours are completed and
     get their next occurrence; a failed one goes back to pending with a backoff.

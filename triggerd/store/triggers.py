@@ -32,7 +32,10 @@ from triggerd.store.mysql_errors import is_lock_conflict
 
 _COLUMNS = "id, name, type, status, status_reason, config, version, created_at, updated_at"
 # A deadlock victim was rolled back whole, so running its transaction again is safe.
-_DEADLOCK_RETRY = Retry(tries=3, base=0.01, cap=0.1, log_level=logging.INFO)
+# The schedulers' batch transactions lock many triggers' schedule rows at once, so under
+# a burst of changes a victim can lose again right away: jittered backoff spreads the
+# colliding writers apart, for up to ~6 s in all before the API answers 503.
+_DEADLOCK_RETRY = Retry(tries=16, base=0.02, cap=0.5, log_level=logging.INFO)
 
 # Why pending occurrences were cancelled (the `note` of the occurrence history).
 RESCHEDULED = "cancelled: the schedule changed"
@@ -219,7 +222,10 @@ class TriggerStore:
         now: datetime,
         origin: Origin,
     ) -> TriggerRecord | None:
-        async with self.db.transaction() as cur:
+        # READ COMMITTED: cancelling scans the trigger's schedule rows, and under
+        # REPEATABLE READ its next-key locks reached into the neighbouring triggers' rows
+        # and gaps, so concurrent changes of different triggers deadlocked each other.
+        async with self.db.transaction(read_committed=True) as cur:
             await cur.execute(
                 f"SELECT {_COLUMNS} FROM triggers WHERE id = %(id)s FOR UPDATE",
                 {"id": trigger_id},
@@ -301,7 +307,7 @@ class TriggerStore:
         return deleted
 
     async def _delete(self, trigger_id: str, now: datetime, origin: Origin) -> bool:
-        async with self.db.transaction() as cur:
+        async with self.db.transaction(read_committed=True) as cur:
             await cur.execute(
                 f"SELECT {_COLUMNS} FROM triggers WHERE id = %(id)s FOR UPDATE",
                 {"id": trigger_id},

@@ -42,22 +42,43 @@ _COMMIT_TIMEOUT = 5.0
 _RESET_CHECK_INTERVAL = 5.0  # seconds between checks for partitions reset by the broker
 _RESET_CHECK_TIMEOUT = 3.0
 _CLOSE_STEP = 1.5  # seconds for the final commit, and again for leaving the group
+GAP_PATIENCE = 2.0  # seconds a hole in a partition's offsets is read again before moving on
 
 
 class PartitionProgress:
     """Offsets of one partition: in flight, and the next to be dispatched. Records are
-    dispatched in offset order, so everything below min(in flight) is finished."""
+    dispatched in offset order, so everything below min(in flight) is finished.
 
-    __slots__ = ("committed", "inflight", "next_offset")
+    Our topic's offsets have no holes (no compaction, no transactions), so a record past
+    `next_offset` means the fetch skipped some. tansu 0.6.0 does that when producers
+    write one partition at once: it numbers a batch before it stores it, and a fetch in
+    between returns the next stored batch, past the missing one. Committing past the hole
+    would lose those jobs for this group: the partition is read again from the hole
+    instead, until it fills or GAP_PATIENCE has passed (a hole that stays is accepted,
+    logged; the delivery backstop redelivers what it held)."""
+
+    __slots__ = ("committed", "gap", "inflight", "next_offset")
 
     def __init__(self) -> None:
         self.inflight: set[int] = set()
         self.next_offset: int | None = None
         self.committed: int | None = None
+        self.gap: tuple[int, float] | None = None  # (offset of the hole, first seen)
 
     def started(self, offset: int) -> None:
         self.inflight.add(offset)
         self.next_offset = offset + 1
+        self.gap = None
+
+    def skipped_to(self, offset: int, now: float) -> bool:
+        """Whether a record at `offset` jumps over records not seen yet that are worth
+        reading again (False: in order, or a hole older than GAP_PATIENCE)."""
+        expected = self.next_offset
+        if expected is None or offset <= expected:
+            return False
+        if self.gap is None or self.gap[0] != expected:
+            self.gap = (expected, now)
+        return now - self.gap[1] < GAP_PATIENCE
 
     def finished(self, offset: int) -> None:
         self.inflight.discard(offset)
@@ -77,6 +98,7 @@ class JobConsumer:
         self._progress: dict[TopicPartition, PartitionProgress] = {}
         self._tasks: dict[asyncio.Task[None], TopicPartition] = {}
         self._dirty = asyncio.Event()
+        self._gap_logged: dict[TopicPartition, float] = {}  # a hole's first sighting, logged
         self.processed = 0  # jobs finished (for tests and diagnostics)
         # Waiting for in-flight jobs and committing on revoke must end well within the
         # rebalance timeout (= the session timeout), or the group drops this member.
@@ -136,7 +158,7 @@ class JobConsumer:
             while True:
                 batches = await consumer.getmany(timeout_ms=_FETCH_TIMEOUT_MS)
                 for tp, records in batches.items():
-                    await self._dispatch(tp, records)
+                    await self._dispatch(consumer, tp, records)
                 if committer.done():
                     committer.result()  # surfaces a failure of the commit loop
                 if time.monotonic() >= next_check:
@@ -175,9 +197,12 @@ class JobConsumer:
         except (KafkaError, TimeoutError) as exc:
             log.debug("partition reset check skipped: %r", exc)
 
-    async def _dispatch(self, tp: TopicPartition, records: Iterable[ConsumerRecord]) -> None:
+    async def _dispatch(self, consumer: AIOKafkaConsumer, tp: TopicPartition,
+                        records: Iterable[ConsumerRecord]) -> None:  # fmt: skip
         progress = self._progress.get(tp)
         for record in records:
+            if progress is not None and self._skipped(consumer, tp, progress, record.offset):
+                return
             await self._slots.acquire()
             if self._progress.get(tp) is not progress or progress is None:
                 # Revoked (or revoked and re-assigned) while we waited: the new owner, or
@@ -190,6 +215,30 @@ class JobConsumer:
             )
             self._tasks[task] = tp
             task.add_done_callback(functools.partial(self._finished, progress, record.offset))
+
+    def _skipped(self, consumer: AIOKafkaConsumer, tp: TopicPartition,
+                 progress: PartitionProgress, offset: int) -> bool:  # fmt: skip
+        """A hole before `offset` (see PartitionProgress): read the partition again from
+        the hole (True), or accept one that has not filled in GAP_PATIENCE (False)."""
+        expected = progress.next_offset
+        if progress.skipped_to(offset, time.monotonic()):
+            if progress.gap is not None and progress.gap[1] == self._gap_logged.get(tp):
+                log.debug("partition %d: offsets %s-%d still missing", tp.partition,
+                          expected, offset - 1)  # fmt: skip
+            else:
+                assert progress.gap is not None
+                self._gap_logged[tp] = progress.gap[1]
+                log.info("partition %d: the fetch skipped offsets %s-%d; reading them again",
+                         tp.partition, expected, offset - 1)  # fmt: skip
+            consumer.seek(tp, expected)
+            return True
+        if expected is not None and offset > expected:
+            log.warning("partition %d: offsets %d-%d never came back from the broker;"
+                        " moving on (the delivery backstop republishes lost jobs)",
+                        tp.partition, expected, offset - 1)  # fmt: skip
+        elif progress.gap is not None:
+            log.info("partition %d: the skipped offsets came back", tp.partition)
+        return False
 
     async def _process(self, record: ConsumerRecord) -> None:
         try:

@@ -161,8 +161,8 @@ class JobProcessor:
                 and job.fired_at >= utcnow() - self.horizon)  # fmt: skip
 
     async def _materialize(self, job: Job) -> EventState | None:
-        """The event row never came: build it from the job and its trigger (INSERT IGNORE,
-        so a row committed meanwhile by the publisher wins)."""
+        """The event row never came: build it from the job and its trigger (an insert that
+        keeps an existing row, so a row committed meanwhile by the publisher wins)."""
         assert job.trigger_id is not None
         trigger = await deliveries.load_trigger(self.db, job.trigger_id)
         if trigger is None:

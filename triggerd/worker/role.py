@@ -2,9 +2,11 @@
 
 JobConsumer → JobProcessor. A retry is written as "attempt n+1 is owed at t" and the
 process's outbox relay (a supervised component of its own, handed in here) publishes
-it when due; the processor tells the relay when to look. The role owns the one aiohttp
-ClientSession all deliveries share; cancelling the role drains in-flight deliveries
-before the session closes.
+it when due; the processor tells the relay when to look. Beside the consumer runs the
+delivery backstop (`worker:backstop`, worker/backstop.py), which owes a job to Kafka
+again when its delivery showed no progress long after it was published: nothing lost,
+whatever the broker does. The role owns the one aiohttp ClientSession all deliveries
+share; cancelling the role drains in-flight deliveries before the session closes.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import aiohttp
 from triggerd.domain.destinations import DestinationPolicy, format_networks
 from triggerd.relay import OutboxRelay
 from triggerd.services import Services
+from triggerd.worker.backstop import DeliveryBackstop
 from triggerd.worker.consumer import JobConsumer
 from triggerd.worker.delivery import USER_AGENT
 from triggerd.worker.destinations import GuardedResolver, guarded_socket_factory
@@ -53,6 +56,7 @@ class WorkerRole:
     def __init__(self, services: Services, relay: OutboxRelay) -> None:
         self.services = services
         self.relay = relay
+        self.backstop = DeliveryBackstop(services, wake_relay=relay.wake_in)
         self.consumer: JobConsumer | None = None
         self.processor: JobProcessor | None = None
 
@@ -69,8 +73,9 @@ class WorkerRole:
                                                       wake_relay=self.relay.wake_in)
             self.consumer = JobConsumer(self.services, processor.handle)
             ready()
-            # The consumer and the endpoint-health cache it decides from: neither ends
-            # on its own, and cancelling the role stops both.
+            # The consumer, the endpoint-health cache it decides from and the backstop:
+            # none ends on its own, and cancelling the role stops them all.
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(processor.gate.run(), name="worker:endpoint-health")
+                tasks.create_task(self.backstop.run(), name="worker:backstop")
                 await self.consumer.run()

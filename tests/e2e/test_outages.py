@@ -1,0 +1,139 @@
+"""The daemon through outages, as an operator runs it: every line it logs stays a JSON
+object across a database restart, and a broker restart that loses the jobs it held
+loses no delivery."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.e2e.test_daemon_lifecycle import migrated_database
+from tests.sink import Sink
+from tests.support import Daemon, wait_until
+from triggerd.config import DatabaseUrl
+from triggerd.devstack import KafkaBroker, MariaDBServer
+from triggerd.store.db import Database
+
+pytestmark = pytest.mark.e2e
+TRIGGERS = "/api/v1/triggers"
+
+
+async def create(http: aiohttp.ClientSession, daemon: Daemon, body: dict[str, Any]) -> str:
+    async with http.post(f"{daemon.url}{TRIGGERS}", json=body) as resp:
+        assert resp.status == 201, await resp.text()
+        return str((await resp.json())["id"])
+
+
+async def post_webhooks(http: aiohttp.ClientSession, daemon: Daemon, trigger_id: str,
+                        accepted: list[str], *, per_second: float = 20) -> None:  # fmt: skip
+    """Post webhooks until cancelled, keeping the ids of the accepted ones (a 503 while
+    something is down is fine: nothing was accepted)."""
+    i = 0
+    while True:
+        i += 1
+        with contextlib.suppress(aiohttp.ClientError):
+            async with http.post(f"{daemon.url}/api/v1/webhook/{trigger_id}",
+                                 json={"i": i}) as resp:  # fmt: skip
+                if resp.status == 202:
+                    accepted.append((await resp.json())["event_id"])
+        await asyncio.sleep(1 / per_second)
+
+
+def non_json_lines(log: Path) -> list[str]:
+    bad = []
+    for line in log.read_text(errors="replace").splitlines():
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            bad.append(line)
+            continue
+        if not isinstance(entry, dict) or not {"level", "message"} <= set(entry):
+            bad.append(line)
+    return bad
+
+
+async def test_every_log_line_is_json_across_a_database_restart(
+    start_daemon: Any, tmp_path: Path, sink: Sink
+) -> None:
+    server = MariaDBServer(base_dir=tmp_path / "db")
+    await asyncio.to_thread(server.start)
+    try:
+        url = await asyncio.to_thread(migrated_database, server)
+        daemon = start_daemon(env={"TRIGGERD_DATABASE_URL": url,
+                                   "TRIGGERD_REDELIVER_AFTER": "2s"})  # fmt: skip
+        await daemon.wait_healthy()
+        accepted: list[str] = []
+        async with aiohttp.ClientSession() as http:
+            endpoint = sink.url("/db-restart")
+            for _ in range(5):  # occurrences the schedulers record around the restart
+                await create(http, daemon, {"name": "tick", "type": "cron_scheduled",
+                                            "config": {"cron": "* * * * * *",
+                                                       "endpoint": endpoint}})  # fmt: skip
+            hook = await create(http, daemon, {"name": "hook", "type": "webhook",
+                                               "config": {"endpoint": endpoint}})  # fmt: skip
+            posting = asyncio.create_task(post_webhooks(http, daemon, hook, accepted))
+            try:
+                await asyncio.sleep(2)
+                await asyncio.to_thread(server.stop)
+                await asyncio.sleep(3)
+                await asyncio.to_thread(server.start)
+                await daemon.wait_healthy(timeout=40)
+                await asyncio.sleep(3)
+            finally:
+                posting.cancel()
+                await asyncio.gather(posting, return_exceptions=True)
+        assert accepted
+        assert await asyncio.to_thread(daemon.terminate, 20) == 0
+        assert non_json_lines(daemon.log_path) == []
+    finally:
+        await asyncio.to_thread(server.close)
+
+
+async def test_a_broker_restart_loses_no_delivery(
+    start_daemon: Any, database_url: str, sink: Sink
+) -> None:
+    broker = KafkaBroker()
+    await asyncio.to_thread(broker.start)
+    db = Database(DatabaseUrl.parse(database_url), pool_size=2)
+    await db.connect()
+    try:
+        daemon = start_daemon(env={"TRIGGERD_KAFKA_BOOTSTRAP": broker.bootstrap,
+                                   "TRIGGERD_REDELIVER_AFTER": "2s"})  # fmt: skip
+        await daemon.wait_healthy()
+        accepted: list[str] = []
+        async with aiohttp.ClientSession() as http:
+            hook = await create(http, daemon, {"name": "hook", "type": "webhook",
+                                               "config": {"endpoint": sink.url("/b")}})  # fmt: skip
+            posting = asyncio.create_task(post_webhooks(http, daemon, hook, accepted))
+            try:
+                await asyncio.sleep(2)
+                # Down for a few seconds, back without its log (memory storage): what
+                # it held, and what was published to it as it came back, is gone.
+                await asyncio.to_thread(broker.stop)
+                await asyncio.sleep(3)
+                await asyncio.to_thread(broker.start)
+                await asyncio.sleep(3)
+            finally:
+                posting.cancel()
+                await asyncio.gather(posting, return_exceptions=True)
+
+        async def all_delivered() -> bool:
+            row = await db.fetchone(
+                "SELECT COUNT(*) AS n FROM event_logs WHERE execution_status = 'success'")
+            return bool(row) and row["n"] == len(accepted)
+
+        await wait_until(all_delivered, timeout=60, what=f"{len(accepted)} deliveries")
+        delivered = [r.headers["X-Event-Id"] for r in sink.requests("/b")]
+        assert sorted(delivered) == sorted(accepted)  # each once
+        assert await asyncio.to_thread(daemon.terminate, 20) == 0
+    finally:
+        await db.close()
+        await asyncio.to_thread(broker.close)
