@@ -14,7 +14,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from triggerd.domain.errors import NotFound
+from triggerd.api.http import file_server
 
 UI_PATH = "/ui"
 ASSET_PREFIX = "/ui/static"
@@ -53,13 +53,7 @@ async def page(request: web.Request) -> web.FileResponse:
     )
 
 
-async def asset(request: web.Request) -> web.FileResponse:
-    """One file of ASSETS; any other name (there is no listing) is the envelope's 404."""
-    name = request.match_info["name"]
-    media = ASSETS.get(name)
-    if media is None:
-        raise NotFound("no such file")
-    return web.FileResponse(CONSOLE_DIR / name, headers={"Content-Type": media, **_ASSET_HEADERS})
+asset = file_server(CONSOLE_DIR, ASSETS, _ASSET_HEADERS)
 
 
 async def _to_page(request: web.Request) -> web.StreamResponse:

@@ -30,6 +30,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from triggerd import __version__
+from triggerd.api.http import file_server
 from triggerd.api.middleware import requires_key
 from triggerd.api.openapi import components, query_parameters, refs
 from triggerd.domain.contract import (
@@ -62,7 +63,6 @@ from triggerd.domain.contract.schedules import (
 )
 from triggerd.domain.contract.triggers import TriggerCreate
 from triggerd.domain.enums import ExecutionStatus, RetentionStatus, Source, values
-from triggerd.domain.errors import NotFound
 
 log = logging.getLogger(__name__)
 
@@ -626,13 +626,7 @@ _UI_HEADERS = {
 _ASSET_HEADERS = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
 
 
-async def _asset(request: web.Request) -> web.FileResponse:
-    """One file of ASSETS; any other name (there is no listing) is the envelope's 404."""
-    name = request.match_info["name"]
-    media = ASSETS.get(name)
-    if media is None:
-        raise NotFound("no such file")
-    return web.FileResponse(STATIC_DIR / name, headers={"Content-Type": media, **_ASSET_HEADERS})
+_asset = file_server(STATIC_DIR, ASSETS, _ASSET_HEADERS)
 
 
 async def _to_ui(request: web.Request) -> web.StreamResponse:

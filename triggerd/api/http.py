@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import orjson
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
-from triggerd.domain.errors import ApiError, ClientGone, ValidationError
+from triggerd.domain.errors import ApiError, ClientGone, NotFound, ValidationError
 
 
 def json_response(
@@ -139,3 +141,20 @@ def pagination(page: int, limit: int, total: int) -> dict[str, int]:
         "total_pages": (total + limit - 1) // limit,
         "total_records": total,
     }
+
+
+def file_server(
+    directory: Path, assets: Mapping[str, str], headers: Mapping[str, str]
+) -> Callable[[web.Request], Awaitable[web.FileResponse]]:
+    """A handler for `.../{name}` that serves the files named in `assets` (name ->
+    Content-Type) from `directory`, with `headers`; any other name is the envelope's 404,
+    so there is no listing and no path to traverse."""
+
+    async def serve(request: web.Request) -> web.FileResponse:
+        name = request.match_info["name"]
+        media = assets.get(name)
+        if media is None:
+            raise NotFound("no such file")
+        return web.FileResponse(directory / name, headers={"Content-Type": media, **headers})
+
+    return serve
