@@ -113,7 +113,7 @@ async def run(args: argparse.Namespace, broker: KafkaBroker) -> None:
             next_at += rng.expovariate(args.rate)
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
             value = f"{time.monotonic()!r} {_PAD}".encode()
-            [fut] = await bus.send_encoded([(rng.choice(keys), value)])
+            [fut] = await bus.send_encoded([(rng.choice(keys), value, None)])
             window.sent += 1
             if isinstance(fut, asyncio.Future):
                 fut.add_done_callback(acked)
