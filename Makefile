@@ -24,6 +24,7 @@ dev: install
 lint: install
 	$(BIN)/ruff check triggerd tests bench
 	$(BIN)/mypy
+	$(BIN)/mypy bench
 	$(BIN)/lint-imports
 
 unit: install
