@@ -28,7 +28,7 @@ import hashlib
 import logging
 import time
 from collections import defaultdict, deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
@@ -85,9 +85,10 @@ class _Batcher(Generic[T]):
     """A bounded queue drained in batches by `concurrency` owned tasks.
 
     A task takes what is waiting (up to `max_batch` items or `max_bytes`); when that is
-    less than a full batch it waits `max_wait` once for more (the group-commit window)
-    and takes again. A plain deque and one wake-up future rather than asyncio.Queue:
-    per item that saves a future, a timeout and several calls, at thousands a second.
+    less than a full batch (or than `min_batch`, when set) it waits `max_wait` once for
+    more (the group-commit window) and takes again. A plain deque and one wake-up
+    future rather than asyncio.Queue: per item that saves a future, a timeout and
+    several calls, at thousands a second.
 
     `run()` runs until cancelled; then it stops intake, lets the tasks drain the queue
     for up to `drain_timeout` seconds, cancels what is left and re-raises."""
@@ -95,8 +96,13 @@ class _Batcher(Generic[T]):
     name = "batcher"
 
     def __init__(self, *, concurrency: int, max_batch: int, max_wait: float, max_queue: int,
-                 max_bytes: int = 0, drain_timeout: float = 10.0) -> None:  # fmt: skip
+                 max_bytes: int = 0, drain_timeout: float = 10.0,
+                 split: bool = False, min_batch: int = 0) -> None:  # fmt: skip
         self.concurrency = concurrency
+        self.split = split
+        self.min_batch = min_batch
+        self._idle = 0  # tasks waiting in _collect
+        self._gathering = False  # a task is waiting out the window
         self.max_batch = max_batch
         self.max_wait = max_wait
         self.max_queue = max_queue
@@ -159,28 +165,45 @@ class _Batcher(Generic[T]):
                 log.exception("%s: batch of %d failed", self.name, len(batch))
 
     async def _collect(self) -> list[T]:
-        """The next batch; [] once closed with nothing left."""
-        while not self._items:
-            if self.closed:
-                return []
-            if self._wakeup is None or self._wakeup.done():
-                self._wakeup = asyncio.get_running_loop().create_future()
-            await asyncio.shield(self._wakeup)  # shared by the tasks: one must not cancel it
+        """The next batch; [] once closed with nothing left.
+
+        With `split`, a task that finds other tasks idle takes only its share of what is
+        waiting. Under a burst, one batch of everything would leave the event loop idle
+        until it commits; halves overlap one's commit with the other's responses. Only
+        one task at a time waits out the window: two would halve each other's batches."""
+        self._idle += 1
+        try:
+            while not self._items or self._gathering:
+                if self.closed and not self._items:
+                    return []
+                if self._wakeup is None or self._wakeup.done():
+                    self._wakeup = asyncio.get_running_loop().create_future()
+                await asyncio.shield(self._wakeup)  # shared by the tasks: one must not cancel it
+        finally:
+            self._idle -= 1
+        limit = self.max_batch
+        if self.split and self._idle and len(self._items) >= 2 * max(1, self.min_batch):
+            limit = min(limit, -(-len(self._items) // (self._idle + 1)))
         batch: list[T] = []
-        size = self._take(batch, 0)
-        if self.max_wait > 0 and not self.closed and self._room(batch, size):
-            await asyncio.sleep(self.max_wait)
-            self._take(batch, size)
+        size = self._take(batch, 0, limit)
+        if (self.max_wait > 0 and not self.closed and self._room(batch, size, limit)
+                and (not self.min_batch or len(batch) < self.min_batch)):  # fmt: skip
+            self._gathering = True
+            try:
+                await asyncio.sleep(self.max_wait)
+            finally:
+                self._gathering = False
+            self._take(batch, size, limit)
         if self._items:
             self._wake()  # more than one batch is waiting: let another task start on it
         return batch
 
-    def _room(self, batch: list[T], size: int) -> bool:
-        return len(batch) < self.max_batch and (not self.max_bytes or size < self.max_bytes)
+    def _room(self, batch: list[T], size: int, limit: int) -> bool:
+        return len(batch) < limit and (not self.max_bytes or size < self.max_bytes)
 
-    def _take(self, batch: list[T], size: int) -> int:
+    def _take(self, batch: list[T], size: int, limit: int) -> int:
         items = self._items
-        while items and self._room(batch, size):
+        while items and self._room(batch, size, limit):
             item = items.popleft()
             batch.append(item)
             size += self._size(item)
@@ -316,34 +339,42 @@ class _Pending:
 class EventWriter(_Batcher[_Pending]):
     """Group commit of new events (and their Idempotency-Keys).
 
-    One write in flight by default: what arrives while it runs is the next batch. A
-    second writer split the same arrivals into more statements (at 1,000
-    webhooks/s: 0.55–0.64 INSERTs per webhook against 0.36–0.39 with one, and more broker
-    CPU for the extra produce requests), and did not raise the throughput under wrk
-    (bench/ingest.py: 2,551–3,330 req/s with two, 3,203–3,726 with one, runs alternated)."""
+    Two writes may be in flight, and a burst is shared between them (`split`): while
+    one batch commits, the event loop answers the other's requests and reads new ones,
+    instead of waiting on one commit with nothing to do. Under a steady stream the
+    second writer takes what arrives while the first commits. A batch smaller than
+    `min_batch` waits `max_wait` for company (one task at a time): at a moderate rate
+    that turns one INSERT and one produce request per webhook into one per few.
+    docs/performance.md has the measurements behind these numbers."""
 
     name = "ingest-writer"
 
-    def __init__(self, db: Database, publisher: Publisher, *, concurrency: int = 1,
-                 max_batch: int = 256, max_wait: float = 0.001, max_queue: int = 5000,
-                 max_bytes: int = 4 * 1024 * 1024) -> None:  # fmt: skip
+    def __init__(self, db: Database, publisher: Publisher, *, concurrency: int = 2,
+                 max_batch: int = 256, max_wait: float = 0.002, min_batch: int = 4,
+                 max_queue: int = 5000, max_bytes: int = 4 * 1024 * 1024) -> None:  # fmt: skip
         super().__init__(concurrency=concurrency, max_batch=max_batch, max_wait=max_wait,
-                         max_queue=max_queue, max_bytes=max_bytes)  # fmt: skip
+                         max_queue=max_queue, max_bytes=max_bytes, split=True,
+                         min_batch=min_batch)  # fmt: skip
         self.db = db
         self.publisher = publisher
 
-    async def submit(self, record: EventRecord, idempotency_key: str | None = None,
-                     size: int = 0, audit: AuditEntry | None = None) -> str:  # fmt: skip
-        """Write `record` durably; returns its id, or the id of the event that first
-        used the same Idempotency-Key for this trigger (then nothing new is written).
-        `audit` is written in the transaction that writes the event, if it does."""
+    def submit(self, record: EventRecord, idempotency_key: str | None = None,
+               size: int = 0, audit: AuditEntry | None = None) -> asyncio.Future[str]:  # fmt: skip
+        """Queue `record` for the next group commit. The future resolves to its id once
+        it is durable, or to the id of the event that first used the same
+        Idempotency-Key for this trigger (then nothing new is written). `audit` is
+        written in the transaction that writes the event, if it does. Raises Overloaded
+        (queue full) or IngestUnavailable (shutting down) at once.
+
+        A plain function returning the future, not a coroutine: one frame less to
+        suspend and resume on every webhook."""
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         key = idempotency_hash(idempotency_key) if idempotency_key is not None else None
         if not self._offer(_Pending(record, key, size, future, audit)):
             if self.closed:
                 raise IngestUnavailable("shutting down")
             raise Overloaded("ingestion queue is full")
-        return await future
+        return future
 
     def _size(self, item: _Pending) -> int:
         return item.size
@@ -378,7 +409,7 @@ class EventWriter(_Batcher[_Pending]):
             if len(statements) == 1:
                 # One statement commits atomically on its own (autocommit): one round
                 # trip instead of BEGIN, INSERT, COMMIT.
-                await self.db.execute(statements[0])
+                await self.db.run(statements[0])
                 return winners, batch
         async with self.db.transaction() as cur:
             if keyed:
@@ -427,17 +458,23 @@ class IngestPipeline:
         self.publisher = Publisher(bus, metrics, self.clearer, tracer=self.tracer)
         self.writer = EventWriter(db, self.publisher)
 
-    async def submit(self, record: EventRecord, idempotency_key: str | None = None,
-                     size: int = 0, audit: AuditEntry | None = None) -> str:  # fmt: skip
-        """`audit`: an entry written in the transaction that writes the event."""
+    def submit(self, record: EventRecord, idempotency_key: str | None = None,
+               size: int = 0, audit: AuditEntry | None = None) -> Awaitable[str]:  # fmt: skip
+        """What `EventWriter.submit` does (Overloaded and IngestUnavailable are raised
+        at once); with tracing on, the wait is a span. `audit`: an entry written in the
+        transaction that writes the event."""
+        future = self.writer.submit(record, idempotency_key, size, audit)
         if not self.tracer.enabled:
-            return await self.writer.submit(record, idempotency_key, size, audit)
+            return future
+        return self._traced(record, future)
+
+    async def _traced(self, record: EventRecord, future: asyncio.Future[str]) -> str:
         # The wait for the group commit and the commit itself, as the request saw them.
         span = self.tracer.start("ingest commit", Kind.INTERNAL, parent=record.traceparent,
                                  attributes={"db.system": "mysql",
                                              "triggerd.event_id": record.id})  # fmt: skip
         try:
-            return await self.writer.submit(record, idempotency_key, size, audit)
+            return await future
         except Exception as exc:
             span.fail(f"{type(exc).__name__}: {exc}")
             raise

@@ -132,6 +132,19 @@ class Database:
         async with self.acquire() as conn, conn.cursor() as cur:
             return int(await cur.execute(sql, params))
 
+    async def run(self, sql: str) -> int:
+        """`execute` for a complete statement (no parameters, no result set) on the
+        hottest paths: the connection's own query call, without a cursor and the
+        context managers around it, which cost a third of a small INSERT's client CPU.
+        Returns the affected row count."""
+        async with self.pool.acquire() as conn:
+            try:
+                return int(await conn.query(sql))
+            except BaseException as exc:
+                if is_transient(exc) or not isinstance(exc, Exception):
+                    conn.close()
+                raise
+
     async def executemany(self, sql: str, params: Sequence[Any]) -> int:
         if not params:
             return 0
