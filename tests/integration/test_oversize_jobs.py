@@ -16,6 +16,7 @@ from tests.factories import insert_trigger as insert_scheduled_trigger
 from tests.integration.webhook_harness import Api, insert_event, make_trigger, running_api
 from tests.integration.worker_harness import (
     attempts_of,
+    connected_bus,
     event_row,
     insert_trigger,
     job_for,
@@ -25,6 +26,7 @@ from tests.integration.worker_harness import (
 from tests.integration.worker_harness import insert_event as insert_owed_event
 from tests.sink import Sink
 from tests.support import read_jobs, wait_until
+from triggerd.bus.producer import JobTooLarge
 from triggerd.domain.timeutil import utcnow
 from triggerd.store import outbox
 from triggerd.store.db import Database
@@ -55,6 +57,25 @@ def assert_too_large(status: int, body: Any) -> None:
     assert "TRIGGERD_KAFKA_MAX_REQUEST_SIZE" in error["message"]
     assert error["details"]["limit_bytes"] == LIMIT
     assert error["details"]["job_bytes"] > LIMIT
+
+
+async def test_the_producer_refuses_a_job_over_the_limit_and_sends_its_batch_mates(
+    settings_for: Any, kafka_bootstrap: str, topic: str
+) -> None:
+    async with connected_bus(settings_for(kafka_max_request_size=LIMIT)) as bus:
+        jobs = [job_for(None, payload={"n": 0}), job_for(None, payload=BIG),
+                job_for(None, payload={"n": 1})]  # fmt: skip
+        results = await bus.publish_many(jobs)
+        assert isinstance(results[1], JobTooLarge) and not results[1].by_broker
+        assert results[1].size is not None and results[1].size > LIMIT
+        assert not isinstance(results[0], BaseException)
+        assert not isinstance(results[2], BaseException)
+        # Batches made smaller (as after a broker's refusal): every job still goes out.
+        bus.batch_bytes = 1
+        more = [job_for(None, payload={"n": n}) for n in range(2, 6)]
+        assert not any(isinstance(r, BaseException) for r in await bus.publish_many(more))
+    published = await read_jobs(kafka_bootstrap, topic, count=6)
+    assert sorted(j["payload"]["n"] for j in published) == [0, 1, 2, 3, 4, 5]
 
 
 async def test_a_webhook_whose_job_is_over_the_limit_is_413_and_nothing_is_stored(

@@ -4,6 +4,7 @@ final (JobTooLarge) rather than worth another try (BusUnavailable)."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any, cast
 
 import orjson
 import pytest
@@ -22,6 +23,7 @@ from triggerd.bus.producer import (
     BusUnavailable,
     JobTooLarge,
     _bus_error,
+    _Staged,
     job_size,
     record_size,
     too_large,
@@ -130,3 +132,18 @@ def test_a_trigger_payload_too_large_for_any_of_its_jobs_is_a_400() -> None:
     assert bus().check_size(job({"a": fits_barely})) is None
     with pytest.raises(ValidationError):
         check_config_payload(b, "interval_scheduled", {"a": fits_barely}, NOW)
+
+
+def test_a_batch_refused_as_too_large_makes_the_next_batches_smaller() -> None:
+    """The broker's limit is below ours: the jobs of a refused batch are tried again in
+    batches half its size, down to one job, whose refusal is then final."""
+    b = bus(1024 * 1024)
+    batch = _Staged(cast(Any, None), cast(Any, None), 0.0, jobs=3, size=90_000)
+    assert isinstance(b._failure(MessageSizeTooLargeError(), batch), BusUnavailable)
+    assert b.batch_bytes == 45_000
+    assert isinstance(b._failure(KafkaConnectionError(), batch), BusUnavailable)
+    assert b.batch_bytes == 45_000  # only a refusal as too large shrinks them
+    alone = _Staged(cast(Any, None), cast(Any, None), 0.0, jobs=1, size=30_000)
+    refused = b._failure(RecordListTooLargeError(), alone)
+    assert isinstance(refused, JobTooLarge) and refused.by_broker
+    assert b.batch_bytes == 45_000

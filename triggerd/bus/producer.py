@@ -9,7 +9,8 @@ A job larger than Kafka takes is JobTooLarge, not BusUnavailable: trying it agai
 never succeed, so the publishers end its event `failed` instead of retrying it. Jobs
 over TRIGGERD_KAFKA_MAX_REQUEST_SIZE are refused here, before they reach the producer;
 a broker whose own limit (message.max.bytes) is lower refuses them with
-MESSAGE_TOO_LARGE, which is final too when the refused batch held that job alone.
+MESSAGE_TOO_LARGE, which is final too when the refused batch held that job alone (a
+batch of several is tried again in smaller batches: `_failure`).
 """
 
 from __future__ import annotations
@@ -129,6 +130,7 @@ class _Staged:
     born: float  # loop time of its first job
     oversized: Record | None = None
     jobs: int = 1  # in the batch: a refusal as too large is final for a batch of one
+    size: int = 0  # bytes of its jobs' keys and values
 
 
 class Bus:
@@ -146,6 +148,9 @@ class Bus:
         # jobs of this size takes every batch.
         self.max_request_size = settings.kafka_max_request_size
         self.max_batch_bytes = min(max_batch_bytes, self.max_request_size)
+        # Lowered when the broker refuses a batch of several jobs as too large (its limit
+        # is below ours): smaller batches, down to one job each, whose refusal is final.
+        self.batch_bytes = self.max_batch_bytes
         self._checked_below = self.max_request_size - _SIZE_SLACK
         self._producer: AIOKafkaProducer | None = None
         self._partitioner = _RememberingPartitioner()
@@ -328,6 +333,7 @@ class Bus:
         results: list[asyncio.Future[RecordMetadata] | BaseException] = []
         loop = asyncio.get_running_loop()
         checked_below = self._checked_below
+        batch_bytes = self.batch_bytes
         for record in records:  # every append first: the timestamps
             key, value, headers = record
             if len(value) >= checked_below and (refused := self._refusal(record)):
@@ -338,11 +344,15 @@ class Bus:
             if staged is None:
                 staged = self._staged[partition] = deque()
             last = staged[-1] if staged else None
-            if last is not None and last.oversized is None and last.builder.append(
+            size = len(key) + len(value)
+            if last is not None and last.oversized is None and (
+                    last.size + size <= batch_bytes) and last.builder.append(
                     key=key, value=value, timestamp=None, headers=headers) is not None:
                 last.jobs += 1
+                last.size += size
             else:
-                last = _Staged(producer.create_batch(), loop.create_future(), loop.time())
+                last = _Staged(producer.create_batch(), loop.create_future(), loop.time(),
+                               size=size)  # fmt: skip
                 if last.builder.append(key=key, value=value, timestamp=None,
                                        headers=headers) is None:  # fmt: skip
                     last.oversized = record  # sent alone, in its turn
@@ -390,20 +400,41 @@ class Bus:
                         sent = await producer.send_batch(batch.builder, self.topic,
                                                          partition=partition)  # fmt: skip
                 except Exception as exc:  # these jobs are not on Kafka: say so
-                    _settle(batch.acked, _bus_error(exc, self.max_request_size,
-                                                    alone=batch.jobs == 1))  # fmt: skip
+                    _settle(batch.acked, self._failure(exc, batch))
                     continue
                 except BaseException as exc:
                     _settle(batch.acked, exc)
                     raise
-                sent.add_done_callback(functools.partial(
-                    _copy_outcome, to=batch.acked, limit=self.max_request_size,
-                    alone=batch.jobs == 1))  # fmt: skip
+                sent.add_done_callback(functools.partial(self._batch_done, batch=batch))
         finally:
             del self._handing[partition]
             for batch in staged:  # cancelled: the rest cannot be handed over either
                 _settle(batch.acked, BusUnavailable("shutting down"))
             staged.clear()
+
+    def _batch_done(self, sent: asyncio.Future[RecordMetadata], *, batch: _Staged) -> None:
+        if batch.acked.done():
+            return
+        if sent.cancelled():
+            _settle(batch.acked, BusUnavailable("send cancelled"))
+        elif (exc := sent.exception()) is not None:
+            _settle(batch.acked, self._failure(exc, batch))
+        else:
+            batch.acked.set_result(sent.result())
+
+    def _failure(self, exc: BaseException, batch: _Staged) -> TriggerdError:
+        """What a failed batch means to its jobs' publishers (_bus_error). The broker
+        refusing a batch of several as too large: later batches are made at most half
+        its size, so the jobs retried go in batches the broker takes, or alone, where
+        a refusal is final; never round and round in the same batch."""
+        if batch.jobs > 1 and isinstance(exc, _TOO_LARGE):
+            self.batch_bytes = max(1, min(self.batch_bytes, batch.size // 2))
+            log.error("the Kafka broker refused a batch of %d jobs (%d bytes) as too large:"
+                      " its message.max.bytes is below %s (%d); batches are now at most %d"
+                      " bytes and those jobs are tried again. Raise the broker's limit or"
+                      " lower the setting", batch.jobs, batch.size, MAX_REQUEST_SIZE_SETTING,
+                      self.max_request_size, self.batch_bytes)  # fmt: skip
+        return _bus_error(exc, self.max_request_size, alone=batch.jobs == 1)
 
     async def _send_one(
         self, producer: AIOKafkaProducer, record: Record
@@ -444,12 +475,8 @@ def _bus_error(exc: BaseException, limit: int, *, alone: bool) -> TriggerdError:
     refused for their sum, each of which fits alone, so those are tried again."""
     if isinstance(exc, (BusUnavailable, JobTooLarge)):
         return exc
-    if isinstance(exc, _TOO_LARGE):
-        if alone:
-            return JobTooLarge(None, limit, by_broker=True)
-        log.error("the Kafka broker refused a batch of jobs as too large: its"
-                  " message.max.bytes is below %s (%d); those jobs are tried again",
-                  MAX_REQUEST_SIZE_SETTING, limit)  # fmt: skip
+    if isinstance(exc, _TOO_LARGE) and alone:
+        return JobTooLarge(None, limit, by_broker=True)
     return BusUnavailable(f"{type(exc).__name__}: {exc}")
 
 
