@@ -13,6 +13,7 @@ from aiokafka.errors import (
     MessageSizeTooLargeError,
     RecordListTooLargeError,
 )
+from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from triggerd.api.jobsize import check_config_payload, check_event
@@ -134,16 +135,29 @@ def test_a_trigger_payload_too_large_for_any_of_its_jobs_is_a_400() -> None:
         check_config_payload(b, "interval_scheduled", {"a": fits_barely}, NOW)
 
 
+def staged(*values: bytes) -> _Staged:
+    builder = BatchBuilder(1024 * 1024, 0)
+    for value in values:
+        assert builder.append(key=b"k", value=value, timestamp=None) is not None
+    return _Staged(builder, cast(Any, None), 0.0)
+
+
 def test_a_batch_refused_as_too_large_makes_the_next_batches_smaller() -> None:
     """The broker's limit is below ours: the jobs of a refused batch are tried again in
     batches half its size, down to one job, whose refusal is then final."""
     b = bus(1024 * 1024)
-    batch = _Staged(cast(Any, None), cast(Any, None), 0.0, jobs=3, size=90_000)
+    batch = staged(b"x" * 30_000, b"y" * 30_000, b"z" * 30_000)
+    assert batch.jobs == 3 and batch.size > 90_000
     assert isinstance(b._failure(MessageSizeTooLargeError(), batch), BusUnavailable)
-    assert b.batch_bytes == 45_000
+    assert b.batch_bytes == batch.size // 2
+    assert not b._fits(staged(b"x" * 30_000), (b"k", b"y" * 30_000, None))
+    assert b._fits(staged(b"x" * 10_000), (b"k", b"y" * 10_000, None))
     assert isinstance(b._failure(KafkaConnectionError(), batch), BusUnavailable)
-    assert b.batch_bytes == 45_000  # only a refusal as too large shrinks them
-    alone = _Staged(cast(Any, None), cast(Any, None), 0.0, jobs=1, size=30_000)
+    assert b.batch_bytes == batch.size // 2  # only a refusal as too large shrinks them
+    alone = staged(b"x" * 30_000)
     refused = b._failure(RecordListTooLargeError(), alone)
     assert isinstance(refused, JobTooLarge) and refused.by_broker
-    assert b.batch_bytes == 45_000
+    oversized = _Staged(BatchBuilder(1024, 0), cast(Any, None), 0.0,
+                        oversized=(b"k", b"x" * 5000, None))  # fmt: skip
+    assert oversized.jobs == 1 and oversized.size > 5000
+    assert isinstance(b._failure(MessageSizeTooLargeError(), oversized), JobTooLarge)

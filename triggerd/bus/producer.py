@@ -129,8 +129,18 @@ class _Staged:
     acked: asyncio.Future[RecordMetadata]
     born: float  # loop time of its first job
     oversized: Record | None = None
-    jobs: int = 1  # in the batch: a refusal as too large is final for a batch of one
-    size: int = 0  # bytes of its jobs' keys and values
+
+    @property
+    def jobs(self) -> int:
+        """How many: a refusal as too large is final for a batch of one."""
+        return 1 if self.oversized is not None else int(self.builder.record_count())
+
+    @property
+    def size(self) -> int:
+        if self.oversized is not None:
+            key, value, headers = self.oversized
+            return record_size(key, value, headers)
+        return int(self.builder.size())
 
 
 class Bus:
@@ -333,7 +343,7 @@ class Bus:
         results: list[asyncio.Future[RecordMetadata] | BaseException] = []
         loop = asyncio.get_running_loop()
         checked_below = self._checked_below
-        batch_bytes = self.batch_bytes
+        shrunk = self.batch_bytes < self.max_batch_bytes  # after a broker's refusal
         for record in records:  # every append first: the timestamps
             key, value, headers = record
             if len(value) >= checked_below and (refused := self._refusal(record)):
@@ -344,15 +354,10 @@ class Bus:
             if staged is None:
                 staged = self._staged[partition] = deque()
             last = staged[-1] if staged else None
-            size = len(key) + len(value)
-            if last is not None and last.oversized is None and (
-                    last.size + size <= batch_bytes) and last.builder.append(
-                    key=key, value=value, timestamp=None, headers=headers) is not None:
-                last.jobs += 1
-                last.size += size
-            else:
-                last = _Staged(producer.create_batch(), loop.create_future(), loop.time(),
-                               size=size)  # fmt: skip
+            if last is None or last.oversized is not None or (
+                    shrunk and not self._fits(last, record)) or last.builder.append(
+                    key=key, value=value, timestamp=None, headers=headers) is None:  # fmt: skip
+                last = _Staged(producer.create_batch(), loop.create_future(), loop.time())
                 if last.builder.append(key=key, value=value, timestamp=None,
                                        headers=headers) is None:  # fmt: skip
                     last.oversized = record  # sent alone, in its turn
@@ -362,6 +367,12 @@ class Bus:
                         self._hand_over(producer, partition), name="kafka:hand-over")
             results.append(last.acked)
         return results
+
+    def _fits(self, batch: _Staged, record: Record) -> bool:
+        """Whether `record` joins `batch` within `batch_bytes` (only asked once a broker
+        refused a batch: the builder's own capacity is the bound otherwise)."""
+        key, value, _ = record
+        return int(batch.builder.size()) + len(key) + len(value) <= self.batch_bytes
 
     def _refusal(self, record: Record) -> JobTooLarge | None:
         key, value, headers = record
