@@ -242,6 +242,10 @@ class Settings:
     # 5 ms gave the lowest end-to-end p99 at 1,000 webhooks/s and a fifth less CPU per
     # webhook than none (docs/performance.md); 20 ms saved more CPU but added ~20 ms.
     kafka_linger: float = 0.005
+    # The largest job (one Kafka record, as the producer sizes it) sent: aiokafka's own
+    # default, and what a stock Apache Kafka broker accepts (message.max.bytes). A larger
+    # one is refused at ingest (413) or ends `failed` (bus/producer.py, JobTooLarge).
+    kafka_max_request_size: int = 1024 * 1024
     http_host: str = "0.0.0.0"
     http_port: int = 8080
     roles: tuple[str, ...] = ALL_ROLES
@@ -305,6 +309,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "kafka_heartbeat_interval": _duration(0.1),
     "kafka_fetch_wait": _duration(0.001),
     "kafka_linger": _duration(0.0),
+    "kafka_max_request_size": _int_range(16 * 1024, 1024 * 1024 * 1024),
     "http_host": _str,
     "http_port": _int_range(0, 65535),
     "roles": parse_roles,

@@ -53,6 +53,12 @@ class Metrics:
         self.publish_failures = Counter(
             "triggerd_publish_failures_total", "Jobs that failed to publish to Kafka", registry=r
         )
+        self.jobs_too_large = Counter(
+            "triggerd_jobs_too_large_total",
+            "Jobs larger than Kafka accepts (TRIGGERD_KAFKA_MAX_REQUEST_SIZE, or the broker's"
+            " limit): their events end failed instead of being retried",
+            registry=r,
+        )
         self.jobs_reowed = Counter(
             "triggerd_jobs_reowed_total",
             "Jobs published again because their delivery showed no progress (no attempt"

@@ -6,7 +6,9 @@ written as "attempt n+1 is owed at t" instead of sleeping in the worker.
 
 Loop: claim up to BATCH due rows (leased), publish them in one `publish_many`, settle the
 published ones, postpone the failed ones (never dropped): with the relay's backoff when
-nothing went out (Kafka down), by FAILED_ROW_DELAY when only some failed. Pacing:
+nothing went out (Kafka down), by FAILED_ROW_DELAY when only some failed. A job Kafka can
+never take (JobTooLarge: over TRIGGERD_KAFKA_MAX_REQUEST_SIZE, or refused alone by the
+broker as too large) is not postponed: its event ends `failed` with the reason. Pacing:
 - the batch was full: go again at once (a backlog drains at full speed);
 - some work was found: poll again after BUSY_INTERVAL (200 ms);
 - nothing due: IDLE_INTERVAL (1 s), or earlier when `wake_in()` says a retry falls due
@@ -26,12 +28,13 @@ import time
 from collections import Counter
 from datetime import timedelta
 
+from triggerd.bus.producer import JobTooLarge
 from triggerd.domain.backoff import Backoff
 from triggerd.domain.timeutil import utcnow
 from triggerd.services import Services
 from triggerd.store import outbox
 from triggerd.store.db import is_transient
-from triggerd.store.outbox import OwedJob
+from triggerd.store.outbox import OwedJob, Unpublishable
 from triggerd.tracing import trace_publishes
 
 log = logging.getLogger(__name__)
@@ -93,13 +96,16 @@ class OutboxRelay:
         owed = await outbox.claim_due(self.db, now, now + timedelta(seconds=self.LEASE), self.BATCH)
         if not owed:
             return self.IDLE_INTERVAL
-        published, failed = await self._publish(owed)
+        published, failed, refused = await self._publish(owed)
+        if refused:
+            await self._fail(refused)
         if published:
             await outbox.mark_published(self.db, published, utcnow())
             self._count_fires(published)
         if failed:
             # Nothing went out: Kafka is likely down, so back off the whole relay. Only some
-            # failed (e.g. a message too large): postpone those, keep the pace for the rest.
+            # failed (e.g. a partition briefly without a leader): postpone those, keep the
+            # pace for the rest.
             delay = self._kafka_backoff.next() if not published else self.FAILED_ROW_DELAY
             await outbox.postpone(self.db, failed, utcnow() + timedelta(seconds=delay))
             self.metrics.publish_failures.inc(len(failed))
@@ -120,7 +126,20 @@ class OutboxRelay:
         for (trigger_type, source), count in fires.items():
             self.metrics.fires.labels(type=trigger_type, source=source).inc(count)
 
-    async def _publish(self, owed: list[OwedJob]) -> tuple[list[OwedJob], list[OwedJob]]:
+    async def _fail(self, refused: list[Unpublishable]) -> None:
+        """End the events of jobs Kafka can never take `failed` (their outbox mark goes
+        with it). A database error leaves them leased: claimed and refused again later."""
+        ended = await outbox.fail_unpublishable(self.db, refused, utcnow())
+        self.metrics.jobs_too_large.inc(len(ended))
+        for item in refused:
+            if item.event_id in ended:
+                log.error("event %s failed: %s", item.event_id, item.reason,
+                          extra={"event_id": item.event_id})  # fmt: skip
+
+    async def _publish(
+        self, owed: list[OwedJob]
+    ) -> tuple[list[OwedJob], list[OwedJob], list[Unpublishable]]:
+        """(published, failed: to try again, refused: never)."""
         jobs = [o.job for o in owed]
         started = time.time_ns()
         try:
@@ -128,14 +147,20 @@ class OutboxRelay:
                 results = await self.bus.publish_many(jobs)
         except TimeoutError:
             # Some may have gone out; republishing them later is absorbed by the worker.
-            return [], owed
+            return [], owed, []
         if self.services.tracer.enabled:
             trace_publishes(self.services.tracer, jobs, results, started, self.bus.topic)
         published: list[OwedJob] = []
         failed: list[OwedJob] = []
+        refused: list[Unpublishable] = []
         for item, result in zip(owed, results, strict=True):
-            (failed if isinstance(result, BaseException) else published).append(item)
-        return published, failed
+            if isinstance(result, JobTooLarge):
+                refused.append(Unpublishable(item.job.event_id, item.job.attempt, result.reason))
+            elif isinstance(result, BaseException):
+                failed.append(item)
+            else:
+                published.append(item)
+        return published, failed, refused
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep `seconds`, or until the earliest requested wake-up if that is sooner."""

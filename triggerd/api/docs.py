@@ -396,7 +396,8 @@ _ERRORS = {
     403: "The API key's scope does not allow this call: a read key may only GET",
     404: "Not found (also for a malformed id)",
     409: "Conflict with the resource's state",
-    413: "Body larger than the limit (default 1 MiB)",
+    413: "Body larger than the limit (default 1 MiB); or, where an event is fired, a payload "
+         "whose Kafka job would exceed TRIGGERD_KAFKA_MAX_REQUEST_SIZE (nothing is stored)",
     415: "Content-Type is not application/json",
     503: "Storage unavailable right now (database down, or overloaded); retry shortly",
 }  # fmt: skip

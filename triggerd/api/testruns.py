@@ -9,9 +9,11 @@ outbox → Kafka → worker path as real firings, without touching any schedule.
   schema of a webhook trigger; without it the payload is `config.payload`, or `{}`,
   unvalidated.
 
-Both answer 202 `{"event_id", "status": "accepted", "trigger_id", "source",
-"is_test_run"}` once the event row is committed, and both are recorded in the audit
-log (`trigger.test_run`, with the event id) in the transaction that writes the event.
+A payload whose Kafka job would be over TRIGGERD_KAFKA_MAX_REQUEST_SIZE is a 413
+(`payload_too_large`) and nothing is stored. Both answer 202 `{"event_id", "status":
+"accepted", "trigger_id", "source", "is_test_run"}` once the event row is committed,
+and both are recorded in the audit log (`trigger.test_run`, with the event id) in the
+transaction that writes the event.
 Every test run starts a trace of its own (a caller's `traceparent` is not continued: a
 test run is not part of its work).
 """
@@ -24,6 +26,7 @@ from aiohttp import web
 
 from triggerd.api.destinations import check_endpoint, policy_of
 from triggerd.api.http import json_response, read_json, read_raw_json
+from triggerd.api.jobsize import check_event
 from triggerd.api.keys import origin_of
 from triggerd.api.webhook import ValidatorCache, check_payload, pipeline_of, unavailable
 from triggerd.domain.audit import Action, AuditEntry, Origin
@@ -90,6 +93,7 @@ class TestRuns:
         check_endpoint(config.endpoint, self.destinations)
         payload = config.payload if config.has_payload else {}
         record = _record(None, definition.name, definition.type, config, payload)
+        check_event(self.services.bus, record)
         return await _fire(self.pipeline, self.tracer, record, origin_of(request))
 
     async def stored(self, request: web.Request) -> web.Response:
@@ -112,6 +116,7 @@ class TestRuns:
         else:
             payload = trigger.config.payload if trigger.config.has_payload else {}
         record = _record(trigger.id, trigger.name, trigger.type, trigger.config, payload)
+        check_event(self.services.bus, record)
         return await _fire(self.pipeline, self.tracer, record, origin_of(request))
 
 

@@ -12,12 +12,14 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
 
 from triggerd.api.destinations import check_endpoint, policy_of
 from triggerd.api.http import json_response, read_json
+from triggerd.api.jobsize import check_config_payload
 from triggerd.api.keys import origin_of
 from triggerd.config import Settings
 from triggerd.domain.contract import (
@@ -83,6 +85,7 @@ class TriggerRoutes:
         now = utcnow()
         definition = validate_create(body, now=now)
         check_endpoint(definition.config.endpoint, self.destinations)
+        self._check_payload(definition, now)
         trigger_id = new_id()
         with log_context(trigger_id=trigger_id):
             record = await self.store.create(definition, trigger_id, now, origin_of(request))
@@ -90,6 +93,12 @@ class TriggerRoutes:
         return json_response(
             self._json(record), status=201, headers={"Location": f"{COLLECTION}/{trigger_id}"}
         )
+
+    def _check_payload(self, definition: TriggerDefinition, now: datetime) -> None:
+        """A payload every firing (or test run) carries must fit in a Kafka job."""
+        config = definition.config
+        if config.has_payload:
+            check_config_payload(self.services.bus, definition.type, config.payload, now)
 
     async def list(self, request: web.Request) -> web.Response:
         query = TriggerListQuery.parse(request.query)
@@ -121,6 +130,7 @@ class TriggerRoutes:
             changed = validate_update(body, current, now=now, trigger_id=trigger_id)
             if isinstance(body, dict) and body.get("config") is not None:
                 check_endpoint(changed.config.endpoint, self.destinations)
+                self._check_payload(changed, now)
             return changed
 
         with log_context(trigger_id=trigger_id):

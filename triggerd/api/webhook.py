@@ -5,7 +5,9 @@ ingest/pipeline.py); the job is published right after, and by the outbox relay i
 is down. The order of checks: trigger (404 unknown/deleted/non-webhook, 409 inactive),
 body size (413), signature when the trigger has `config.secret` (401; checked on the
 raw bytes before parsing), content type (415), JSON (400), schema (400 with
-`details.violations`), Idempotency-Key (400 when empty or over 255 characters).
+`details.violations`), Idempotency-Key (400 when empty or over 255 characters), the
+size of the Kafka job the payload makes (413 `payload_too_large` over
+TRIGGERD_KAFKA_MAX_REQUEST_SIZE: Kafka would never take it, so nothing is stored).
 
 Caches, both per process:
 - webhook targets (the trigger row, prepared) by id for TRIGGER_TTL (1 s), unknown ids
@@ -39,6 +41,7 @@ from typing import Any
 from aiohttp import web
 
 from triggerd.api.http import parse_json, read_body
+from triggerd.api.jobsize import check_event
 from triggerd.domain.contract import WebhookConfig
 from triggerd.domain.errors import ApiError, Conflict, NotFound, Unauthorized, ValidationError
 from triggerd.domain.models import Trigger, new_id, parse_uuid
@@ -221,6 +224,7 @@ def _idempotency_key(request: web.Request) -> str | None:
 class WebhookHandler:
     def __init__(self, services: Services, pipeline: IngestPipeline) -> None:
         self.pipeline = pipeline
+        self.bus = services.bus
         self.tracer = services.tracer
         self.targets = TargetCache(services.db)
         services.trigger_changes.subscribe(self.targets.forget)
@@ -268,6 +272,7 @@ class WebhookHandler:
                 publish_at=now + PUBLISH_GRACE, payload_json=encode_payload(payload),
                 traceparent=traceparent,
             )  # fmt: skip
+            check_event(self.bus, record)
             try:
                 event_id = await self.pipeline.submit(record, key, len(raw))
             except (Overloaded, IngestUnavailable) as exc:

@@ -14,7 +14,8 @@ which publishes whole batches with `Bus.publish_many` and then clears `publish_a
 for the acknowledged ids with one UPDATE (guarded by `publish_attempt`, so a retry or
 replay scheduled meanwhile is never cleared). Whatever the publisher cannot publish —
 Kafka down, its own queue full, the process killed — stays owed in the table and the
-outbox relay publishes it once the grace has passed: a 202 is never lost.
+outbox relay publishes it once the grace has passed: a 202 is never lost. A job Kafka
+can never take (JobTooLarge) is not left owed: its event ends `failed` with the reason.
 
 Idempotency keys are stored as the SHA-256 of the client's key, so a key of any
 length and case is matched exactly (the column's collation is case-insensitive).
@@ -33,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
 
-from triggerd.bus.producer import Bus
+from triggerd.bus.producer import Bus, JobTooLarge
 from triggerd.domain.audit import AuditEntry
 from triggerd.domain.errors import TriggerdError
 from triggerd.domain.jobs import Job
@@ -44,6 +45,7 @@ from triggerd.store.audit import record_many
 from triggerd.store.db import Database, is_transient
 from triggerd.store.event_rows import EventRecord, insert_statements
 from triggerd.store.literals import time_literal, uuid_literals
+from triggerd.store.outbox import Unpublishable, fail_unpublishable
 from triggerd.tracing import Kind, Tracer, trace_publishes
 
 log = logging.getLogger(__name__)
@@ -242,6 +244,12 @@ class Publisher(_Batcher[Job]):
         published = [job for job, result in zip(batch, results, strict=True)
                      if not isinstance(result, BaseException)]  # fmt: skip
         failed = len(batch) - len(published)
+        if failed and any(isinstance(result, JobTooLarge) for result in results):
+            refused = [Unpublishable(job.event_id, job.attempt, result.reason)
+                       for job, result in zip(batch, results, strict=True)
+                       if isinstance(result, JobTooLarge)]  # fmt: skip
+            failed -= len(refused)
+            await fail_too_large(self.clearer.db, self.metrics, refused)
         if failed:
             self.metrics.publish_failures.inc(failed)
             now = time.monotonic()
@@ -257,6 +265,26 @@ class Publisher(_Batcher[Job]):
             self.metrics.fires.labels(*labels).inc(count)
         if published:
             self.clearer.offer(published, utcnow())
+
+
+async def fail_too_large(db: Database, metrics: Metrics, refused: Sequence[Unpublishable]
+                         ) -> None:  # fmt: skip
+    """End the events of jobs Kafka can never take `failed`, rather than leave them owed
+    to the relay, which would try them forever. If that cannot be written now, the
+    relay meets the same refusal after the grace and writes it then."""
+    try:
+        ended = await _CLEAR_RETRY.run(functools.partial(fail_unpublishable, db, refused,
+                                                         utcnow()),
+                                       retry_on=is_transient, what="failing events", log=log)
+    except Exception as exc:
+        log.warning("%d job(s) too large for Kafka; could not end their events yet: %s",
+                    len(refused), exc)  # fmt: skip
+        return
+    metrics.jobs_too_large.inc(len(ended))
+    for item in refused:
+        if item.event_id in ended:
+            log.error("event %s failed: %s", item.event_id, item.reason,
+                      extra={"event_id": item.event_id})  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

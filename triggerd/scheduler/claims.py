@@ -206,7 +206,10 @@ class Claim:
         head, tail = self._encoded
         return self._key, head + fired_iso + tail, [self._header]
 
-    def fired(self, fired_at: datetime, published_at: datetime) -> Fired:
+    def fired(self, fired_at: datetime, published_at: datetime | None,
+              error: str | None = None) -> Fired:  # fmt: skip
+        """The outcome of a publish: acknowledged at `published_at`, or never to be
+        published (`error`: why; its event ends failed)."""
         config = self.config
         event = EventRecord(
             id=self.event_id, trigger_id=self.trigger_id, trigger_name=self.trigger_name,
@@ -222,7 +225,7 @@ class Claim:
         return Fired(
             schedule_id=self.schedule_id, trigger_id=self.trigger_id, moved=self.moved,
             fired=self.fire, event=event, next=following,
-            next_note=CATCH_UP_NOTE if catching_up else None, missed=self.missed,
+            next_note=CATCH_UP_NOTE if catching_up else None, missed=self.missed, error=error,
         )  # fmt: skip
 
 

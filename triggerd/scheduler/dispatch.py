@@ -10,7 +10,9 @@ Three stages, so none waits on another's round trips:
   once the lease expired;
 - `record_forever` writes the outcomes of the batches that finished, up to RECORD_BATCH
   per transaction: completed + event rows + next occurrences, or back to pending with a
-  backoff after a failed publish. It retries through a database outage.
+  backoff after a failed publish. It retries through a database outage. A job Kafka can
+  never take (JobTooLarge) is not retried: the occurrence completes and its event is
+  written `failed` with the reason.
 
 The CPU work around the sends (event rows, next occurrences, escaping SQL) is cut in
 slices of YIELD_EVERY items with a yield between, so it never holds the loop for long
@@ -32,6 +34,7 @@ from datetime import UTC, datetime, timedelta
 
 from aiokafka.structs import RecordMetadata
 
+from triggerd.bus.producer import JobTooLarge
 from triggerd.domain.backoff import Backoff, backoff_delay
 from triggerd.domain.timeutil import to_iso, utcnow
 from triggerd.scheduler.claims import Claim
@@ -63,9 +66,10 @@ class Outcome:
     acked: datetime
     published: list[Claim] = field(default_factory=list)
     failed: list[Failed] = field(default_factory=list)
+    too_large: list[tuple[Claim, str]] = field(default_factory=list)  # never: the reason
 
     def __len__(self) -> int:
-        return len(self.published) + len(self.failed)
+        return len(self.published) + len(self.failed) + len(self.too_large)
 
 
 class Dispatcher:
@@ -237,6 +241,12 @@ class Dispatcher:
         for n, (claim, result) in enumerate(zip(live, results, strict=True), 1):
             if n % (10 * YIELD_EVERY) == 0:
                 await asyncio.sleep(0)
+            if isinstance(result, JobTooLarge):
+                outcome.too_large.append((claim, result.reason))
+                log.error("occurrence of trigger %s not fired: %s", claim.trigger_id,
+                          result.reason, extra={"trigger_id": claim.trigger_id,
+                                                "event_id": claim.event_id})  # fmt: skip
+                continue
             if isinstance(result, BaseException):
                 attempt = claim.attempt_count + 1
                 retry_at = acked + timedelta(seconds=backoff_delay(attempt, RETRY_BASE, RETRY_CAP))
@@ -252,6 +262,8 @@ class Dispatcher:
         if self.services.tracer.enabled:
             trace_firings(self.services.tracer, live, results, fired_at, acked,
                           self.services.bus.topic)  # fmt: skip
+        if outcome.too_large:
+            metrics.jobs_too_large.inc(len(outcome.too_large))
         if outcome.failed:
             metrics.publish_failures.inc(len(outcome.failed))
             log.warning("%d job(s) not published (%s); retrying with backoff",
@@ -297,6 +309,8 @@ class Dispatcher:
                     fired.append(claim.fired(outcome.fired_at, outcome.acked))
                     if len(fired) % YIELD_EVERY == 0:
                         await asyncio.sleep(0)  # the loop has jobs to send
+                fired += [claim.fired(outcome.fired_at, None, error=reason)
+                          for claim, reason in outcome.too_large]  # fmt: skip
             failed = [f for outcome in batch for f in outcome.failed]
             ours = await record_outcomes(
                 self.services.db, instance=self.instance, now=utcnow(), fired=fired,

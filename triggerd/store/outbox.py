@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import orjson
 
@@ -107,6 +108,59 @@ async def postpone(db: Database, owed: Sequence[OwedJob], retry_at: datetime) ->
         [{"id": o.job.event_id, "lease": to_db(o.lease), "retry_at": to_db(retry_at)}
          for o in owed],
     )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Unpublishable:
+    """An owed job Kafka can never take (larger than it accepts): its event ends
+    `failed` with `reason`, instead of being owed forever."""
+
+    event_id: str
+    attempt: int
+    reason: str
+
+
+# Only while the event still owes that attempt and its delivery has not ended: a replay
+# (a new attempt) or an outcome written meanwhile stands.
+_FAIL_EVENT = (
+    "UPDATE event_logs SET execution_status = 'failed', error_message = %(reason)s,"
+    " publish_at = NULL, attempts = GREATEST(attempts, %(attempt)s)"
+    " WHERE id = %(id)s AND publish_attempt = %(attempt)s"
+    " AND execution_status IN ('pending', 'retrying')"
+)
+# The attempt, finished at once with the reason: where the event's page lists why each
+# attempt failed. A row left unfinished by a worker that died (a job re-owed by the
+# backstop) is finished the same way; a finished one is left as it is.
+_FAIL_ATTEMPT = (
+    "INSERT INTO delivery_attempts (event_id, attempt, started_at, finished_at, error)"
+    " VALUES (%(id)s, %(attempt)s, %(now)s, %(now)s, %(reason)s)"
+    " ON DUPLICATE KEY UPDATE error = IF(finished_at IS NULL, VALUES(error), error),"
+    " finished_at = IFNULL(finished_at, VALUES(finished_at))"
+)
+
+
+async def fail_unpublishable(db: Database, jobs: Sequence[Unpublishable], now: datetime,
+                             *, unpublished_only: bool = False) -> list[str]:  # fmt: skip
+    """End the events of `jobs` `failed`, the reason recorded on the event and its
+    attempt; returns the ids that changed."""
+    async with db.transaction() as cur:
+        return await fail_unpublishable_in(cur, jobs, now, unpublished_only=unpublished_only)
+
+
+async def fail_unpublishable_in(cur: Any, jobs: Sequence[Unpublishable], now: datetime, *,
+                                unpublished_only: bool = False) -> list[str]:  # fmt: skip
+    """fail_unpublishable in the caller's transaction. `unpublished_only`: leave events
+    whose job went out before (the scheduler's, when a re-claimed occurrence's event
+    exists already)."""
+    sql = _FAIL_EVENT + (" AND published_at IS NULL" if unpublished_only else "")
+    failed = []
+    for job in jobs:  # rare: one statement each is fine
+        params = {"id": job.event_id, "attempt": job.attempt, "reason": job.reason[:2000],
+                  "now": to_db(now)}  # fmt: skip
+        if await cur.execute(sql, params):
+            await cur.execute(_FAIL_ATTEMPT, params)
+            failed.append(job.event_id)
+    return failed
 
 
 _STALLED = (

@@ -21,6 +21,7 @@ from triggerd.domain.timeutil import to_db
 from triggerd.store.db import Database
 from triggerd.store.event_rows import EventRecord, insert_events
 from triggerd.store.literals import int_list, texts, times, uuid_literals
+from triggerd.store.outbox import Unpublishable, fail_unpublishable_in
 from triggerd.store.schedule_rows import REVIVE_CANCELLED
 from triggerd.store.schedules import ours, transaction
 
@@ -67,7 +68,9 @@ MissedRows = tuple[tuple[Due, str], ...]  # occurrences to record as missed, wit
 
 @dataclass(frozen=True, slots=True)
 class Fired:
-    """A claimed row whose job Kafka acknowledged."""
+    """A claimed row whose job Kafka acknowledged; or, with `error`, whose job Kafka can
+    never take (too large): the occurrence is done all the same and its event ends
+    `failed` with the reason, rather than the row being retried forever."""
 
     schedule_id: int
     trigger_id: str
@@ -77,6 +80,7 @@ class Fired:
     next: Due | None  # inserted only if the row is still ours
     next_note: str | None = None  # "fired after downtime": the next one catches up too
     missed: MissedRows = ()
+    error: str | None = None  # not published, never: why
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +163,9 @@ async def record_outcomes(
         await _insert_missed(cur, [(f.trigger_id, f.missed) for f in done + caught_up], stamp)
         for start in range(0, len(fired), EVENT_CHUNK):  # the loop runs between chunks
             await insert_events(cur, [f.event for f in fired[start : start + EVENT_CHUNK]])
+        refused = [Unpublishable(f.event.id, 1, f.error) for f in fired if f.error is not None]
+        if refused:  # an event that exists already and went out before is left alone
+            await fail_unpublishable_in(cur, refused, now, unpublished_only=True)
         nexts = [f for f in fired if f.schedule_id in owned and f.next is not None]
         for start in range(0, len(nexts), EVENT_CHUNK):
             rows = _next_rows(nexts[start : start + EVENT_CHUNK], now)
