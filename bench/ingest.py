@@ -358,6 +358,7 @@ def throughput(args: argparse.Namespace, env: dict[str, str], url: str, mariadb:
     print(f"naive (aiohttp + aiomysql, one INSERT per request, no validation or publish):"
           f" {plain['accepted_per_s']:,.0f} req/s, p50 {plain['p50_ms']:.2f} ms,"
           f" p99 {plain['p99_ms']:.2f} ms")
+    print(f"ratio triggerd/naive: {ours['accepted_per_s'] / plain['accepted_per_s']:.2f}")
 
 
 
@@ -462,7 +463,8 @@ def main() -> None:
         print("  MariaDB statements per webhook: " + ", ".join(
             f"{name} {per:.2f}" for name, per in statements.items()))
         print("  CPU per webhook: " + ", ".join(f"{name} {us:.0f} µs"
-                                               for name, us in cpu_per_event.items()))
+                                               for name, us in cpu_per_event.items())
+              + f"; all {sum(cpu_per_event.values()):,.0f} µs")
     finally:
         for proc in procs:
             stop(proc)
