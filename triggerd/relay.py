@@ -33,7 +33,7 @@ from triggerd.domain.backoff import Backoff
 from triggerd.domain.timeutil import utcnow
 from triggerd.services import Services
 from triggerd.store import outbox
-from triggerd.store.db import is_transient
+from triggerd.store.db import log_failed_pass
 from triggerd.store.outbox import OwedJob, Unpublishable
 from triggerd.tracing import trace_publishes
 
@@ -82,12 +82,7 @@ class OutboxRelay:
                 self._db_backoff.reset()
             except Exception as exc:
                 pause = self._db_backoff.next()
-                failures = self._db_backoff.failures
-                if not is_transient(exc):
-                    log.exception("outbox relay pass failed; retry in %.1fs", pause)
-                elif failures == 1 or failures % 10 == 0:
-                    log.warning("outbox relay: database unavailable (%s, %d in a row); retry"
-                                " in %.1fs", exc, failures, pause)  # fmt: skip
+                log_failed_pass(log, "outbox relay", exc, self._db_backoff.failures, pause)
             await self._sleep(pause)
 
     async def run_once(self) -> float:

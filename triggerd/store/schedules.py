@@ -19,7 +19,7 @@ one whose lease expired and another scheduler took, is never advanced by us.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -101,25 +101,10 @@ async def _tuples(db: Database, sql: str, params: Any) -> list[tuple[Any, ...]]:
         return list(await cur.fetchall())
 
 
-@contextlib.asynccontextmanager
-async def transaction(
-    db: Database, read_committed: bool = False
-) -> AsyncIterator[aiomysql.Cursor]:
+def transaction(db: Database, read_committed: bool = False
+                ) -> contextlib.AbstractAsyncContextManager[aiomysql.Cursor]:  # fmt: skip
     """db.transaction() with a plain (tuple) cursor, optionally READ COMMITTED."""
-    async with db.acquire() as conn:
-        if read_committed:
-            async with conn.cursor() as cur:
-                # Applies to the next transaction only; the pooled session keeps its default.
-                await cur.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
-        await conn.begin()
-        try:
-            async with conn.cursor() as cur:
-                yield cur
-            await conn.commit()
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await conn.rollback()
-            raise
+    return db.transaction(read_committed=read_committed, rows=aiomysql.Cursor)
 
 
 # ----------------------------------------------------------------- the window

@@ -75,6 +75,14 @@ def audited_fields(definition: TriggerDefinition) -> dict[str, Any]:
             "labels": dict(definition.labels)}  # fmt: skip
 
 
+async def _locked(cur: Any, trigger_id: str) -> dict[str, Any] | None:
+    """The trigger's row, locked for the rest of the transaction (None: no such trigger)."""
+    await cur.execute(f"SELECT {_COLUMNS} FROM triggers WHERE id = %(id)s FOR UPDATE",
+                      {"id": trigger_id})  # fmt: skip
+    row: dict[str, Any] | None = await cur.fetchone()
+    return row
+
+
 async def _labels_of(cur: Any, trigger_id: str) -> dict[str, str]:
     """A trigger's labels, read in the transaction that holds its row."""
     await cur.execute(
@@ -226,11 +234,7 @@ class TriggerStore:
         # REPEATABLE READ its next-key locks reached into the neighbouring triggers' rows
         # and gaps, so concurrent changes of different triggers deadlocked each other.
         async with self.db.transaction(read_committed=True) as cur:
-            await cur.execute(
-                f"SELECT {_COLUMNS} FROM triggers WHERE id = %(id)s FOR UPDATE",
-                {"id": trigger_id},
-            )
-            row = await cur.fetchone()
+            row = await _locked(cur, trigger_id)
             if row is None:
                 return None
             current = replace(Trigger.from_row(row), labels=await _labels_of(cur, trigger_id))
@@ -308,11 +312,7 @@ class TriggerStore:
 
     async def _delete(self, trigger_id: str, now: datetime, origin: Origin) -> bool:
         async with self.db.transaction(read_committed=True) as cur:
-            await cur.execute(
-                f"SELECT {_COLUMNS} FROM triggers WHERE id = %(id)s FOR UPDATE",
-                {"id": trigger_id},
-            )
-            row = await cur.fetchone()
+            row = await _locked(cur, trigger_id)
             if row is None:
                 return False
             held_labels = await _labels_of(cur, trigger_id)

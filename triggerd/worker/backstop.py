@@ -48,7 +48,7 @@ from triggerd.domain.timeutil import utcnow
 from triggerd.logs import log_context
 from triggerd.services import Services
 from triggerd.store import outbox
-from triggerd.store.db import is_transient
+from triggerd.store.db import log_failed_pass
 from triggerd.worker.processor import STALE_MARGIN
 
 log = logging.getLogger(__name__)
@@ -88,12 +88,7 @@ class DeliveryBackstop:
             except Exception as exc:
                 self._connected_since = None
                 pause = self._backoff.next()
-                failures = self._backoff.failures
-                if not is_transient(exc):
-                    log.exception("delivery backstop pass failed; retry in %.1fs", pause)
-                elif failures == 1 or failures % 10 == 0:
-                    log.warning("delivery backstop: database unavailable (%s, %d in a row);"
-                                " retry in %.1fs", exc, failures, pause)  # fmt: skip
+                log_failed_pass(log, "delivery backstop", exc, self._backoff.failures, pause)
             await asyncio.sleep(pause)
 
     async def run_once(self) -> bool:
