@@ -4,6 +4,7 @@ the Kafka job and the API, and event ids."""
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
@@ -45,15 +46,21 @@ def test_to_iso_matches_strftime(value: datetime) -> None:
     assert to_iso(value) == expected.rjust(24, "0")
 
 
-def test_new_id_is_a_random_version_4_uuid() -> None:
-    ids = {new_id() for _ in range(2000)}
-    assert len(ids) == 2000
-    for value in list(ids)[:200]:
+def test_new_id_is_a_time_ordered_version_7_uuid() -> None:
+    before = time.time_ns() // 1_000_000
+    ids = [new_id() for _ in range(2000)]
+    after = time.time_ns() // 1_000_000
+    assert len(set(ids)) == 2000
+    for value in ids[:200]:
         parsed = uuid.UUID(value)
         assert str(parsed) == value
-        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
-        assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}",
+        assert parsed.version == 7 and parsed.variant == uuid.RFC_4122
+        assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}",
                             value)  # fmt: skip
+        assert before <= int(value[:8] + value[9:13], 16) <= after  # its milliseconds
+    # made in different milliseconds, they sort in the order they were made
+    millis = [value[:13] for value in ids]
+    assert millis == sorted(millis)
 
 
 @pytest.mark.parametrize("value", ["9" * 400, "1" * 30 + "d", 1e300, float("inf"), float("nan")])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,10 +29,14 @@ def occurrence_event_id(trigger_id: str, fire_at: datetime) -> str:
 
 
 def new_id() -> str:
-    """A random (version 4) UUID in canonical form; what str(uuid.uuid4()) gives, at a
-    third of its cost (one per event)."""
-    raw = bytearray(os.urandom(16))
-    raw[6] = raw[6] & 0x0F | 0x40  # version 4
+    """A version 7 UUID (RFC 9562) in canonical form: 48 bits of Unix milliseconds, then
+    74 random bits. Ids made later sort later, so the event log's clustered index (its
+    primary key) grows at its end, where the recent pages are in memory, instead of
+    taking each new event at a random page; the outbox clear then updates a few
+    neighbouring pages. Ids stay unguessable (the random bits) and any UUID parser reads
+    them."""
+    raw = bytearray((time.time_ns() // 1_000_000).to_bytes(6, "big") + os.urandom(10))
+    raw[6] = raw[6] & 0x0F | 0x70  # version 7
     raw[8] = raw[8] & 0x3F | 0x80  # RFC 4122 variant
     h = raw.hex()
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
