@@ -307,11 +307,16 @@ class OutboxClearer(_Batcher[PublishedJob]):
     it when it published the row first). The worker may have finished the attempt
     already (its outcome cleared `publish_at` itself): the row then gets its
     `published_at` all the same. Whatever cannot be cleared, the relay republishes
-    after the grace; the worker absorbs the duplicate."""
+    after the grace; the worker absorbs the duplicate.
+
+    Under a heavy stream the window gathers thousands of rows; one UPDATE of them all
+    ran for tens of milliseconds and slowed the event INSERTs beside it (the webhooks'
+    p99 doubled). `max_batch` bounds a statement instead: at high rates the clears go
+    out as a steady run of small UPDATEs."""
 
     name = "outbox-clearer"
 
-    def __init__(self, db: Database, *, window: float = CLEAR_WINDOW, max_batch: int = 5000,
+    def __init__(self, db: Database, *, window: float = CLEAR_WINDOW, max_batch: int = 250,
                  max_queue: int = 100_000) -> None:  # fmt: skip
         super().__init__(concurrency=1, max_batch=max_batch, max_wait=window,
                          max_queue=max_queue)  # fmt: skip
