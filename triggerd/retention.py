@@ -7,14 +7,12 @@ settled DELETE_AFTER ago and their event is gone (all but the newest of each tri
 so `trigger_schedules` does not grow forever. Audit log entries are deleted once they
 are older than TRIGGERD_AUDIT_RETENTION.
 
-Every `retention_interval` one pass runs, in two lanes at once (deleting events, then
-schedule rows; archiving events, then audit entries), each on its own connection and
-over rows the other lane never touches, each in batches. A batch is a span of an index in
+Every `retention_interval` one pass runs, in batches. A batch is a span of an index in
 (time, id) order: one covering index read finds where the next N due rows end, then one
 range statement (archive) or one short transaction (delete: lock the span's settled
 events reading their ids, delete their attempts, keys and the events by id) changes that
 span only. N is `retention_batch_size` at most, less while batches take longer than
-BATCH_TARGET, so no statement holds locks for long; a lane yields between batches. A
+BATCH_TARGET, so no statement holds locks for long; the loop yields between batches. A
 pass stops at its time budget (a backlog) and the next one starts at once, from the
 oldest due rows again.
 
@@ -27,10 +25,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
 
 import pymysql
 
@@ -43,7 +40,6 @@ from triggerd.store.mysql_errors import RESTARTING, code_of, is_lock_conflict, i
 from triggerd.store.retention import FINISHED_SCHEDULES, Position, RetentionStore, Span, lock_name
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 MIN_PASS_BUDGET = 30.0  # seconds; a pass may use the whole interval when that is longer
 # Batch sizing: what one batch (one statement, or the delete transaction) may take.
@@ -99,7 +95,6 @@ class Windows:
 
 FindEnd = Callable[[Position, int], Awaitable[Position | None]]
 Apply = Callable[[Span], Awaitable[None]]
-Step = tuple[FindEnd, Apply, Position]
 
 
 class BatchSize:
@@ -145,18 +140,6 @@ async def _with_retries(apply: Apply, span: Span) -> None:
                           what="retention batch", log=log)  # fmt: skip
 
 
-async def _all_or_none(coros: list[Coroutine[Any, Any, T]]) -> list[T]:
-    """Run the coroutines at once; the first to raise cancels the others, and its own
-    exception propagates as it is (the role tells a database outage by its type)."""
-    tasks = [asyncio.ensure_future(c) for c in coros]
-    try:
-        return list(await asyncio.gather(*tasks))
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-
 async def run_pass(
     store: RetentionStore,
     windows: Windows,
@@ -165,8 +148,8 @@ async def run_pass(
     budget: float = MIN_PASS_BUDGET,
     on_batch: Callable[[str, int], None] | None = None,
 ) -> PassResult:
-    """One retention pass: delete events, then purge schedule rows; meanwhile archive
-    events, then delete old audit entries."""
+    """One retention pass: delete events, archive events, purge schedule rows, delete
+    old audit entries. Deleting first spares archiving rows that are about to go."""
     now = now or utcnow()
     started = time.monotonic()
     deadline = started + budget
@@ -174,6 +157,7 @@ async def run_pass(
     delete_cutoff = now - timedelta(seconds=windows.delete_after)
     archive_cutoff = now - timedelta(seconds=windows.archive_after)
     audit_cutoff = now - timedelta(seconds=windows.audit_after)
+    size = BatchSize(windows.batch_size)
 
     def report(action: str, count: int) -> None:
         if on_batch is not None and count:
@@ -207,34 +191,22 @@ async def run_pass(
         result.audit_deleted += count
         report("audit_deleted", count)
 
-    # Two lanes at once, each on its own connection, over rows the other never touches:
-    # deleting below the delete cutoff (then the schedule rows, whose events must be gone
-    # first), and archiving from it (then the audit log). An event still active below
-    # the delete cutoff is in flight, or settled after the delete lane passed it and
-    # goes in the next pass, so the archive lane starts there.
-    lanes: list[list[Step]] = [
-        [
-            (lambda a, n: store.delete_batch_end(delete_cutoff, a, n), delete, Position.start()),
-            *(schedules(status) for status in FINISHED_SCHEDULES),
-        ],
-        [
-            (
-                lambda a, n: store.archive_batch_end(archive_cutoff, a, n),
-                archive,
-                Position(delete_cutoff, ""),
-            ),
-            (lambda a, n: store.audit_batch_end(audit_cutoff, a, n), audit, Position.start(int)),
-        ],
+    steps: list[tuple[FindEnd, Apply, Position]] = [
+        (lambda a, n: store.delete_batch_end(delete_cutoff, a, n), delete, Position.start()),
+        # From the delete cutoff: an active event older than that is in flight, or settled
+        # after the delete step passed it and goes in the next pass.
+        (
+            lambda a, n: store.archive_batch_end(archive_cutoff, a, n),
+            archive,
+            Position(delete_cutoff, ""),
+        ),
+        *(schedules(status) for status in FINISHED_SCHEDULES),
+        (lambda a, n: store.audit_batch_end(audit_cutoff, a, n), audit, Position.start(int)),
     ]
-
-    async def lane(steps: list[Step]) -> bool:
-        size = BatchSize(windows.batch_size)  # a lane's statements have their own cost
-        for find_end, apply, start in steps:
-            if not await _walk(find_end, apply, start, size, deadline, result):
-                return False
-        return True
-
-    result.complete = all(await _all_or_none([lane(steps) for steps in lanes]))
+    for find_end, apply, start in steps:
+        if not await _walk(find_end, apply, start, size, deadline, result):
+            result.complete = False
+            break
     result.seconds = time.monotonic() - started
     return result
 

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pymysql
 import pytest
 
 from tests.support import wait_until
@@ -199,36 +198,6 @@ async def test_a_batch_deletes_its_ids_over_several_statements(
     for event_id in gone:
         assert await state(db, event_id) == {"retention": None, "attempts": 0, "keys": 0}
     assert await state(db, kept) == {"retention": "active", "attempts": 1, "keys": 1}
-
-
-class ArchiveFails(RetentionStore):
-    """The archive lane loses the database while the delete lane is mid-batch."""
-
-    def __init__(self, db: Database) -> None:
-        super().__init__(db)
-        self.delete_cancelled = False
-
-    async def archive(self, cutoff: datetime, span: Span) -> int:
-        raise pymysql.err.OperationalError(2013, "Lost connection to server during query")
-
-    async def delete_events(self, cutoff: datetime, span: Span) -> tuple[int, int, int]:
-        try:
-            await asyncio.sleep(30)
-        except asyncio.CancelledError:
-            self.delete_cancelled = True
-            raise
-        raise AssertionError("not cancelled")
-
-
-async def test_a_failing_lane_stops_the_pass_with_its_own_error(db: Database) -> None:
-    now = utcnow()
-    await add_event(db, now - timedelta(hours=50))
-    await add_event(db, now - timedelta(hours=5))
-    store = ArchiveFails(db)
-    # The role tells a database outage by the exception's type: not wrapped in a group.
-    with pytest.raises(pymysql.err.OperationalError):
-        await asyncio.wait_for(run_pass(store, WINDOWS, now=now), 10)
-    assert store.delete_cancelled
 
 
 def test_batch_size_shrinks_when_slow_and_grows_back() -> None:
