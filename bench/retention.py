@@ -25,6 +25,8 @@ import time
 from collections import defaultdict
 from datetime import timedelta
 
+from machine import describe  # bench/machine.py, beside this script
+
 from triggerd.config import DatabaseUrl
 from triggerd.devstack import MariaDBServer
 from triggerd.domain.timeutil import to_db, utcnow
@@ -157,6 +159,7 @@ async def main() -> int:
     parser.add_argument("--redo-log-mb", type=int, default=2048)
     parser.add_argument("--keep", action="store_true", help="leave the server's data dir")
     args = parser.parse_args()
+    print(describe())
 
     server = MariaDBServer()
     await asyncio.to_thread(server.start)

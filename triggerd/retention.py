@@ -9,11 +9,12 @@ are older than TRIGGERD_AUDIT_RETENTION.
 
 Every `retention_interval` one pass runs, in batches. A batch is a span of an index in
 (time, id) order: one covering index read finds where the next N due rows end, then one
-range statement (archive) or one short transaction (delete: lock the span, delete its
-attempts, keys and events) changes that span only. N is `retention_batch_size` at most,
-less while batches take longer than BATCH_TARGET, so no statement holds locks for long;
-the loop yields between batches. A pass stops at its time budget (a backlog) and the
-next one starts at once, from the oldest due rows again.
+range statement (archive) or one short transaction (delete: lock the span's settled
+events reading their ids, delete their attempts, keys and the events by id) changes that
+span only. N is `retention_batch_size` at most, less while batches take longer than
+BATCH_TARGET, so no statement holds locks for long; the loop yields between batches. A
+pass stops at its time budget (a backlog) and the next one starts at once, from the
+oldest due rows again.
 
 Several retention processes are safe: every write re-checks its conditions, and a named
 lock (GET_LOCK, per database) lets one process do the pass while the others skip it.
@@ -192,7 +193,13 @@ async def run_pass(
 
     steps: list[tuple[FindEnd, Apply, Position]] = [
         (lambda a, n: store.delete_batch_end(delete_cutoff, a, n), delete, Position.start()),
-        (lambda a, n: store.archive_batch_end(archive_cutoff, a, n), archive, Position.start()),
+        # From the delete cutoff: an active event older than that is in flight, or settled
+        # after the delete step passed it and goes in the next pass.
+        (
+            lambda a, n: store.archive_batch_end(archive_cutoff, a, n),
+            archive,
+            Position(delete_cutoff, ""),
+        ),
         *(schedules(status) for status in FINISHED_SCHEDULES),
         (lambda a, n: store.audit_batch_end(audit_cutoff, a, n), audit, Position.start(int)),
     ]

@@ -27,6 +27,7 @@ from triggerd.gauges import refresh_forever
 from triggerd.metrics import Metrics
 from triggerd.retention import BatchSize, RetentionRole, Windows, run_pass
 from triggerd.services import Services
+from triggerd.store import retention as retention_sql
 from triggerd.store.audit import record_many
 from triggerd.store.db import Database
 from triggerd.store.event_rows import EventRecord, insert_events
@@ -172,6 +173,31 @@ async def test_batches_are_bounded_and_one_pass_does_all(db: Database) -> None:
     # 35 archive candidates: 10 + 10 + 10 + 5 rows per span, the in-flight ones skipped.
     assert sum(c for name, c in store.writes if name == "archive") == 30
     assert len([name for name, _ in store.writes if name == "archive"]) == 4
+
+
+async def test_a_batch_deletes_its_ids_over_several_statements(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(retention_sql, "ID_CHUNK", 3)
+    now = utcnow()
+    old = now - timedelta(hours=50)
+    gone = [await add_event(db, old - timedelta(seconds=i), attempts=2, key=f"k{i}")
+            for i in range(9)]  # fmt: skip
+    kept = await add_event(db, old, status="retrying", key="k-kept")
+    trigger = await add_trigger(db)
+    for minutes in range(8):  # the newest is kept
+        await add_schedule(db, trigger, old - timedelta(minutes=minutes), "completed")
+    statements: list[str] = []
+    store = RetentionStore(db, on_statement=lambda name, _: statements.append(name))
+
+    result = await run_pass(store, WINDOWS, now=now)
+
+    assert (result.deleted, result.attempts_deleted, result.keys_deleted) == (9, 18, 9)
+    assert result.schedules_deleted == 7
+    assert statements.count("delete_events") == 3 and statements.count("delete_schedules") == 3
+    for event_id in gone:
+        assert await state(db, event_id) == {"retention": None, "attempts": 0, "keys": 0}
+    assert await state(db, kept) == {"retention": "active", "attempts": 1, "keys": 1}
 
 
 def test_batch_size_shrinks_when_slow_and_grows_back() -> None:

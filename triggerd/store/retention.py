@@ -2,12 +2,12 @@
 
 A batch is a span of an index in (time, id) order: `*_batch_end` finds where the next
 `limit` due rows end (a covering index read that returns one row), and the writes then
-change the rows of that span only, by an index range (EXPLAINed in bench/retention.py's
-runs and by hand: every statement here is a `range` on the named index). No statement
-touches more than one batch of rows, and no id list of events travels through Python.
-Every write re-checks its conditions, so two processes running the same span, a replay
-that made an event `pending` again in between, or a span run twice after a lost
-connection all leave the same result.
+change the rows of that span only, by an index range or by the ids one read of the span
+locked (EXPLAINed in bench/retention.py's runs and by hand: every statement here is a
+`range` on the named index). No statement touches more than one batch of rows. Every
+write re-checks its conditions or holds the locks of the read that chose its rows, so
+two processes running the same span, a replay that made an event `pending` again in
+between, or a span run twice after a lost connection all leave the same result.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from triggerd.domain.enums import ScheduleStatus
 from triggerd.domain.timeutil import from_db, to_db
 from triggerd.store.db import Database
 from triggerd.store.events import RETENTION_STATUSES
+from triggerd.store.literals import int_list, uuid_literals
 
 # Events whose delivery has not ended are neither archived nor deleted.
 IN_FLIGHT = tuple(s.value for s in enums.IN_FLIGHT)
@@ -32,6 +33,7 @@ _SETTLED = f"execution_status NOT IN ({', '.join(repr(s) for s in IN_FLIGHT)})"
 # Schedule rows that will never change again.
 FINISHED_SCHEDULES = (ScheduleStatus.COMPLETED.value, ScheduleStatus.CANCELLED.value,
                       ScheduleStatus.MISSED.value)  # fmt: skip
+_FINISHED = f"status IN ({', '.join(repr(s) for s in FINISHED_SCHEDULES)})"
 
 StatementHook = Callable[[str, float], None]
 _READ_COMMITTED = "SET TRANSACTION ISOLATION LEVEL READ COMMITTED"  # the next transaction only
@@ -99,28 +101,29 @@ _END_SCHEDULES = _batch_end(
 _END_AUDIT = _batch_end("audit_log FORCE INDEX (ix_audit_at)", "at")
 
 # Deleting events, in one transaction so an event is never seen without its attempts:
-# lock the span's events first (another pass, a worker or a replay holding one of them is
-# waited for before we hold anything it could need, so no deadlock; and no event of the
-# span changes state until the commit), then the children, then the events.
+# lock the span's settled events first and read their ids (another pass, a worker or a
+# replay holding one of them is waited for before we hold anything it could need, so no
+# deadlock; and none of them changes state until the commit), then delete the children
+# and the events by those ids. The span is read once: joining each child table to the
+# span again would read every event of it (index entry and row) once per statement.
 _LOCK_SPAN = (
-    "SELECT COUNT(*) FROM event_logs FORCE INDEX (ix_events_fired)"
-    f" WHERE {_span('fired_at')} FOR UPDATE"
-)
-_DELETE_ATTEMPTS = (
-    "DELETE a FROM event_logs e FORCE INDEX (ix_events_fired)"
-    " JOIN delivery_attempts a ON a.event_id = e.id"
-    f" WHERE {_span('e.fired_at', 'e.id')} AND e.{_SETTLED}"
-)
-_DELETE_KEYS = (
-    "DELETE k FROM event_logs e FORCE INDEX (ix_events_fired)"
-    " JOIN idempotency_keys k ON k.event_id = e.id"
-    f" WHERE {_span('e.fired_at', 'e.id')} AND e.{_SETTLED}"
+    "SELECT id FROM event_logs FORCE INDEX (ix_events_fired)"
+    f" WHERE {_span('fired_at')} AND {_SETTLED} FOR UPDATE"
 )
 # Multi-table syntax even for one table: single-table DELETE takes no index hint, and
-# without one the optimizer may pick a full scan (which would lock every row).
+# without one the optimizer may pick a full scan (which would lock every row). At most
+# ID_CHUNK ids a statement: MySQL 8 drops a range whose IN list outgrows
+# range_optimizer_max_mem_size (8 MB, ~230 bytes a value) and scans the table instead.
+ID_CHUNK = 5000
+_DELETE_ATTEMPTS = (
+    "DELETE a FROM delivery_attempts a FORCE INDEX (PRIMARY) WHERE a.event_id IN ({ids})"
+)
+_DELETE_KEYS = (
+    "DELETE k FROM idempotency_keys k FORCE INDEX (ix_idempotency_event)"
+    " WHERE k.event_id IN ({ids})"
+)
 _DELETE_EVENTS = (
-    "DELETE e FROM event_logs e FORCE INDEX (ix_events_fired)"
-    f" WHERE {_span('e.fired_at', 'e.id')} AND e.{_SETTLED}"
+    f"DELETE e FROM event_logs e FORCE INDEX (PRIMARY) WHERE e.id IN ({{ids}}) AND e.{_SETTLED}"
 )
 _ARCHIVE = (
     "UPDATE event_logs FORCE INDEX (ix_events_list) SET retention_status = 'archived'"
@@ -152,20 +155,6 @@ _PURGEABLE_SCHEDULES = (
 )
 
 
-def _expand_lists(sql: str, params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """`IN %(ids)s` with a tuple: PyMySQL escapes no sequences (since 1.1.1), so each
-    tuple parameter becomes a list of its own placeholders."""
-    flat: dict[str, Any] = {}
-    for key, value in params.items():
-        if isinstance(value, tuple):
-            names = [f"{key}_{i}" for i in range(len(value))]
-            sql = sql.replace(f"%({key})s", "(" + ", ".join(f"%({n})s" for n in names) + ")")
-            flat.update(zip(names, value, strict=True))
-        else:
-            flat[key] = value
-    return sql, flat
-
-
 def lock_name(database: str) -> str:
     """GET_LOCK names are server-wide: one per database (64 characters at most)."""
     name = f"triggerd-retention:{database}"
@@ -183,7 +172,6 @@ class RetentionStore:
         self.on_statement = on_statement
 
     async def _run(self, name: str, cur: Any, sql: str, params: dict[str, Any]) -> int:
-        sql, params = _expand_lists(sql, params)
         started = time.perf_counter()
         try:
             return int(await cur.execute(sql, params))
@@ -272,13 +260,19 @@ class RetentionStore:
     async def delete_events(self, cutoff: datetime, span: Span) -> tuple[int, int, int]:
         """Delete the span's settled events with their attempts and idempotency keys, in
         one short transaction. Returns (events, attempts, keys) deleted."""
-        params = span.params(cutoff)
+        events = attempts = keys = 0
         async with self._transaction() as cur:
-            await self._run("lock_span", cur, _LOCK_SPAN, params)
-            await cur.fetchall()
-            attempts = await self._run("delete_attempts", cur, _DELETE_ATTEMPTS, params)
-            keys = await self._run("delete_keys", cur, _DELETE_KEYS, params)
-            events = await self._run("delete_events", cur, _DELETE_EVENTS, params)
+            await self._run("lock_span", cur, _LOCK_SPAN, span.params(cutoff))
+            ids = [row[0] for row in await cur.fetchall()]
+            for start in range(0, len(ids), ID_CHUNK):
+                listed = uuid_literals(ids[start : start + ID_CHUNK])
+                attempts += await self._run(
+                    "delete_attempts", cur, _DELETE_ATTEMPTS.format(ids=listed), {}
+                )
+                keys += await self._run("delete_keys", cur, _DELETE_KEYS.format(ids=listed), {})
+                events += await self._run(
+                    "delete_events", cur, _DELETE_EVENTS.format(ids=listed), {}
+                )
         return events, attempts, keys
 
     # --- schedules -----------------------------------------------------------------
@@ -293,15 +287,17 @@ class RetentionStore:
 
     async def delete_schedules(self, status: str, cutoff: datetime, span: Span) -> int:
         params = {**span.params(cutoff), "status": status}
-        ids = tuple(row[0] for row in await self._rows("purgeable", _PURGEABLE_SCHEDULES, params))
-        if not ids:
-            return 0
-        # Re-checked: a cancelled occurrence can come back to pending (re-activation).
-        return await self._write(
-            "delete_schedules",
-            "DELETE FROM trigger_schedules WHERE id IN %(ids)s AND status IN %(finished)s",
-            {"ids": ids, "finished": FINISHED_SCHEDULES},
-        )
+        ids = [row[0] for row in await self._rows("purgeable", _PURGEABLE_SCHEDULES, params)]
+        deleted = 0
+        for start in range(0, len(ids), ID_CHUNK):
+            # Re-checked: a cancelled occurrence can come back to pending (re-activation).
+            listed = int_list(ids[start : start + ID_CHUNK])
+            deleted += await self._write(
+                "delete_schedules",
+                f"DELETE FROM trigger_schedules WHERE id IN ({listed}) AND {_FINISHED}",
+                {},
+            )
+        return deleted
 
 
     # --- the audit log ----------------------------------------------------------------
