@@ -53,7 +53,7 @@ async def insert_trigger(
         await cur.execute(
             "INSERT INTO triggers (id, name, type, status, config, version, created_at,"
             " updated_at) VALUES (%s, %s, %s, %s, %s, 1, %s, %s)",
-            (trigger_id, name or f"{type}-{trigger_id[:8]}", type, status,
+            (trigger_id, name or f"{type}-{trigger_id[-8:]}", type, status,
              orjson.dumps(config).decode(), now.replace(tzinfo=None), now.replace(tzinfo=None)),
         )  # fmt: skip
         if schedule and status == "active":

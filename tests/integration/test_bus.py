@@ -28,7 +28,7 @@ async def bus(kafka_bootstrap: str) -> AsyncIterator[Bus]:
     settings = load_settings({
         "TRIGGERD_DATABASE_URL": "mysql://root@127.0.0.1:3306/unused",
         "TRIGGERD_KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "TRIGGERD_KAFKA_TOPIC": f"bus-{new_id()[:10]}", "TRIGGERD_KAFKA_PARTITIONS": "3",
+        "TRIGGERD_KAFKA_TOPIC": f"bus-{new_id()[-12:]}", "TRIGGERD_KAFKA_PARTITIONS": "3",
     })  # fmt: skip
     bus = Bus(settings)
     running = asyncio.create_task(bus.run())

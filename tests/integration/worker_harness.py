@@ -34,7 +34,7 @@ async def worker_settings(db_server: Any, kafka_bootstrap: str, **overrides: Any
     """Settings on a fresh migrated database and topic, for a worker shared by the tests
     of a module (joining a consumer group costs seconds on the test broker)."""
     url = await db_server.create_migrated()
-    topic = f"jobs-{new_id()[:10]}"
+    topic = f"jobs-{new_id()[-12:]}"
     env = {
         "TRIGGERD_DATABASE_URL": url, "TRIGGERD_KAFKA_BOOTSTRAP": kafka_bootstrap,
         "TRIGGERD_KAFKA_TOPIC": topic, "TRIGGERD_KAFKA_GROUP": f"g-{topic}",
