@@ -23,8 +23,8 @@ other spread trigger). Reported: p50/p99/max of the spread load (the seconds of 
 burst, until 1 s after its last job, excluded and reported apart), fires/s, the burst
 (the delay of its last job is "last published after due"), start-up (health and first
 job published, from the launch), CPU of the scheduler, MariaDB and the broker (steady:
-the window without the burst's seconds), the reconcile read (the scheduler's
-`due_points` statements timed on a connection of this script while the scheduler runs,
+the window before the burst), the reconcile read (the scheduler's
+`due_points` statements timed on a connection of this script at the start of the window,
 round trip included: its cost per pass; with --profile also its share of the
 scheduler's profile), peak RSS.
 
@@ -298,20 +298,20 @@ async def run_triggerd(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         reader = asyncio.create_task(consume(broker.bootstrap, topic, jobs, stop, jitters))
         pids = {"scheduler": scheduler.pid, "mariadb": _pid(mariadb.proc),
                 "broker": _pid(broker.proc)}  # fmt: skip
-        # CPU sampled at the window's edges and around the burst: steady state is the
-        # window without the burst's seconds (due - 1 s to due + 5 s).
-        marks = [measure_from, burst_at - timedelta(seconds=1), burst_at + timedelta(seconds=5),
-                 measure_to]  # fmt: skip
+        # CPU sampled at the window's edges and 1 s before the burst: steady state is the
+        # window before the burst (the spread load queues behind a burst that takes long).
+        quiet_to = burst_at - timedelta(seconds=1)
         samples: list[dict[str, float]] = []
-        for mark in marks:
+        for mark in (measure_from, quiet_to, measure_to):
             await asyncio.sleep(max(0.0, (mark - datetime.now(UTC)).total_seconds()))
             samples.append({name: cpu_seconds(pid) for name, pid in pids.items()})
-        steady_s = max(args.seconds - 6, 1.0)
-        result["cpu"] = {name: (samples[3][name] - samples[0][name]) / args.seconds
+            if mark == measure_from:  # the reconcile read in steady state, ~3 s
+                result["reconcile_ms"] = await time_reconcile(url)
+        steady_s = max((quiet_to - measure_from).total_seconds(), 1.0)
+        result["cpu"] = {name: (samples[2][name] - samples[0][name]) / args.seconds
                          for name in pids}  # fmt: skip
-        result["cpu_steady"] = {name: (samples[1][name] - samples[0][name] + samples[3][name]
-                                       - samples[2][name]) / steady_s for name in pids}  # fmt: skip
-        result["reconcile_ms"] = await time_reconcile(url)
+        result["cpu_steady"] = {name: (samples[1][name] - samples[0][name]) / steady_s
+                                for name in pids}  # fmt: skip
         await asyncio.sleep(3)
         result["rss"] = peak_rss_mb(scheduler.pid)
         stop.set()
@@ -343,6 +343,8 @@ async def run_triggerd(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     spread = [ts - due for due, ts, typ in in_window
               if typ != "time_scheduled" and not b - 1000 <= due < drained]  # fmt: skip
     result["burst_span_s"] = (drained - b + 1000) / 1000
+    result["before_burst"] = [ts - due for due, ts, typ in in_window
+                              if typ != "time_scheduled" and due < b - 1000]  # fmt: skip
     result["first_fire_s"] = min((ts for _, ts, _ in jobs), default=float("nan")) / 1000 - launched
     result.update(spread=spread, near_burst=near_burst,
                   burst=[ts - due for due, ts, typ in jobs if typ == "time_scheduled"],
@@ -551,6 +553,7 @@ def report(args: argparse.Namespace, ours: dict[str, Any]) -> None:
     print("triggerd (scheduler role, publish delay = Kafka record timestamp - fire_at)"
           + (f", jitter {args.jitter:g} s on half the triggers" if args.jitter else ""))
     print(f"  spread load        {summary(ours['spread'])}  ({ours['fires_per_s']:.0f} fires/s)")
+    print(f"    before the burst {summary(ours['before_burst'])}")
     print(f"  spread near burst  {summary(ours['near_burst'])}  (due in the "
           f"{ours['burst_span_s']:.0f} s from 1 s before the burst to 1 s after its last job)")
     burst = ours["burst"]
@@ -561,7 +564,7 @@ def report(args: argparse.Namespace, ours: dict[str, Any]) -> None:
           f"published {ours['first_fire_s']:.1f} s after launch (rows due from launch)")
     cpu, steady = ours["cpu"], ours["cpu_steady"]
     print("  CPU, % of a core   " + ", ".join(
-        f"{name} {100 * steady[name]:.0f} steady / {100 * cpu[name]:.0f} with the burst"
+        f"{name} {100 * steady[name]:.0f} before the burst / {100 * cpu[name]:.0f} in all"
         for name in cpu))  # fmt: skip
     took = ours["reconcile_ms"]
     print(f"  reconcile read     p50 {pct(took, 0.5):.1f} ms, max {max(took):.1f} ms per pass "
