@@ -138,6 +138,46 @@ async def open_loop(host: str, port: int, path: str, body: bytes, rate: int, sec
     return results, failures
 
 
+async def closed_loop(
+    host: str, ports: list[int], path: str, body: Callable[[int], bytes], total: int,
+    connections: int,
+) -> tuple[list[float], dict[int, int]]:  # fmt: skip
+    """POST `body(k)` for k in range(total) over `connections` keep-alive connections
+    (shared out among `ports`), each sending its next request as soon as the last was
+    answered. Returns the latencies (ms) and a count of the answers by status."""
+    loop = asyncio.get_running_loop()
+    head = f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    sent = 0
+    everything = loop.create_future()
+
+    def on_answer(began: float, status: int, _answer: bytes) -> None:
+        latencies.append((time.time() - began) * 1000)
+        statuses[status] = statuses.get(status, 0) + 1
+        if len(latencies) == total and not everything.done():
+            everything.set_result(None)
+
+    def on_idle(conn: _Client) -> None:
+        nonlocal sent
+        if sent < total:
+            payload = body(sent)
+            sent += 1
+            conn.send(f"{head}Content-Length: {len(payload)}\r\n\r\n".encode() + payload)
+
+    opened = [await loop.create_connection(lambda: _Client(on_idle, on_answer), host,
+                                           ports[n % len(ports)])
+              for n in range(min(connections, total))]  # fmt: skip
+    for _transport, conn in opened:
+        on_idle(conn)
+    try:
+        await asyncio.wait_for(everything, timeout=600)
+    finally:
+        for transport, _conn in opened:
+            transport.close()
+    return latencies, statuses
+
+
 class _Sink(asyncio.Protocol):
     def __init__(self, arrivals: dict[str, float]) -> None:
         self.arrivals = arrivals
