@@ -100,25 +100,3 @@ async def test_a_cancelled_caller_leaves_the_batch_and_the_others_alone() -> Non
 def test_bad_limits_are_refused() -> None:
     with pytest.raises(ValueError):
         Coalescer(Recorder().flush, max_batch=0)
-
-
-async def test_a_window_gathers_calls_of_several_turns_into_one_flush() -> None:
-    recorder = Recorder()
-    coalescer = Coalescer(recorder.flush, window=0.05)
-    first = asyncio.ensure_future(coalescer.submit(1))
-    await asyncio.sleep(0.01)  # a later turn, inside the window
-    second = asyncio.ensure_future(coalescer.submit(2))
-    await asyncio.sleep(0)
-    assert recorder.batches == []  # the window is still open
-    assert await asyncio.gather(first, second) == [10, 20]
-    assert recorder.batches == [[1, 2]]
-
-
-async def test_a_full_batch_does_not_wait_out_the_window() -> None:
-    recorder = Recorder()
-    coalescer = Coalescer(recorder.flush, max_batch=3, window=30.0)
-    results = await asyncio.wait_for(
-        asyncio.gather(*[coalescer.submit(i) for i in range(3)]), timeout=5
-    )
-    assert results == [0, 10, 20]
-    assert recorder.batches == [[0, 1, 2]]

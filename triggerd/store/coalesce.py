@@ -6,11 +6,6 @@ a database round trip (and, for an outcome, a transaction of four). A `Coalescer
 flushes the calls of one event-loop turn, and those made while a flush is running,
 as one batch, so the round trips per job fall as the load rises, at no cost in latency
 when the worker is idle (a lone call is flushed at once).
-
-A write nobody waits on for latency (the outcome of a delivery already made) can take
-a `window`: the first call of a batch waits up to that long for others to join, so a
-moderate stream of calls (a few per loop turn) is written in a few statements a second
-instead of one transaction per call.
 """
 
 from __future__ import annotations
@@ -31,19 +26,14 @@ class Coalescer(Generic[T, R]):
     At most `concurrency` flushes run at once, each of at most `max_batch` items. A flush
     that raises fails every call it served; callers retry as they would a single query.
     A flush runs in a task of its own: a caller that is cancelled stops waiting for it,
-    but the batch goes on (what it writes is written whole or not at all). With a
-    `window` (seconds), a batch starts that long after its first call, or as soon as it
-    is full."""
+    but the batch goes on (what it writes is written whole or not at all)."""
 
-    def __init__(self, flush: Flush[T, R], *, max_batch: int = 200, concurrency: int = 2,
-                 window: float = 0.0) -> None:  # fmt: skip
-        if max_batch < 1 or concurrency < 1 or window < 0:
-            raise ValueError("max_batch and concurrency must be at least 1, window >= 0")
+    def __init__(self, flush: Flush[T, R], *, max_batch: int = 200, concurrency: int = 2) -> None:
+        if max_batch < 1 or concurrency < 1:
+            raise ValueError("max_batch and concurrency must be at least 1")
         self._flush = flush
         self.max_batch = max_batch
         self.concurrency = concurrency
-        self.window = window
-        self._timer: asyncio.TimerHandle | None = None
         self._waiting: list[tuple[T, asyncio.Future[R]]] = []
         self._running: set[asyncio.Task[None]] = set()
         self._scheduled = False
@@ -53,23 +43,14 @@ class Coalescer(Generic[T, R]):
         loop = asyncio.get_running_loop()
         future: asyncio.Future[R] = loop.create_future()
         self._waiting.append((item, future))
-        if len(self._running) < self.concurrency:
-            if self._timer is not None and len(self._waiting) >= self.max_batch:
-                self._timer.cancel()  # full: no reason to wait out the window
-                self._timer = None
-                self._scheduled = False
-            if not self._scheduled:
-                # Not at once: the other calls of this loop turn (or window) join the batch.
-                self._scheduled = True
-                if self.window and len(self._waiting) < self.max_batch:
-                    self._timer = loop.call_later(self.window, self._start)
-                else:
-                    loop.call_soon(self._start)
+        if not self._scheduled and len(self._running) < self.concurrency:
+            # Not at once: the other calls of this loop turn join the batch.
+            self._scheduled = True
+            loop.call_soon(self._start)
         return await future
 
     def _start(self) -> None:
         self._scheduled = False
-        self._timer = None
         loop = asyncio.get_running_loop()
         while self._waiting and len(self._running) < self.concurrency:
             batch = self._waiting[: self.max_batch]

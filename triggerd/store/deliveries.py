@@ -280,9 +280,6 @@ class _Fallback(Exception):
     """Rolls a batch of outcomes back: some attempt was not ours to finish."""
 
 
-OUTCOME_WINDOW = 0.02  # seconds an outcome waits for others to share its transaction
-
-
 class OutcomeWriter:
     """record_outcome for many jobs at once: the outcomes that arrive in one loop turn,
     or while the previous batch is being written, are written in one transaction of two
@@ -292,13 +289,10 @@ class OutcomeWriter:
     attempt over and finished it), the batch is rolled back and each of its outcomes is
     written alone by record_outcome, which tells whose it was."""
 
-    def __init__(self, db: Database, max_batch: int = 200,
-                 window: float = OUTCOME_WINDOW) -> None:  # fmt: skip
+    def __init__(self, db: Database, max_batch: int = 200) -> None:
         self.db = db
-        # The delivery is made: only the consumer's offset waits for its record. A
-        # window turns a moderate stream of outcomes into a few transactions a second.
         self.batches: Coalescer[Outcome, bool | None] = Coalescer(
-            self._record, max_batch=max_batch, window=window
+            self._record, max_batch=max_batch
         )
 
     async def record(self, outcome: Outcome) -> bool:
