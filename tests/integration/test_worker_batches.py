@@ -190,24 +190,19 @@ async def test_a_batch_of_outcomes_writes_what_single_writes_do(
     batched, single = await _events(db, len(statuses)), await _events(db, len(statuses))
     claims = AttemptClaims(db)
     assert all(await asyncio.gather(*[claims.claim(i, 1) for i in batched + single]))
-    outcomes = [_outcome(i, s) for i, s in zip(batched, statuses, strict=True)]
+    now = utcnow()  # one finish time for all, so the rows can be compared
+
+    def at_now(event_id: str, status: str) -> Outcome:
+        retry_at = now + timedelta(seconds=30) if status == "retrying" else None
+        return replace(_outcome(event_id, status), finished_at=now, retry_at=retry_at)
+
+    outcomes = [at_now(i, s) for i, s in zip(batched, statuses, strict=True)]
     for event_id, status in zip(single, statuses, strict=True):
-        assert await record_outcome(db, replace(_outcome(event_id, status),
-                                    finished_at=outcomes[0].finished_at,
-                                    retry_at=outcomes[0].finished_at + timedelta(seconds=30)
-                                    if status == "retrying" else None))  # fmt: skip
-    transactions = 0
-    transaction = db.transaction
-
-    def counting() -> Any:
-        nonlocal transactions
-        transactions += 1
-        return transaction()
-
-    monkeypatch.setattr(db, "transaction", counting)
+        assert await record_outcome(db, at_now(event_id, status))
+    statements = _counting(db, monkeypatch, "execute")
     writer = OutcomeWriter(db)
     assert await asyncio.gather(*[writer.record(o) for o in outcomes]) == [True] * len(outcomes)
-    assert transactions == 1
+    assert len(statements) == 1
     for mine, theirs in zip(batched, single, strict=True):
         assert await _state(db, mine) == await _state(db, theirs)
     retrying = await event_row(db, batched[2])

@@ -5,13 +5,14 @@ a job is processed by whoever inserts its attempt row; a redelivered job finds t
 (finished: nothing to do; unfinished and older than the target's timeout plus a margin:
 the worker that started it died, take the row over, deliver again and finish that same
 row; unfinished and recent: someone is delivering it now, wait). The outcome is written
-in one transaction that finishes the attempt row only if it is still unfinished and
+in one statement that finishes the attempt row only if it is still unfinished and
 updates the event only if no newer attempt is owed (`publish_attempt <= attempt`), so a
 late or duplicate job cannot move an event backwards.
 """
 
 from __future__ import annotations
 
+import functools
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
@@ -227,100 +228,74 @@ class AttemptClaims:
         return answers
 
 
-_FINISH_ATTEMPT = (
-    "UPDATE delivery_attempts SET finished_at = %(finished_at)s,"
-    " response_status = %(response_status)s, latency_ms = %(latency_ms)s, error = %(error)s"
-    " WHERE event_id = %(event_id)s AND attempt = %(attempt)s AND finished_at IS NULL"
+# Every outcome of a batch in ONE statement, so in autocommit it is atomic without a
+# transaction (one round trip instead of BEGIN, two UPDATEs and COMMIT: the worker's
+# costliest step). Each attempt row is finished only while unfinished (whoever finished
+# it first wins, and their event write stands); its event moves only while it owes no
+# newer attempt (a late or duplicate job cannot move it back) — the LEFT JOIN leaves an
+# event that owes a newer attempt out, and its attempt row is still finished. The SET
+# expressions never read a column another one writes: a multi-table UPDATE does not
+# promise the order of its assignments. `claim` takes the batch's token, which tells
+# whose rows these were when the row count is short.
+_WRITE_OUTCOMES = (
+    "UPDATE delivery_attempts d JOIN ({values}) v"
+    " ON d.event_id = v.event_id AND d.attempt = v.attempt"
+    " LEFT JOIN event_logs e ON e.id = v.event_id AND e.publish_attempt <= v.attempt"
+    " SET d.finished_at = v.finished_at, d.response_status = v.response_status,"
+    " d.latency_ms = v.latency_ms, d.error = v.error, d.claim = %s,"
+    " e.attempts = GREATEST(e.attempts, v.attempt), e.response_status = v.response_status,"
+    " e.error_message = IF(v.status = 'success', NULL, v.error),"
+    " e.delivered_at = IF(v.status = 'success', v.finished_at, e.delivered_at),"
+    " e.execution_status = v.status,"
+    # the retry goes through the outbox: the relay publishes attempt + 1 once it is due
+    " e.publish_at = v.retry_at,"
+    " e.publish_attempt = IF(v.status = 'retrying', v.attempt + 1, e.publish_attempt)"
+    " WHERE d.finished_at IS NULL"
 )
 
-_EVENT_OUTCOME = {
-    "success": (
-        "UPDATE event_logs SET attempts = GREATEST(attempts, %(attempt)s),"
-        " response_status = %(response_status)s, error_message = NULL,"
-        " delivered_at = %(finished_at)s, execution_status = 'success', publish_at = NULL"
-        " WHERE id = %(event_id)s AND publish_attempt <= %(attempt)s"
-    ),
-    "failed": (
-        "UPDATE event_logs SET attempts = GREATEST(attempts, %(attempt)s),"
-        " response_status = %(response_status)s, error_message = %(error)s,"
-        " execution_status = 'failed', publish_at = NULL"
-        " WHERE id = %(event_id)s AND publish_attempt <= %(attempt)s"
-    ),
-    # The retry goes through the outbox: the relay publishes attempt + 1 once it is due.
-    "retrying": (
-        "UPDATE event_logs SET attempts = GREATEST(attempts, %(attempt)s),"
-        " response_status = %(response_status)s, error_message = %(error)s,"
-        " execution_status = 'retrying', publish_at = %(retry_at)s,"
-        " publish_attempt = %(attempt)s + 1"
-        " WHERE id = %(event_id)s AND publish_attempt <= %(attempt)s"
-    ),
-}
+
+async def record_outcomes(db: Database, outcomes: list[Outcome]) -> list[bool]:
+    """Finish each outcome's attempt row and move its event, all together. An answer is
+    False when that attempt was already finished by someone else (then nothing of it
+    changes)."""
+    if not outcomes:
+        return []
+    # rows locked in key order, so two batches cannot deadlock on each other
+    ordered = sorted(outcomes, key=lambda o: (o.event_id.lower(), o.attempt))
+    values, params = _outcome_rows(ordered)
+    token = secrets.randbits(63)
+    changed = await db.execute(_WRITE_OUTCOMES.format(values=values), [*params, token])
+    if changed == 2 * len(ordered):  # every attempt row and every event: all ours
+        return [True] * len(outcomes)
+    # Short: some attempt was finished elsewhere, or some event owes a newer attempt.
+    marks = ", ".join(["%s"] * len(ordered))
+    found = await db.fetchall(
+        "SELECT event_id, attempt FROM delivery_attempts"
+        f" WHERE event_id IN ({marks}) AND claim = %s",
+        [*(o.event_id for o in ordered), token],
+    )
+    ours = {(row["event_id"].lower(), int(row["attempt"])) for row in found}
+    return [(o.event_id.lower(), o.attempt) in ours for o in outcomes]
 
 
 async def record_outcome(db: Database, outcome: Outcome) -> bool:
-    """Finish the attempt row and move the event, together. False when the attempt was
-    already finished by someone else (then nothing changes)."""
-    params = {
-        "event_id": outcome.event_id,
-        "attempt": outcome.attempt,
-        "finished_at": to_db(outcome.finished_at),
-        "response_status": outcome.response_status,
-        "latency_ms": outcome.latency_ms,
-        "error": outcome.error,
-        "retry_at": to_db(outcome.retry_at),
-    }
-    async with db.transaction() as cur:
-        if not await cur.execute(_FINISH_ATTEMPT, params):
-            return False
-        await cur.execute(_EVENT_OUTCOME[outcome.status], params)
-    return True
-
-
-class _Fallback(Exception):
-    """Rolls a batch of outcomes back: some attempt was not ours to finish."""
+    """record_outcomes for one outcome."""
+    [recorded] = await record_outcomes(db, [outcome])
+    return recorded
 
 
 class OutcomeWriter:
-    """record_outcome for many jobs at once: the outcomes that arrive in one loop turn,
-    or while the previous batch is being written, are written in one transaction of two
-    joined UPDATEs (attempt rows, then events) instead of one transaction each.
-
-    If any attempt of the batch was already finished (another worker took a stale
-    attempt over and finished it), the batch is rolled back and each of its outcomes is
-    written alone by record_outcome, which tells whose it was."""
+    """record_outcomes for many jobs at once: the outcomes that arrive in one loop turn,
+    or while the previous batch is being written, share one statement."""
 
     def __init__(self, db: Database, max_batch: int = 200) -> None:
         self.db = db
-        self.batches: Coalescer[Outcome, bool | None] = Coalescer(
-            self._record, max_batch=max_batch
+        self.batches: Coalescer[Outcome, bool] = Coalescer(
+            functools.partial(record_outcomes, db), max_batch=max_batch
         )
 
     async def record(self, outcome: Outcome) -> bool:
-        done = await self.batches.submit(outcome)
-        return await record_outcome(self.db, outcome) if done is None else done
-
-    async def _record(self, outcomes: list[Outcome]) -> list[bool | None]:
-        if len(outcomes) == 1:
-            return [await record_outcome(self.db, outcomes[0])]
-        # rows locked in key order, so two batches cannot deadlock on each other
-        ordered = sorted(outcomes, key=lambda o: (o.event_id.lower(), o.attempt))
-        values, params = _outcome_rows(ordered)
-        try:
-            async with self.db.transaction() as cur:
-                finished = await cur.execute(
-                    f"UPDATE delivery_attempts d JOIN ({values}) v"
-                    " ON d.event_id = v.event_id AND d.attempt = v.attempt"
-                    " SET d.finished_at = v.finished_at, d.response_status = v.response_status,"
-                    " d.latency_ms = v.latency_ms, d.error = v.error"
-                    " WHERE d.finished_at IS NULL",
-                    params,
-                )
-                if finished != len(ordered):
-                    raise _Fallback
-                await cur.execute(_EVENT_OUTCOMES.format(values=values), params)
-        except _Fallback:
-            return [None] * len(outcomes)
-        return [True] * len(outcomes)
+        return await self.batches.submit(outcome)
 
 
 def _outcome_rows(outcomes: list[Outcome]) -> tuple[str, list[Any]]:
@@ -335,18 +310,6 @@ def _outcome_rows(outcomes: list[Outcome]) -> tuple[str, list[Any]]:
         params += [o.event_id, o.attempt, o.status, to_db(o.finished_at), o.response_status,
                    o.latency_ms, o.error, to_db(o.retry_at)]  # fmt: skip
     return first + rest * (len(outcomes) - 1), params
-
-
-# _EVENT_OUTCOME's three statements as one, the status taken from each row.
-_EVENT_OUTCOMES = (
-    "UPDATE event_logs e JOIN ({values}) v ON e.id = v.event_id"
-    " SET e.attempts = GREATEST(e.attempts, v.attempt), e.response_status = v.response_status,"
-    " e.error_message = IF(v.status = 'success', NULL, v.error),"
-    " e.delivered_at = IF(v.status = 'success', v.finished_at, e.delivered_at),"
-    " e.execution_status = v.status, e.publish_at = v.retry_at,"
-    " e.publish_attempt = IF(v.status = 'retrying', v.attempt + 1, e.publish_attempt)"
-    " WHERE e.publish_attempt <= v.attempt"
-)
 
 
 async def mark_published(db: Database, event_id: str, attempt: int) -> bool:
