@@ -63,7 +63,7 @@ sys.path.insert(0, str(ROOT))
 from machine import cpu_seconds, describe  # noqa: E402  (bench/machine.py, beside this script)
 
 from triggerd.devstack import KafkaBroker, MariaDBServer, free_port  # noqa: E402
-from triggerd.scheduler.loop import MAX_CLAIM_AHEAD  # noqa: E402
+from triggerd.scheduler.loop import MAX_CLAIM_AHEAD, MAX_LEAD  # noqa: E402
 
 ENDPOINT = "http://127.0.0.1:9/hook"
 # Through the API a destination must be public; it is never called (nothing fires).
@@ -367,7 +367,7 @@ async def time_reconcile(url: str, passes: int = 20) -> list[float]:
     from triggerd.store import schedules
     from triggerd.store.db import Database
 
-    span = window_span(Settings(), MAX_CLAIM_AHEAD)
+    span = window_span(Settings(), MAX_CLAIM_AHEAD, MAX_LEAD)
     db = Database(DatabaseUrl.parse(url), pool_size=1)
     await db.connect()
     took: list[float] = []

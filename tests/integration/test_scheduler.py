@@ -175,3 +175,32 @@ async def test_stop_hands_back_claims(scheduler: StartScheduler, db: Database) -
     events = {e["id"] for e in await event_rows(db)}
     completed = {r["event_id"] for r in rows if r["status"] == "completed"}
     assert completed == events  # whatever was published was recorded
+
+
+async def test_a_crowded_second_is_claimed_well_ahead_with_leases_from_its_due_time(
+    scheduler: StartScheduler, db: Database, kafka_bootstrap: str, topic: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """Many rows due in one second are claimed as far ahead as claiming them takes (here a
+    slow claim rate makes that ~12 s), so that due time costs only the sends; their leases
+    run from the due time, so they need no refresh before it."""
+    from triggerd.scheduler import loop
+
+    monkeypatch.setattr(loop, "INITIAL_CLAIM_RATE", 50.0)  # rows/s, until measured
+    run_at = soon(9)
+    ids = [await insert_trigger(db, "time_scheduled", one_time_config(run_at))
+           for _ in range(400)]  # fmt: skip
+    sched = await scheduler()
+    lease = timedelta(seconds=sched.services.settings.scheduler_lease)
+
+    async def all_claimed() -> list[dict[str, Any]]:
+        rows = await schedule_rows(db)
+        return rows if all(r["status"] == "processing" for r in rows) else []
+
+    rows = await wait_until(all_claimed, what="the crowded second claimed", timeout=6)
+    assert utcnow() < run_at - timedelta(seconds=4), "claimed only at the usual claim-ahead"
+    assert len(rows) == len(ids)
+    assert all(r["lease_until"] >= run_at + lease for r in rows)
+    jobs = await read_jobs(kafka_bootstrap, topic, count=len(ids), timeout=20)
+    assert sorted(j["trigger_id"] for j in jobs) == sorted(ids)
+    assert all(0 <= j["_timestamp"] - ms(run_at) < 1000 for j in jobs)

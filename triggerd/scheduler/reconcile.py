@@ -19,7 +19,8 @@ the heap can be rebuilt from the database at any time, idempotently, with `repla
   are re-applied on top of its result, so the reload cannot erase them.
 
 The span is the lookahead setting, capped at two reconcile intervals plus the claim-ahead
-(and a second): every row enters it at least one reload before it is due.
+and the longest lead (and a second): every row enters it at least one reload before it
+is due, and a crowded second early enough to start its lead.
 
 A crowded second (a burst of one-time triggers, a popular cron minute) is claimed early:
 its entry sits ahead of it by the time claiming its rows takes at the measured claim rate
@@ -39,19 +40,20 @@ from triggerd.store import schedules
 from triggerd.store.db import Database
 
 
-def window_span(settings: Settings, claim_ahead: float) -> timedelta:
-    seconds = min(settings.scheduler_lookahead,
-                  2 * settings.scheduler_reconcile_interval + claim_ahead + 1.0)  # fmt: skip
+def window_span(settings: Settings, claim_ahead: float, max_lead: float = 0.0) -> timedelta:
+    reach = 2 * settings.scheduler_reconcile_interval + claim_ahead + 1.0 + max_lead
+    seconds = min(settings.scheduler_lookahead, reach)
     return timedelta(seconds=seconds)
 
 
+LEAD_ROOM = 1.5
 _SECOND_END = timedelta(milliseconds=999)  # a due point stands for its whole second
 _AFTER = timedelta(milliseconds=1)
 
 
 class Window:
     def __init__(self, settings: Settings, claim_ahead: float, max_lead: float) -> None:
-        self.span = window_span(settings, claim_ahead)
+        self.span = window_span(settings, claim_ahead, max_lead)
         self.claim_ahead = timedelta(seconds=claim_ahead)
         self.max_lead = max_lead
         self.heap = WakeHeap()
@@ -80,8 +82,10 @@ class Window:
             self._recording = None
         entries, self._reach = [], {}
         for due, rows in pending:
-            # Claim every row of that second, starting early when there are many.
-            lead = timedelta(seconds=min(self.max_lead, rows / claim_rate))
+            # Claim every row of that second, starting early when there are many (with
+            # room: the rows due meanwhile are claimed on the way, and the due load
+            # competes with the claiming).
+            lead = timedelta(seconds=min(self.max_lead, LEAD_ROOM * rows / claim_rate))
             entries.append(self._entry(due - lead, due.replace(microsecond=0) + _SECOND_END))
         for last in leases:
             # Expired leases are claimed when the claim runs, not ahead: look once the
