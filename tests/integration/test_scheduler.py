@@ -204,3 +204,31 @@ async def test_a_crowded_second_is_claimed_well_ahead_with_leases_from_its_due_t
     jobs = await read_jobs(kafka_bootstrap, topic, count=len(ids), timeout=20)
     assert sorted(j["trigger_id"] for j in jobs) == sorted(ids)
     assert all(0 <= j["_timestamp"] - ms(run_at) < 1000 for j in jobs)
+
+
+async def test_a_crowded_instant_does_not_delay_the_occurrences_due_after_it(
+    scheduler: StartScheduler, db: Database, kafka_bootstrap: str, topic: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """The claims of an instant with more than CROWD due go out a few per turn after what
+    else is due: occurrences due just after a burst are not queued behind all of it.
+    (The crowd's limits are shrunk so that 300 rows make a burst that takes a while.)"""
+    from triggerd.scheduler import dispatch
+
+    monkeypatch.setattr(dispatch, "CROWD", 10)
+    monkeypatch.setattr(dispatch, "CROWD_BATCH", 5)
+    monkeypatch.setattr(dispatch, "CROWD_IN_FLIGHT", 5)
+    burst_at = soon(6)
+    crowd = [await insert_trigger(db, "time_scheduled", one_time_config(burst_at))
+             for _ in range(300)]  # fmt: skip
+    after = [await insert_trigger(db, "time_scheduled",
+                                  one_time_config(burst_at + timedelta(milliseconds=50 + 10 * n)))
+             for n in range(5)]  # fmt: skip
+    await scheduler()
+    jobs = await read_jobs(kafka_bootstrap, topic, count=len(crowd) + len(after), timeout=30)
+    sent = {j["trigger_id"]: j["_timestamp"] for j in jobs}
+    assert set(sent) == set(crowd) | set(after)
+    last_of_crowd = max(sent[t] for t in crowd)
+    assert last_of_crowd - ms(burst_at) > 200, "the shrunk crowd went out too fast to tell"
+    for trigger_id in after:
+        assert sent[trigger_id] < last_of_crowd

@@ -5,7 +5,9 @@ Three stages, so none waits on another's round trips:
 - the planner (loop.py) claims rows a little ahead of their due time and `add()`s them;
 - `publish_forever` sleeps until the earliest is due, then sends everything due at once
   (jobs were encoded at claim time; several batches may await their acks at once, so an
-  ack never delays the next due occurrence). It never publishes on a lease that is about
+  ack never delays the next due occurrence; a crowded instant's claims beyond the first
+  CROWD go a few hundred per turn after what else is due, so a burst delays no other
+  occurrence). It never publishes on a lease that is about
   to run out (APScheduler #1116): such a claim is dropped and its row is claimed again
   once the lease expired;
 - `record_forever` writes the outcomes of the batches that finished, up to RECORD_BATCH
@@ -48,6 +50,16 @@ from triggerd.tracing import Kind, Tracer
 log = logging.getLogger(__name__)
 
 PUBLISH_BATCH = 2000  # jobs per publish_many
+# An instant (a millisecond) with more claims due than this is crowded (a burst of
+# one-time triggers): its claims beyond the first CROWD wait in a heap of their own, and
+# every publish turn sends what else is due first, so a burst never delays the other
+# occurrences. Its own jobs go out CROWD_BATCH per turn, with at most CROWD_IN_FLIGHT
+# awaiting acks (the rest of MAX_IN_FLIGHT stays free for the others).
+CROWD = 1000
+CROWD_BATCH = 500
+CROWD_IN_FLIGHT = 15_000
+CROWD_POLL = 0.01  # seconds: the longest a due claim can wait behind a crowd's acks
+FORGET_AFTER = 60  # seconds: the counts by instant are kept about this long
 # Jobs sent and awaiting their acks, at most (a burst waits beyond that). A count of
 # jobs, not of sends: at 100,000 triggers occurrences fall due every millisecond or two,
 # one or two per send, and a limit of 8 sends made a whole second's cron occurrences
@@ -79,6 +91,9 @@ class Dispatcher:
         self.lease_margin = lease_margin
         self.instance = services.settings.instance_id
         self._due: list[tuple[datetime, int, int]] = []  # (due, seq, schedule_id)
+        self._crowd: list[tuple[datetime, int, int]] = []  # the same, of crowded instants
+        self._forget_at = datetime.now(UTC)
+        self._per_instant: Counter[int] = Counter()  # claims added, by due millisecond
         self._seq = itertools.count()
         self._waiting: dict[int, Claim] = {}  # claimed, not yet published
         # The unchecked among them by due time: the planner asks for the earliest ones on
@@ -92,6 +107,7 @@ class Dispatcher:
         self._in_flight = 0
         self._room = asyncio.Event()  # set while _in_flight is below MAX_IN_FLIGHT
         self._room.set()
+        self._settled = asyncio.Event()  # set whenever a batch's acks are in
         self._recording: asyncio.Task[None] | None = None
 
     @property
@@ -102,7 +118,10 @@ class Dispatcher:
         for claim in claims:
             self._waiting[claim.schedule_id] = claim
             entry = (claim.due, next(self._seq), claim.schedule_id)
-            heapq.heappush(self._due, entry)
+            instant = _ms(claim.due)
+            self._per_instant[instant] += 1
+            crowded = self._per_instant[instant] > CROWD
+            heapq.heappush(self._crowd if crowded else self._due, entry)
             if not claim.checked:
                 heapq.heappush(self._unchecked, entry)
         self._arrived.set()
@@ -155,21 +174,42 @@ class Dispatcher:
     # ------------------------------------------------------------- publishing
 
     def _next_due(self) -> datetime | None:
-        while self._due:
-            due, _, schedule_id = self._due[0]
+        due, crowd = self._top(self._due), self._top(self._crowd)
+        if due is None or crowd is None:
+            return due or crowd
+        return min(due, crowd)
+
+    def _top(self, heap: list[tuple[datetime, int, int]]) -> datetime | None:
+        while heap:
+            due, _, schedule_id = heap[0]
             claim = self._waiting.get(schedule_id)
             if claim is not None and claim.due == due:
                 return due
-            heapq.heappop(self._due)  # published, forgotten or re-added: a stale entry
+            heapq.heappop(heap)  # published, forgotten or re-added: a stale entry
         return None
 
     def _pop_due(self, now: datetime) -> list[Claim]:
+        """What is due, the crowded seconds' claims after the others (see CROWD)."""
+        batch = self._pop(self._due, now, PUBLISH_BATCH)
+        room = min(CROWD_BATCH, PUBLISH_BATCH - len(batch), CROWD_IN_FLIGHT - self._in_flight)
+        if room > 0:
+            batch += self._pop(self._crowd, now, room)
+        return batch
+
+    def _pop(self, heap: list[tuple[datetime, int, int]], now: datetime, limit: int
+             ) -> list[Claim]:  # fmt: skip
         batch: list[Claim] = []
-        while len(batch) < PUBLISH_BATCH and (due := self._next_due()) is not None and due <= now:
-            claim = self._waiting.pop(heapq.heappop(self._due)[2])
+        while len(batch) < limit and (due := self._top(heap)) is not None and due <= now:
+            claim = self._waiting.pop(heapq.heappop(heap)[2])
             self._unrecorded[claim.schedule_id] = claim
             batch.append(claim)
         return batch
+
+    def _forget_instants(self, before: datetime) -> None:
+        """Drop the counts of instants long gone."""
+        cutoff = _ms(before)
+        for instant in [i for i in self._per_instant if i < cutoff]:
+            del self._per_instant[instant]
 
     async def publish_forever(self) -> None:
         while True:
@@ -188,8 +228,15 @@ class Dispatcher:
                 self._room.clear()
                 await self._room.wait()
                 continue
-            batch = self._pop_due(datetime.now(UTC))
+            now = datetime.now(UTC)
+            if now >= self._forget_at:
+                self._forget_instants(now - timedelta(seconds=FORGET_AFTER))
+                self._forget_at = now + timedelta(seconds=FORGET_AFTER)
+            batch = self._pop_due(now)
             if not batch:
+                # Only crowded claims are due, and their share of the sends awaiting acks
+                # is taken: wait for an ack, or for another claim to fall due.
+                await self._wait_settled(now)
                 continue
             # The sends happen here, right at due time; a task waits for the acks.
             fired_at, live = self._still_leased(batch)
@@ -206,9 +253,19 @@ class Dispatcher:
             self._in_flight += len(live)
             task.add_done_callback(functools.partial(self._published, jobs=len(live)))
 
+    async def _wait_settled(self, now: datetime) -> None:
+        timeout = CROWD_POLL
+        if (due := self._top(self._due)) is not None:
+            timeout = min(timeout, max(0.0, (due - now).total_seconds()))
+        self._settled.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._settled.wait()
+
     def _published(self, task: asyncio.Task[None], jobs: int) -> None:
         self._publishing.discard(task)
         self._in_flight -= jobs
+        self._settled.set()
         if self._in_flight < MAX_IN_FLIGHT:
             self._room.set()
         if not task.cancelled() and task.exception() is not None:
@@ -338,6 +395,7 @@ class Dispatcher:
         unpublished = [*self._waiting, *release_also]
         self._waiting.clear()
         self._due.clear()
+        self._crowd.clear()
         if unpublished:
             released = await schedules.release(
                 self.services.db, unpublished, instance=self.instance, now=utcnow()
@@ -368,6 +426,10 @@ def trace_firings(tracer: Tracer, claims: Sequence[Claim], results: Sequence[obj
                                   "triggerd.fire_at": to_iso(claim.due) or "",
                                   "triggerd.fire_delay_ms": round(delay * 1000, 3),
                                   "triggerd.after_downtime": claim.note is not None})  # fmt: skip
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
 
 
 def _ns(moment: datetime) -> int:

@@ -55,6 +55,7 @@ MAX_CLAIM_AHEAD = 2.0  # seconds: claims run this far ahead, so due time costs o
 MAX_LEAD = 30.0
 # Claims held in memory at most, claimed and not yet recorded (~1.1 KB each: ~165 MB).
 MAX_HELD = 150_000
+REFRESH_EVERY = 1.0  # seconds between lease refreshes while a long claim runs
 WAKE_DEBOUNCE = 0.1  # seconds between reloads caused by API wake-ups
 FULL_RECHECK = 0.05  # seconds between looks while the dispatcher holds its maximum
 INITIAL_CLAIM_RATE = 5000.0  # rows/s, until measured
@@ -98,6 +99,7 @@ class SchedulerRole:
         self.cache = TriggerCache()
         self._claiming: asyncio.Task[list[schedules.ClaimedRow]] | None = None
         self._limbo: list[int] = []  # claimed, not yet handed to the dispatcher
+        self._refreshed = 0.0  # monotonic time of the last lease refresh
 
     async def run(self, ready: Callable[[], None]) -> None:
         window = Window(self.services.settings, self.claim_ahead.total_seconds(), self.max_lead)
@@ -196,6 +198,13 @@ class SchedulerRole:
                 now = utcnow()
                 if not await self._claim_batch(dispatcher, now, max(reach, now + self.claim_ahead)):
                     break  # a batch that was not full: nothing more due by then
+                # Claiming a crowded second's rows ahead takes many batches (seconds):
+                # meanwhile, what the planner's turn does between claims still happens —
+                # the last look before due, and leases kept (a published claim waiting
+                # to be recorded must not run out and be claimed again).
+                await self._check_ownership(dispatcher)
+                if time.monotonic() >= self._refreshed + REFRESH_EVERY:
+                    await self._refresh_leases(dispatcher)
 
     async def _claim_batch(self, dispatcher: Dispatcher, now: datetime, until: datetime) -> bool:
         """Claim one batch of rows due by `until`; True when it was full (more may be due)."""
@@ -287,6 +296,7 @@ class SchedulerRole:
             dispatcher.renewed(soon, owned)
 
     async def _refresh_leases(self, dispatcher: Dispatcher) -> None:
+        self._refreshed = time.monotonic()
         now = utcnow()
         aging = [c for c in dispatcher.leased() if c.lease_until - now < self.lease / 2]
         if not aging:

@@ -6,9 +6,10 @@ takes every row due by then, exact times and all, whether the heap knew of it or
 the heap can be rebuilt from the database at any time, idempotently, with `replace_all`:
 
 - `reload()` runs every `scheduler_reconcile_interval` and on a wake-up from the API in
-  this process. It reads the *due points* of the span: the earliest pending occurrence
-  of each second (overdue ones included; the claim it starts reaches to the end of that
-  second) and, for each second in which claimed rows' leases run out, the last of them
+  this process (the far part of the span, there for crowded seconds, every FAR_EVERY).
+  It reads the *due points* of the span: the earliest pending occurrence of each second
+  (overdue ones included; the claim it starts reaches to the end of that second) and,
+  for each second of the near span in which claimed rows' leases run out, the last of them
   (a dead holder's rows become claimable then). New, moved and cancelled rows
   written by other processes appear or vanish here. One GROUP BY over the
   `(status, fire_at)` index returns at most one row per second of the span, however
@@ -46,6 +47,13 @@ def window_span(settings: Settings, claim_ahead: float, max_lead: float = 0.0) -
     return timedelta(seconds=seconds)
 
 
+# The span beyond the near one (the leads of crowded seconds) is read once in this many
+# seconds, not on every reload: it holds tens of thousands of rows at a million triggers
+# (and a whole burst for up to its lead), and only decides how early a crowded second
+# starts. In between, its due points from the last read stand.
+FAR_EVERY = 5.0
+
+
 LEAD_ROOM = 1.5
 _SECOND_END = timedelta(milliseconds=999)  # a due point stands for its whole second
 _AFTER = timedelta(milliseconds=1)
@@ -54,6 +62,9 @@ _AFTER = timedelta(milliseconds=1)
 class Window:
     def __init__(self, settings: Settings, claim_ahead: float, max_lead: float) -> None:
         self.span = window_span(settings, claim_ahead, max_lead)
+        self.near = window_span(settings, claim_ahead)
+        self._far: list[tuple[datetime, int]] = []  # due points beyond `near`, last read
+        self._far_next: datetime | None = None  # when the far span is read again
         self.claim_ahead = timedelta(seconds=claim_ahead)
         self.max_lead = max_lead
         self.heap = WakeHeap()
@@ -73,13 +84,19 @@ class Window:
     async def reload(self, db: Database, now: datetime, claim_rate: float) -> int:
         """Rebuild the heap from the database; returns the number of due points.
         `claim_rate` (rows/s this process claims) sets how early a crowded second starts."""
-        horizon = now + self.span
+        horizon, near = now + self.span, now + self.near
+        far = horizon > near and (self._far_next is None or now >= self._far_next)
         recorded: list[tuple[WakePoint, datetime]] = []
         self._recording = recorded
         try:
-            pending, leases = await schedules.due_points(db, horizon)
+            pending, leases = await schedules.due_points(db, horizon if far else near, near)
         finally:
             self._recording = None
+        if far:
+            self._far = [(due, rows) for due, rows in pending if due > near]
+            self._far_next = now + timedelta(seconds=FAR_EVERY)
+        else:
+            pending += [(due, rows) for due, rows in self._far if due > near]
         entries, self._reach = [], {}
         for due, rows in pending:
             # Claim every row of that second, starting early when there are many (with

@@ -111,14 +111,16 @@ def transaction(db: Database, read_committed: bool = False
 
 
 async def due_points(
-    db: Database, horizon: datetime
+    db: Database, horizon: datetime, lease_horizon: datetime | None = None
 ) -> tuple[list[tuple[datetime, int]], list[datetime]]:
     """When the loop should look by `horizon`: the earliest pending occurrence of each
     second (overdue ones included) with the number of rows in that second, and for each
-    second in which claimed rows' leases run out, the last of them."""
+    second in which claimed rows' leases run out by `lease_horizon` (default `horizon`),
+    the last of them."""
     params = {"horizon": to_db(horizon)}
     pending = [(_dt(row[0]), int(row[1])) for row in await _tuples(db, DUE_POINTS, params)]
-    leases = [_dt(row[0]) for row in await _tuples(db, LEASE_POINTS, params)]
+    leases = [_dt(row[0]) for row in await _tuples(
+        db, LEASE_POINTS, {"horizon": to_db(lease_horizon or horizon)})]  # fmt: skip
     return pending, leases
 
 
