@@ -178,7 +178,6 @@ class TriggerStore:
         failed = await self.creates.submit(_NewTrigger(definition, trigger_id, now, origin, first))
         if failed is not None:
             raise failed
-        self.changes.notify(trigger_id)
         stored = now.replace(microsecond=now.microsecond // 1000 * 1000)
         trigger = Trigger(
             id=trigger_id,
@@ -197,26 +196,38 @@ class TriggerStore:
         """Write a batch of creates in one transaction. When it fails for a reason other
         than a transient one (the data of one item, say), it was rolled back whole, and
         each item is written alone, so that only the item at fault fails, with its own
-        error. A transient error (the database away, a deadlock) fails the batch."""
+        error. A transient error (the database away, a deadlock) fails the batch.
+
+        The wake-ups are sent here, once committed, also for a caller that stopped
+        waiting (the batch goes on without it)."""
         if len(batch) == 1:
             await self._insert_new(batch)
+            self._notify(batch)
             return [None]
         try:
             await self._insert_new(batch)
-            return [None] * len(batch)
         except Exception as exc:
             if is_transient(exc):
                 raise
             log.info("a batch of %d creates failed (%s); writing them one by one",
                      len(batch), exc)  # fmt: skip
+        else:
+            self._notify(batch)
+            return [None] * len(batch)
         outcomes: list[Exception | None] = []
         for item in batch:
             try:
                 await self._insert_new([item])
-                outcomes.append(None)
             except Exception as exc:
                 outcomes.append(exc)
+                continue
+            self._notify([item])
+            outcomes.append(None)
         return outcomes
+
+    def _notify(self, committed: Sequence[_NewTrigger]) -> None:
+        for item in committed:
+            self.changes.notify(item.trigger_id)
 
     async def _insert_new(self, batch: Sequence[_NewTrigger]) -> None:
         """The rows of new triggers, their labels, first occurrences and audit entries,
