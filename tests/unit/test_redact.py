@@ -5,9 +5,16 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import orjson
 import pytest
 
-from triggerd.domain.redact import REDACTED, is_sensitive_name, redact_config, restore_redacted
+from triggerd.domain.redact import (
+    REDACTED,
+    is_sensitive_name,
+    redact_config,
+    redacted_to_send,
+    restore_redacted,
+)
 
 
 @pytest.mark.parametrize(
@@ -114,3 +121,20 @@ def test_restore_redacted_puts_stored_values_back() -> None:
 def test_restore_redacted_without_stored_values() -> None:
     assert restore_redacted({"secret": REDACTED}, {}) == {"secret": REDACTED}
     assert restore_redacted({"headers": 5}, {"headers": {"a": "b"}}) == {"headers": 5}
+
+
+@pytest.mark.parametrize("config", [
+    {},
+    {"secret": None, "signing_secret": "s", "endpoint": "https://x.example/h"},
+    {"secret": "s", "headers": {"Authorization": "Bearer abc", "X-Trace": "on"},
+     "payload": {"token": "stays", "nested": [1, {"a": 2}]}},
+    {"headers": ["Authorization"]},
+])  # fmt: skip
+def test_redacted_to_send_redacts_as_redact_config_and_leaves_the_input(
+    config: dict[str, Any],
+) -> None:
+    before = copy.deepcopy(config)
+    out = redacted_to_send(config)
+    assert out == redact_config(config)
+    assert orjson.dumps(out) == orjson.dumps(redact_config(config))  # same order too
+    assert config == before

@@ -2,7 +2,7 @@
 
 Validation is `domain.contract` (pure); the SQL, and the schedule rows that move with
 a trigger, are `store.triggers`. After every change the in-process scheduler is woken
-so it reloads at once. Configs leave the API through `redact_config` only.
+so it reloads at once. Configs leave the API through `redacted_to_send` only.
 `POST /api/v1/triggers/test` and `/{id}/test` belong to `api.testruns`: this module
 registers no POST on `/{id}`, so those paths still reach it.
 """
@@ -31,7 +31,7 @@ from triggerd.domain.contract import (
 )
 from triggerd.domain.errors import ApiError, NotFound
 from triggerd.domain.models import new_id, parse_uuid
-from triggerd.domain.redact import redact_config
+from triggerd.domain.redact import redacted_to_send
 from triggerd.domain.timeutil import to_iso, utcnow
 from triggerd.logs import log_context
 from triggerd.services import Services
@@ -62,7 +62,7 @@ def trigger_json(record: TriggerRecord, settings: Settings) -> dict[str, Any]:
         "type": trigger.type,
         "status": trigger.status,
         "status_reason": trigger.status_reason,
-        "config": redact_config(trigger.config.stored()),
+        "config": redacted_to_send(trigger.config.stored()),
         "labels": dict(trigger.labels),
         "webhook_url": webhook_url,
         "next_scheduled_run": next_run,

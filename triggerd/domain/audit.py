@@ -14,7 +14,7 @@ from enum import StrEnum
 from typing import Any
 
 from triggerd.domain.access import ANONYMOUS, SYSTEM
-from triggerd.domain.redact import redact_config
+from triggerd.domain.redact import redacted_to_send
 
 Changes = dict[str, list[Any]]  # {field: [old, new]}
 
@@ -58,7 +58,8 @@ def changes(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> Cha
     for no trigger, before a create or after a delete). Config keys are named
     `config.<key>`; a missing key and a null one are the same. Secrets and credential
     headers are masked as the API masks them (`***`): a changed secret shows as
-    `["***", "***"]`, a secret set for the first time as `[null, "***"]`."""
+    `["***", "***"]`, a secret set for the first time as `[null, "***"]`. Values are
+    the inputs' own, not copies: the result is for serializing."""
     before, after = dict(old or {}), dict(new or {})
     old_config = before.pop("config", None) or {}
     new_config = after.pop("config", None) or {}
@@ -81,7 +82,7 @@ def _union(first: Mapping[str, Any], second: Mapping[str, Any]) -> list[str]:
 def _masked(key: str, value: Any) -> Any:
     if value is None:
         return None
-    return redact_config({key: value})[key]
+    return redacted_to_send({key: value})[key]
 
 
 __all__ = ["ANONYMOUS_ORIGIN", "SYSTEM_ORIGIN", "Action", "AuditEntry", "Changes", "Origin",

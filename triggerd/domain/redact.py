@@ -50,6 +50,22 @@ def redact_config(config: Mapping[str, Any]) -> dict[str, Any]:
     return redacted
 
 
+def redacted_to_send(config: Mapping[str, Any]) -> dict[str, Any]:
+    """`redact_config` for a result serialized at once (an API answer, an audit entry):
+    the top level and `headers` are copied, so the input is left untouched, but the
+    values not replaced (a payload) are the input's own, not deep copies (which cost
+    more than the rest of an answer). The result must not be changed."""
+    redacted = dict(config)
+    for key in SECRET_KEYS:
+        if redacted.get(key) is not None:
+            redacted[key] = REDACTED
+    headers = redacted.get("headers")
+    if isinstance(headers, dict):
+        redacted["headers"] = {name: REDACTED if is_sensitive_name(name) else value
+                               for name, value in headers.items()}  # fmt: skip
+    return redacted
+
+
 def restore_redacted(config: Mapping[str, Any], stored: Mapping[str, Any]) -> dict[str, Any]:
     """`config` (sent on update) with every REDACTED secret or credential header that
     `stored` has replaced by the stored value, so a config read back from the API can
@@ -68,4 +84,5 @@ def restore_redacted(config: Mapping[str, Any], stored: Mapping[str, Any]) -> di
     return restored
 
 
-__all__ = ["REDACTED", "SECRET_KEYS", "is_sensitive_name", "redact_config", "restore_redacted"]
+__all__ = ["REDACTED", "SECRET_KEYS", "is_sensitive_name", "redact_config", "redacted_to_send",
+           "restore_redacted"]

@@ -23,6 +23,7 @@ import orjson
 from triggerd.domain.audit import AuditEntry
 from triggerd.domain.timeutil import from_db, to_db, to_iso
 from triggerd.store.db import Database, Row
+from triggerd.store.literals import json_hex, statements, text, time_literal
 
 _INSERT = (
     "INSERT INTO audit_log (at, actor, action, trigger_id, event_id, request_id, changes)"
@@ -43,9 +44,25 @@ async def record(cur: Any, entry: AuditEntry) -> None:
 
 
 async def record_many(cur: Any, entries: Sequence[AuditEntry]) -> None:
-    """INSERT `entries` in the open transaction of `cur`, as one multi-row statement."""
-    if entries:
-        await cur.executemany(_INSERT, [_values(entry) for entry in entries])
+    """INSERT `entries` in the open transaction of `cur`, as multi-row statements."""
+    for statement in insert_statements(entries):
+        await cur.execute(statement)
+
+
+_INSERT_HEAD = ("INSERT INTO audit_log (at, actor, action, trigger_id, event_id, request_id,"
+                " changes) VALUES ")  # fmt: skip
+
+
+def insert_statements(entries: Sequence[AuditEntry]) -> list[str]:
+    """Multi-row INSERTs of `entries`, the values rendered as literals (store/literals.py):
+    the same rows as `record` writes, without the driver's escaping per value."""
+    rows = []
+    for e in entries:
+        changes = "NULL" if e.changes is None else json_hex(orjson.dumps(e.changes))
+        rows.append(f"({time_literal(e.at)},{text(e.origin.actor)},{text(str(e.action))},"
+                    f"{text(e.trigger_id)},{text(e.event_id)},{text(e.origin.request_id)},"
+                    f"{changes})")  # fmt: skip
+    return statements(_INSERT_HEAD, rows)
 
 
 @dataclass(frozen=True)
@@ -108,4 +125,5 @@ def entry_json(row: Row) -> dict[str, Any]:
     }
 
 
-__all__ = ["AuditFilter", "entry_json", "list_entries", "list_sql", "record", "record_many"]
+__all__ = ["AuditFilter", "entry_json", "insert_statements", "list_entries", "list_sql",
+           "record", "record_many"]

@@ -3,10 +3,11 @@ its transaction, read for a page of triggers in one query, and the list filter."
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from triggerd.store.db import Database
+from triggerd.store.literals import statements, text
 
 Selector = tuple[str, str | None]  # (key, value); None: any value
 
@@ -23,6 +24,15 @@ async def replace(cur: Any, trigger_id: str, labels: Mapping[str, str], *,
             " VALUES (%s, %s, %s)",
             [(trigger_id, key, value) for key, value in labels.items()],
         )
+
+
+def insert_statements(labelled: Iterable[tuple[str, Mapping[str, str]]]) -> list[str]:
+    """Multi-row INSERTs of the labels of triggers that have none yet (new ones):
+    (trigger id, labels) pairs, the values rendered as literals."""
+    rows = [f"({text(trigger_id)},{text(key)},{text(value)})"
+            for trigger_id, pairs in labelled for key, value in pairs.items()]  # fmt: skip
+    return statements("INSERT INTO trigger_labels (trigger_id, label_key, label_value) VALUES ",
+                      rows)  # fmt: skip
 
 
 async def of(db: Database, trigger_ids: Sequence[str]) -> dict[str, dict[str, str]]:

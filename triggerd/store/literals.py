@@ -42,6 +42,25 @@ def uuid_literals(ids: Sequence[str]) -> str:
     )
 
 
+def statements(
+    head: str, rows: Iterable[str], tail: str = "", *, limit: int = 2 * 1024 * 1024
+) -> list[str]:
+    """`head` + rows joined by commas + `tail`, as few statements as keep each under
+    `limit` characters (well below any max_allowed_packet); none for no rows."""
+    out: list[str] = []
+    batch: list[str] = []
+    size = 0
+    for row in rows:
+        if batch and size + len(row) > limit:
+            out.append(head + ",".join(batch) + tail)
+            batch, size = [], 0
+        batch.append(row)
+        size += len(row) + 1
+    if batch:
+        out.append(head + ",".join(batch) + tail)
+    return out
+
+
 def int_list(ids: Iterable[int]) -> str:
     """`1,2,3` for an IN list of integer ids (int() makes anything else an error, never
     SQL)."""

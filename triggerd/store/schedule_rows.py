@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 from triggerd.domain.occurrences import Due
 from triggerd.domain.timeutil import from_db, to_db, utcnow
 from triggerd.store.db import Database
+from triggerd.store.literals import statements, text, time_literal
 
 CHECK_AHEAD = timedelta(milliseconds=500)  # the scheduler's last look before due
 HOLD_AHEAD = CHECK_AHEAD + timedelta(milliseconds=150)  # and a margin for a busy loop
@@ -54,6 +56,20 @@ async def insert_occurrence(cur: Any, trigger_id: str, due: Due, now: datetime) 
         {"trigger_id": trigger_id, "scheduled_for": to_db(due.scheduled_for),
          "fire_at": to_db(due.fire_at), "now": to_db(now)},
     )  # fmt: skip
+
+
+def insert_occurrences_statements(occurrences: Iterable[tuple[str, Due, datetime]]
+                                  ) -> list[str]:  # fmt: skip
+    """`insert_occurrence` of many (trigger id, due, now) as multi-row INSERTs, the values
+    rendered as literals."""
+    rows = []
+    for trigger_id, due, now in occurrences:
+        at = time_literal(now)
+        rows.append(f"({text(trigger_id)},{time_literal(due.scheduled_for)},"
+                    f"{time_literal(due.fire_at)},'pending',{at},{at})")  # fmt: skip
+    return statements("INSERT INTO trigger_schedules (trigger_id, scheduled_for, fire_at,"
+                      " status, created_at, updated_at) VALUES ", rows,
+                      f" ON DUPLICATE KEY UPDATE {REVIVE_CANCELLED}")  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

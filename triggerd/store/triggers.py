@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, TypeVar
 
+import aiomysql
 import orjson
 
 from triggerd.domain.audit import Action, AuditEntry, Origin
@@ -22,13 +23,15 @@ from triggerd.domain.audit import changes as changes_between
 from triggerd.domain.contract import PAST_GRACE, TriggerConfig, TriggerDefinition, schedule_changed
 from triggerd.domain.enums import TriggerStatus, TriggerType
 from triggerd.domain.models import Trigger
-from triggerd.domain.occurrences import due_at
+from triggerd.domain.occurrences import Due, due_at
 from triggerd.domain.retry import Retry
 from triggerd.domain.timeutil import from_db, to_db
 from triggerd.store import audit, labels, schedule_rows
 from triggerd.store.changes import TriggerChanges
+from triggerd.store.coalesce import Coalescer
 from triggerd.store.db import Database
-from triggerd.store.mysql_errors import is_lock_conflict
+from triggerd.store.literals import json_hex, statements, text, time_literal
+from triggerd.store.mysql_errors import is_lock_conflict, is_transient
 
 _COLUMNS = "id, name, type, status, status_reason, config, version, created_at, updated_at"
 # A deadlock victim was rolled back whole, so running its transaction again is safe.
@@ -67,11 +70,14 @@ def definition_of(trigger: Trigger) -> TriggerDefinition:
                              labels=trigger.labels)  # fmt: skip
 
 
-def audited_fields(definition: TriggerDefinition) -> dict[str, Any]:
+def audited_fields(definition: TriggerDefinition, stored: dict[str, Any] | None = None
+                   ) -> dict[str, Any]:  # fmt: skip
     """The fields of a trigger the audit log compares, as the API names them (the config
-    in its stored form; secrets are masked by `changes`)."""
+    in its stored form, `stored` when the caller has it; secrets are masked by
+    `changes`)."""
+    config = definition.config.stored() if stored is None else stored
     return {"name": definition.name, "type": str(definition.type),
-            "status": str(definition.status), "config": definition.config.stored(),
+            "status": str(definition.status), "config": config,
             "labels": dict(definition.labels)}  # fmt: skip
 
 
@@ -111,42 +117,67 @@ def first_occurrence(
     return config.next_occurrence(now)
 
 
+@dataclass(frozen=True, slots=True)
+class _NewTrigger:
+    definition: TriggerDefinition
+    trigger_id: str
+    now: datetime
+    origin: Origin
+    first: datetime | None  # its first occurrence (None: none)
+
+
+_INSERT_TRIGGERS = ("INSERT INTO triggers (id, name, type, status, config, version, created_at,"
+                    " updated_at) VALUES ")  # fmt: skip
+
+
+def _new_trigger_statements(batch: Sequence[_NewTrigger]) -> list[str]:
+    """What `TriggerStore.create` writes for each item, as multi-row INSERTs."""
+    rows: list[str] = []
+    occurrences: list[tuple[str, Due, datetime]] = []
+    entries: list[AuditEntry] = []
+    for item in batch:
+        definition, trigger_id = item.definition, item.trigger_id
+        at = time_literal(item.now)
+        stored = definition.config.stored()
+        config = json_hex(orjson.dumps(stored))
+        rows.append(f"({text(trigger_id)},{text(definition.name)},{text(str(definition.type))},"
+                    f"{text(str(definition.status))},{config},1,{at},{at})")  # fmt: skip
+        if item.first is not None:
+            timing = definition.config.timing()
+            occurrences.append((trigger_id, due_at(trigger_id, timing, item.first), item.now))
+        created = changes_between(None, audited_fields(definition, stored))
+        entries.append(AuditEntry(Action.TRIGGER_CREATED, item.origin, item.now, trigger_id,
+                                  changes=created))  # fmt: skip
+    sql = statements(_INSERT_TRIGGERS, rows)
+    sql += labels.insert_statements((item.trigger_id, item.definition.labels) for item in batch)
+    sql += schedule_rows.insert_occurrences_statements(occurrences)
+    sql += audit.insert_statements(entries)
+    return sql
+
+
 class TriggerStore:
     """All SQL on the `triggers` table; one method per query or transaction."""
 
     def __init__(self, db: Database, changes: TriggerChanges | None = None) -> None:
         self.db = db
         self.changes = changes or TriggerChanges()
+        # Group commit of creates: a transaction's round trips are shared by the creates
+        # that arrive together (or while one is being written), not paid by each.
+        self.creates: Coalescer[_NewTrigger, Exception | None] = Coalescer(self._write_creates)
 
     async def create(self, definition: TriggerDefinition, trigger_id: str, now: datetime,
                      origin: Origin) -> TriggerRecord:  # fmt: skip
         """INSERT the trigger and, when it is scheduled and active, its first occurrence;
-        `origin` made it (its audit entry is written in the same transaction)."""
+        `origin` made it (its audit entry is written in the same transaction).
+
+        Creates made together share a transaction (`_write_creates`); each returns once
+        the transaction holding its rows committed."""
         first = None
         if definition.type != "webhook" and definition.status == "active":
             first = first_occurrence(definition, now)
-        async with self.db.transaction() as cur:
-            await cur.execute(
-                "INSERT INTO triggers (id, name, type, status, config, version,"
-                " created_at, updated_at) VALUES (%(id)s, %(name)s, %(type)s, %(status)s,"
-                " %(config)s, 1, %(now)s, %(now)s)",
-                {
-                    "id": trigger_id,
-                    "name": definition.name,
-                    "type": definition.type,
-                    "status": definition.status,
-                    "config": _dump(definition.config),
-                    "now": to_db(now),
-                },
-            )
-            await labels.replace(cur, trigger_id, definition.labels, fresh=True)
-            if first is not None:
-                due = due_at(trigger_id, definition.config.timing(), first)
-                await schedule_rows.insert_occurrence(cur, trigger_id, due, now)
-            created = changes_between(None, audited_fields(definition))
-            await audit.record(cur, AuditEntry(Action.TRIGGER_CREATED, origin, now, trigger_id,
-                                               changes=created))  # fmt: skip
-        self.changes.notify(trigger_id)
+        failed = await self.creates.submit(_NewTrigger(definition, trigger_id, now, origin, first))
+        if failed is not None:
+            raise failed
         stored = now.replace(microsecond=now.microsecond // 1000 * 1000)
         trigger = Trigger(
             id=trigger_id,
@@ -160,6 +191,52 @@ class TriggerStore:
             labels=dict(definition.labels),
         )
         return TriggerRecord(trigger, first)
+
+    async def _write_creates(self, batch: list[_NewTrigger]) -> list[Exception | None]:
+        """Write a batch of creates in one transaction. When it fails for a reason other
+        than a transient one (the data of one item, say), it was rolled back whole, and
+        each item is written alone, so that only the item at fault fails, with its own
+        error. A transient error (the database away, a deadlock) fails the batch.
+
+        The wake-ups are sent here, once committed, also for a caller that stopped
+        waiting (the batch goes on without it)."""
+        if len(batch) == 1:
+            await self._insert_new(batch)
+            self._notify(batch)
+            return [None]
+        try:
+            await self._insert_new(batch)
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            log.info("a batch of %d creates failed (%s); writing them one by one",
+                     len(batch), exc)  # fmt: skip
+        else:
+            self._notify(batch)
+            return [None] * len(batch)
+        outcomes: list[Exception | None] = []
+        for item in batch:
+            try:
+                await self._insert_new([item])
+            except Exception as exc:
+                outcomes.append(exc)
+                continue
+            self._notify([item])
+            outcomes.append(None)
+        return outcomes
+
+    def _notify(self, committed: Sequence[_NewTrigger]) -> None:
+        for item in committed:
+            self.changes.notify(item.trigger_id)
+
+    async def _insert_new(self, batch: Sequence[_NewTrigger]) -> None:
+        """The rows of new triggers, their labels, first occurrences and audit entries,
+        each table's as multi-row INSERTs (values rendered by us: the driver's escaping
+        per value cost more than the database did), in one transaction."""
+        sql = _new_trigger_statements(batch)
+        async with self.db.transaction(rows=aiomysql.Cursor) as cur:
+            for statement in sql:
+                await cur.execute(statement)
 
     async def get(self, trigger_id: str) -> TriggerRecord | None:
         row = await self.db.fetchone(
