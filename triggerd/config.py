@@ -241,7 +241,7 @@ class Settings:
     # Each partition hands the producer at most one batch per this (bus/producer.py):
     # 5 ms gave the lowest end-to-end p99 at 1,000 webhooks/s and a fifth less CPU per
     # webhook than none (docs/performance.md); 20 ms saved more CPU but added ~20 ms.
-    kafka_linger: float = 0.005
+    kafka_linger: float = 0.010
     # The largest job (one Kafka record, as the producer sizes it) sent: aiokafka's own
     # default, and what a stock Apache Kafka broker accepts (message.max.bytes). A larger
     # one is refused at ingest (413) or ends `failed` (bus/producer.py, JobTooLarge).

@@ -196,7 +196,8 @@ class TriggerStore:
         """Write a batch of creates in one transaction. When it fails for a reason other
         than a transient one (the data of one item, say), it was rolled back whole, and
         each item is written alone, so that only the item at fault fails, with its own
-        error. A transient error (the database away, a deadlock) fails the batch.
+        error. A deadlock is retried (the batch was rolled back whole); another transient
+        error (the database away) fails the batch.
 
         The wake-ups are sent here, once committed, also for a caller that stopped
         waiting (the batch goes on without it)."""
@@ -234,9 +235,13 @@ class TriggerStore:
         each table's as multi-row INSERTs (values rendered by us: the driver's escaping
         per value cost more than the database did), in one transaction."""
         sql = _new_trigger_statements(batch)
-        async with self.db.transaction(rows=aiomysql.Cursor) as cur:
-            for statement in sql:
-                await cur.execute(statement)
+
+        async def insert() -> None:
+            async with self.db.transaction(rows=aiomysql.Cursor) as cur:
+                for statement in sql:
+                    await cur.execute(statement)
+
+        await _retry_deadlocks(insert)
 
     async def get(self, trigger_id: str) -> TriggerRecord | None:
         row = await self.db.fetchone(
