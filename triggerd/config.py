@@ -270,6 +270,7 @@ class Settings:
     scheduler_lease: float = 10.0
     scheduler_reconcile_interval: float = 1.0
     scheduler_batch_size: int = 1000
+    scheduler_max_held: int = 150_000
     db_pool_size: int = 10
     instance_id: str = ""
     # Delivery safety: networks beyond the public Internet that deliveries may reach,
@@ -332,6 +333,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "scheduler_lease": _duration(1.0),
     "scheduler_reconcile_interval": _duration(0.05),
     "scheduler_batch_size": _int_range(1, 100_000),
+    "scheduler_max_held": _int_range(1_000, 10_000_000),
     "db_pool_size": _int_range(1, 1000),
     "instance_id": _str,
     "delivery_allow_networks": _networks,

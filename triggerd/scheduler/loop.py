@@ -53,8 +53,6 @@ MAX_CLAIM_AHEAD = 2.0  # seconds: claims run this far ahead, so due time costs o
 # before it is due, so that due time costs only the sends: claiming runs at ~6,000 rows/s
 # here, recording at ~4,000/s, publishing at ~80,000/s.
 MAX_LEAD = 30.0
-# Claims held in memory at most, claimed and not yet recorded (~1.1 KB each: ~165 MB).
-MAX_HELD = 150_000
 REFRESH_EVERY = 1.0  # seconds between lease refreshes while a long claim runs
 WAKE_DEBOUNCE = 0.1  # seconds between reloads caused by API wake-ups
 FULL_RECHECK = 0.05  # seconds between looks while the dispatcher holds its maximum
@@ -90,7 +88,9 @@ class SchedulerRole:
         self.grace = 2 * self.lease
         self.started = utcnow()
         self.db_reached = self.started  # when the last turn that reached the database began
-        self.max_held = max(20 * settings.scheduler_batch_size, MAX_HELD)
+        # Claims in memory at most, claimed and not yet recorded (~1.1 KB each), and at
+        # least a few batches' worth.
+        self.max_held = max(4 * settings.scheduler_batch_size, settings.scheduler_max_held)
         # A crowded second starts claiming earlier, by up to this, at the claim rate
         # measured here (rows/s, a moving average). Claims taken ahead hold their lease
         # from the time they are claimed for (see _claim_batch), not from now.
