@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from triggerd.domain.contract import TriggerConfig
-from triggerd.store.literals import json_hex, texts, times
+from triggerd.store.literals import json_hex, statements, texts, times
 from triggerd.store.literals import text as unique_text  # not remembered: one per row
 
 # Keys of a trigger's config that the worker needs to deliver; snapshotted into the
@@ -91,7 +91,6 @@ def insert_statements(records: Sequence[EventRecord], *, existing_kept: bool = F
     one snapshot per trigger) are rendered once per batch."""
     text, when = texts(), times()
     deliveries: dict[int, str] = {}
-    head = INSERT_EVENTS_HEAD
     tail = KEEP_EXISTING_TAIL if existing_kept else ""
 
     def delivery(value: dict[str, Any]) -> str:
@@ -101,22 +100,13 @@ def insert_statements(records: Sequence[EventRecord], *, existing_kept: bool = F
             literal = deliveries[id(value)] = json_hex(orjson.dumps(value))
         return literal
 
-    statements: list[str] = []
     rows: list[str] = []
-    size = 0
     for r in records:
         fired = when(r.fired_at)
-        row = (f"({text(r.id)},{text(r.trigger_id)},{text(r.trigger_name)},"
-               f"{text(r.trigger_type)},{text(r.source)},{1 if r.is_test_run else 0},"
-               f"{text(r.note)},{json_hex(r.payload_bytes())},{delivery(r.delivery)},"
-               f"{when(r.scheduled_for)},{fired},{when(r.publish_at)},1,"
-               f"{when(r.published_at)},{text(r.execution_status)},'active',{fired},"
-               f"{unique_text(r.traceparent)})")  # fmt: skip
-        if rows and size + len(row) > _MAX_STATEMENT:
-            statements.append(head + ",".join(rows) + tail)
-            rows, size = [], 0
-        rows.append(row)
-        size += len(row) + 1
-    if rows:
-        statements.append(head + ",".join(rows) + tail)
-    return statements
+        rows.append(f"({text(r.id)},{text(r.trigger_id)},{text(r.trigger_name)},"
+                    f"{text(r.trigger_type)},{text(r.source)},{1 if r.is_test_run else 0},"
+                    f"{text(r.note)},{json_hex(r.payload_bytes())},{delivery(r.delivery)},"
+                    f"{when(r.scheduled_for)},{fired},{when(r.publish_at)},1,"
+                    f"{when(r.published_at)},{text(r.execution_status)},'active',{fired},"
+                    f"{unique_text(r.traceparent)})")  # fmt: skip
+    return statements(INSERT_EVENTS_HEAD, rows, tail, limit=_MAX_STATEMENT)
