@@ -261,6 +261,7 @@ class Settings:
     api_keys: tuple[str, ...] = ()
     api_keys_file: str | None = None
     max_body: int = 1024 * 1024
+    webhook_fast_lane: bool = True
     shutdown_timeout: float = 10.0
     worker_concurrency: int = 100
     # An event owed a delivery whose job shows no progress (no attempt claimed) this long
@@ -326,6 +327,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "api_keys": _key_list,
     "api_keys_file": _optional_str,
     "max_body": _int_range(1024, 1024 * 1024 * 1024),
+    "webhook_fast_lane": _bool,
     "shutdown_timeout": _duration(0.0),
     "worker_concurrency": _int_range(1, 10_000),
     "redeliver_after": _duration(0.5),

@@ -20,10 +20,8 @@ import sys
 from collections.abc import Callable
 from typing import NoReturn
 
-from aiohttp import web
-
 from triggerd.api.app import build_app
-from triggerd.api.server import AppRunner
+from triggerd.api.server import AppRunner, make_site
 from triggerd.bus.producer import Bus
 from triggerd.config import Settings
 from triggerd.domain.backoff import Backoff
@@ -116,7 +114,8 @@ async def _wait_for_database(db: Database, stop: asyncio.Event) -> bool:
 async def _listen(runner: AppRunner, settings: Settings) -> None:
     """Start the HTTP site; a port in use or a host we cannot bind is a bad setting."""
     host, port = settings.http_host, settings.http_port
-    site = web.TCPSite(runner, host, port, reuse_address=True)
+    site = make_site(runner, host, port, fast_lane=settings.webhook_fast_lane,
+                     shutdown_timeout=settings.shutdown_timeout)  # fmt: skip
     try:
         await site.start()
     except OSError as exc:

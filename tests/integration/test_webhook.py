@@ -294,7 +294,7 @@ async def test_schema_change_uses_the_new_version(api: Api) -> None:
 
 async def test_a_full_queue_is_503_and_stores_nothing(api: Api) -> None:
     trigger_id = await make_trigger(api.db)
-    writer = api.client.app[INGEST].writer
+    writer = api.app[INGEST].writer
     writer.max_queue = 0  # as if saturated
     status, body = await api.post(f"/api/v1/webhook/{trigger_id}", {"a": 1})
     assert status == 503 and body["error"]["code"] == "overloaded"

@@ -1,6 +1,7 @@
-"""In-process API for the ingestion/events tests: the real app (build_app) on a test
-server, a real pool and a real Kafka producer, with trigger rows written straight to
-the table so these tests do not depend on the trigger CRUD API."""
+"""In-process API for the ingestion/events tests: the real app (build_app) served as the
+daemon serves it (the webhook fast lane in front of aiohttp, on a local port), a real
+pool and a real Kafka producer, with trigger rows written straight to the table so these
+tests do not depend on the trigger CRUD API."""
 
 from __future__ import annotations
 
@@ -11,14 +12,16 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
+import aiohttp
 import orjson
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
 
 from triggerd.api import endpoints, events, testruns, triggers, webhook
 from triggerd.api.app import build_app
+from triggerd.api.server import AppRunner, make_site
 from triggerd.bus.producer import Bus
 from triggerd.config import Settings
+from triggerd.devstack import free_port
 from triggerd.domain.timeutil import to_db, utcnow
 from triggerd.ingest.pipeline import IngestPipeline
 from triggerd.metrics import Metrics
@@ -27,10 +30,14 @@ from triggerd.store.db import Database, Row
 
 
 class Api:
-    def __init__(self, client: TestClient[Any, Any], services: Services) -> None:
-        self.client = client
+    def __init__(self, http: aiohttp.ClientSession, app: web.Application, site: web.BaseSite,
+                 services: Services) -> None:  # fmt: skip
+        self.http = http
+        self.app = app
+        self.site = site
         self.services = services
         self.db = services.db
+        self.url = site.name
 
     async def request(self, method: str, path: str, *, json: Any = None, data: Any = None,
                       headers: dict[str, str] | None = None,
@@ -38,8 +45,8 @@ class Api:
         if json is not None:
             data = orjson.dumps(json)
             headers = {"Content-Type": "application/json", **(headers or {})}
-        async with self.client.request(method, path, data=data, headers=headers,
-                                       params=params) as resp:  # fmt: skip
+        async with self.http.request(method, self.url + path, data=data, headers=headers,
+                                     params=params) as resp:  # fmt: skip
             raw = await resp.read()
             body = orjson.loads(raw) if raw and resp.content_type == "application/json" else raw
             return resp.status, body
@@ -68,7 +75,9 @@ def build_api_app(services: Services, ingest: IngestPipeline) -> web.Application
 
 
 @contextlib.asynccontextmanager
-async def running_api(settings: Settings, *, connect_bus: bool = True) -> AsyncIterator[Api]:
+async def running_api(settings: Settings, *, connect_bus: bool = True,
+                      ingest_db: Database | None = None) -> AsyncIterator[Api]:  # fmt: skip
+    """`ingest_db`: the pool the ingest pipeline writes through (the API's own by default)."""
     db = Database(settings.database, pool_size=8)
     await db.connect()
     bus = Bus(settings)
@@ -76,14 +85,20 @@ async def running_api(settings: Settings, *, connect_bus: bool = True) -> AsyncI
     if connect_bus:
         assert await bus.wait_connected(15), bus.last_error
     services = Services(settings=settings, db=db, bus=bus, metrics=Metrics())
-    ingest = IngestPipeline(db, bus, services.metrics)  # as the daemon's `ingest` component
+    ingest = IngestPipeline(ingest_db or db, bus, services.metrics)  # the daemon's `ingest`
     ingest_task = asyncio.create_task(ingest.run(), name="test-ingest")
-    client: TestClient[Any, Any] = TestClient(TestServer(build_api_app(services, ingest)))
-    await client.start_server()
+    app = build_api_app(services, ingest)
+    runner = AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=2)
+    await runner.setup()
+    site = make_site(runner, "127.0.0.1", free_port(), fast_lane=settings.webhook_fast_lane,
+                     shutdown_timeout=2)  # fmt: skip
+    await site.start()
+    http = aiohttp.ClientSession()
     try:
-        yield Api(client, services)
+        yield Api(http, app, site, services)
     finally:
-        await client.close()
+        await http.close()
+        await runner.cleanup()
         ingest_task.cancel()
         await asyncio.gather(ingest_task, return_exceptions=True)
         if bus_task is not None:

@@ -66,9 +66,15 @@ async def read_body(request: web.Request) -> bytes:
 def parse_json(request: web.Request, raw: bytes) -> Any:
     """The JSON of a body already read: 415 for a non-JSON content type, 400 when
     malformed."""
-    if not _is_json_type(request.content_type):
+    return parse_json_as(request.content_type, raw)
+
+
+def parse_json_as(content_type: str, raw: bytes) -> Any:
+    """parse_json for a body whose parsed Content-Type (aiohttp's `content_type`: the
+    media type without its parameters, lower case) is `content_type`."""
+    if not _is_json_type(content_type):
         raise ApiError(
-            f"expected Content-Type application/json, got {request.content_type or 'none'}",
+            f"expected Content-Type application/json, got {content_type or 'none'}",
             status=415,
             code="unsupported_media_type",
         )

@@ -26,7 +26,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # Echoed as given when it is printable ASCII (no control characters to forge log lines
 # with) of sane length; anything else is replaced by a new id.
-_REQUEST_ID_OK = re.compile(r"^[\x20-\x7e]{1,200}$")
+REQUEST_ID_OK = re.compile(r"^[\x20-\x7e]{1,200}$")
 _HTTP_CODES = {
     400: "bad_request",
     401: "unauthorized",
@@ -102,7 +102,7 @@ def api_middleware(
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         started = time.perf_counter()
         given = request.headers.get("X-Request-ID")
-        request_id = given if given and _REQUEST_ID_OK.match(given) else os.urandom(16).hex()
+        request_id = given if given and REQUEST_ID_OK.match(given) else os.urandom(16).hex()
         token = request_id_var.set(request_id)
         try:
             try:

@@ -18,7 +18,9 @@ import re
 from aiohttp import http_exceptions, web, web_protocol, web_request, web_server
 
 from triggerd.api.http import json_response
+from triggerd.api.lane import Lane, LaneSite
 from triggerd.api.middleware import error_body
+from triggerd.api.webhook import WEBHOOK
 from triggerd.logs import request_id_var
 
 log = logging.getLogger(__name__)
@@ -95,6 +97,19 @@ class EnvelopeServer(web_server.Server):
         return EnvelopeRequestHandler(self, loop=self._loop, **self._kwargs)
 
 
+def make_site(runner: web.AppRunner, host: str, port: int, *, fast_lane: bool,
+              shutdown_timeout: float) -> web.BaseSite:  # fmt: skip
+    """The process's listening site: the webhook fast lane (api/lane.py) in front of
+    aiohttp when the app takes webhooks (the api role) and `fast_lane`, else aiohttp's
+    own TCPSite."""
+    webhooks = runner.app.get(WEBHOOK)
+    if webhooks is None or not fast_lane:
+        return web.TCPSite(runner, host, port, reuse_address=True)
+    assert runner.server is not None, "runner.setup() first"
+    return LaneSite(runner, Lane(webhooks, runner.server), host, port,
+                    shutdown_timeout=shutdown_timeout)  # fmt: skip
+
+
 class AppRunner(web.AppRunner):
     """aiohttp's AppRunner with EnvelopeServer as its protocol factory."""
 
@@ -105,4 +120,4 @@ class AppRunner(web.AppRunner):
         return server
 
 
-__all__ = ["AppRunner", "EnvelopeRequestHandler"]
+__all__ = ["AppRunner", "EnvelopeRequestHandler", "make_site"]

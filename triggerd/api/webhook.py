@@ -40,7 +40,7 @@ from typing import Any
 
 from aiohttp import web
 
-from triggerd.api.http import parse_json, read_body
+from triggerd.api.http import parse_json_as, read_body
 from triggerd.api.jobsize import check_event
 from triggerd.domain.contract import WebhookConfig
 from triggerd.domain.errors import ApiError, Conflict, NotFound, Unauthorized, ValidationError
@@ -53,7 +53,7 @@ from triggerd.services import Services
 from triggerd.store.db import Database
 from triggerd.store.event_rows import EventRecord
 from triggerd.store.events import fetch_trigger
-from triggerd.tracing import NO_SPAN, Kind
+from triggerd.tracing import NO_SPAN, Kind, Span
 
 TRIGGER_TTL = 1.0
 MAX_CACHED_TRIGGERS = 10_000
@@ -212,94 +212,134 @@ def check_signature(secret: str, raw: bytes, header: str | None) -> None:
         raise Unauthorized("X-Signature does not match the body")
 
 
-def _idempotency_key(request: web.Request) -> str | None:
-    key = request.headers.get("Idempotency-Key")
-    if key is None:
-        return None
-    if not key or len(key) > MAX_KEY_CHARS:
+def check_key(key: str | None) -> str | None:
+    """The request's Idempotency-Key (None when it has none): 400 when it is empty or
+    over MAX_KEY_CHARS characters."""
+    if key is not None and (not key or len(key) > MAX_KEY_CHARS):
         raise ValidationError("Idempotency-Key", f"must be 1 to {MAX_KEY_CHARS} characters")
     return key
 
 
+def usable(target: Target | None) -> Target:
+    """`target` when it may take webhooks: 404 for none, 409 when it is inactive."""
+    if target is None:
+        raise NotFound("no such webhook trigger")
+    if target.trigger.status != "active":
+        raise Conflict("the trigger is inactive", code="trigger_inactive")
+    return target
+
+
 class WebhookHandler:
+    """Ingestion of one webhook, in two parts any HTTP front end can call: `admit` (the
+    checks and the event they make; no I/O) and the pipeline's `submit` (the group
+    commit). The aiohttp route is one front end, the fast lane (api/lane.py) the other;
+    both answer alike because they share these."""
+
     def __init__(self, services: Services, pipeline: IngestPipeline) -> None:
         self.pipeline = pipeline
         self.bus = services.bus
         self.tracer = services.tracer
+        self.max_body = services.settings.max_body
+        self.metrics = services.metrics
         self.targets = TargetCache(services.db)
         services.trigger_changes.subscribe(self.targets.forget)
         counter = services.metrics.webhook_requests
         self._counters: dict[int, Callable[[], None]] = {}
         self._counter = counter
 
-    def _count(self, code: int) -> None:
+    def count(self, code: int) -> None:
         inc = self._counters.get(code)
         if inc is None:
             inc = self._counters[code] = self._counter.labels(str(code)).inc
         inc()
 
+    def admit(self, target: Target, raw: bytes, content_type: str, signature: str | None,
+              key: str | None, traceparent: str) -> EventRecord:  # fmt: skip
+        """The event a body makes for an active `target`, after the checks that follow
+        reading it, in the documented order: signature, content type (`content_type`:
+        the media type, lower case, without parameters), JSON, schema, Idempotency-Key,
+        the size of the job. Raises ApiError."""
+        if target.secret:
+            check_signature(target.secret, raw, signature)
+        payload = parse_json_as(content_type, raw)
+        check_payload(target.validator, payload)
+        check_key(key)
+        trigger = target.trigger
+        now = utcnow()
+        record = EventRecord(
+            id=new_id(), trigger_id=trigger.id, trigger_name=trigger.name,
+            trigger_type=trigger.type, source="webhook", is_test_run=False,
+            payload=payload, delivery=target.delivery, fired_at=now,
+            publish_at=now + PUBLISH_GRACE, payload_json=encode_payload(payload),
+            traceparent=traceparent,
+        )  # fmt: skip
+        check_event(self.bus, record)
+        return record
+
+    def start_span(self, traceparent: str, caller: str | None) -> Span:
+        """The request's server span (NO_SPAN unless span export is on)."""
+        if not self.tracer.enabled:
+            return NO_SPAN
+        return self.tracer.start(f"POST {ROUTE}", Kind.SERVER, own=traceparent, parent=caller,
+                                 attributes={"http.request.method": "POST",
+                                             "http.route": ROUTE})  # fmt: skip
+
+    def finish(self, code: int, span: Span) -> None:
+        """Count the answer; end the span with it."""
+        self.count(code)
+        if span is not NO_SPAN:
+            span.set("http.response.status_code", code)
+            if code >= 500:
+                span.fail(f"HTTP {code}")
+            span.end()
+
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        """One coroutine for the whole request (the checks are plain calls; the only
-        suspensions are the body, a cache miss and the group commit)."""
+        """The aiohttp route: one coroutine for the whole request (the checks are plain
+        calls; the only suspensions are the body, a cache miss and the group commit)."""
         code = 500
         traceparent, caller = continue_or_start(request.headers.get("traceparent"))
-        span = NO_SPAN
-        if self.tracer.enabled:
-            span = self.tracer.start(f"POST {ROUTE}", Kind.SERVER, own=traceparent,
-                                     parent=caller, attributes={"http.request.method": "POST",
-                                                                "http.route": ROUTE})  # fmt: skip
+        span = self.start_span(traceparent, caller)
         try:
             raw_id = request.match_info["trigger_id"]
             target = self.targets.cached(raw_id)
             if target is MISSING:
-                target = await self._load(raw_id)
-            if target is None:
-                raise NotFound("no such webhook trigger")
-            trigger = target.trigger
-            if trigger.status != "active":
-                raise Conflict("the trigger is inactive", code="trigger_inactive")
+                target = await self.load(raw_id)
+            target = usable(target)
             raw = await read_body(request)
-            if target.secret:
-                check_signature(target.secret, raw, request.headers.get("X-Signature"))
-            payload = parse_json(request, raw)
-            check_payload(target.validator, payload)
-            key = _idempotency_key(request)
-            now = utcnow()
-            record = EventRecord(
-                id=new_id(), trigger_id=trigger.id, trigger_name=trigger.name,
-                trigger_type=trigger.type, source="webhook", is_test_run=False,
-                payload=payload, delivery=target.delivery, fired_at=now,
-                publish_at=now + PUBLISH_GRACE, payload_json=encode_payload(payload),
-                traceparent=traceparent,
-            )  # fmt: skip
-            check_event(self.bus, record)
+            headers = request.headers
+            record = self.admit(target, raw, request.content_type, headers.get("X-Signature"),
+                                headers.get("Idempotency-Key"), traceparent)  # fmt: skip
+            key = headers.get("Idempotency-Key")
             try:
                 event_id = await self.pipeline.submit(record, key, len(raw))
             except (Overloaded, IngestUnavailable) as exc:
                 raise unavailable(exc) from None
             code = 202
-            return web.Response(body=b'{"event_id":"%s","status":"accepted"}'
-                                % event_id.encode(), status=202, headers=_JSON)  # fmt: skip
+            return web.Response(body=accepted_body(event_id), status=202, headers=_JSON)
         except (ApiError, web.HTTPException) as exc:
             code = exc.status
             raise
         finally:
-            self._count(code)
-            if span is not NO_SPAN:
-                span.set("http.response.status_code", code)
-                if code >= 500:
-                    span.fail(f"HTTP {code}")
-                span.end()
+            self.finish(code, span)
 
-    async def _load(self, raw_id: str) -> Target | None:
+    async def load(self, raw_id: str) -> Target | None:
+        """The target of `raw_id` from the database (a cache miss); 503 when it is down."""
         try:
             return await self.targets.get(raw_id)
         except Exception as exc:
             raise unavailable(exc) from None
 
 
+def accepted_body(event_id: str) -> bytes:
+    return b'{"event_id":"%s","status":"accepted"}' % event_id.encode()
+
+
+WEBHOOK: web.AppKey[WebhookHandler] = web.AppKey("webhook", WebhookHandler)
+
+
 def add_routes(app: web.Application, services: Services) -> None:
     handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     # The bound coroutine method itself: aiohttp wraps any other callable per request.
-    handler = WebhookHandler(services, pipeline_of(app)).handle
+    webhooks = app[WEBHOOK] = WebhookHandler(services, pipeline_of(app))
+    handler = webhooks.handle
     app.router.add_post(ROUTE, handler)
