@@ -7,7 +7,8 @@ Starts its own private MariaDB and broker (triggerd.devstack), migrates, inserts
 webhook trigger with a JSON Schema, then:
 1. runs `triggerd run --roles api` (pinned to CPU 0) and drives it with wrk (pinned to
    CPU 1; `apt-get install wrk`): accepted req/s, p50/p99 — every request validated,
-   durably written (group commit) and published;
+   durably written (group commit) and published; with `--without-lane`, again with
+   TRIGGERD_WEBHOOK_FAST_LANE=false (every request through aiohttp's machinery);
 2. the same wrk load against a minimal aiohttp handler that parses the JSON and
    answers 202 (the ceiling of this machine), and the ratio; and against a naive
    aiohttp + aiomysql handler that INSERTs each request on its own (no validation, no
@@ -336,6 +337,18 @@ def throughput(args: argparse.Namespace, env: dict[str, str], url: str, mariadb:
           f"p99 {ours['p99_ms']:.2f} ms, non-2xx {ours['non_2xx']}, "
           f"socket errors {ours['socket_errors']}")
 
+    if args.without_lane:
+        daemon = start_daemon({**env, "TRIGGERD_WEBHOOK_FAST_LANE": "false"}, "api", port,
+                              work / "daemon-api-aiohttp.log")  # fmt: skip
+        procs.append(daemon)
+        aio = run_wrk(f"http://127.0.0.1:{port}/api/v1/webhook/{trigger_id}", args.seconds,
+                      args.connections, lua)  # fmt: skip
+        stop(daemon)
+        print(f"  the same through aiohttp (TRIGGERD_WEBHOOK_FAST_LANE=false): "
+              f"{aio['accepted_per_s']:,.0f} accepted req/s, p50 {aio['p50_ms']:.2f} ms, "
+              f"p99 {aio['p99_ms']:.2f} ms; the lane's gain "
+              f"{ours['accepted_per_s'] / aio['accepted_per_s']:.2f}x")
+
     cport = free_port()
     ceiling = subprocess.Popen(pinned(0, [sys.executable, __file__, "--ceiling-server",
                                           str(cport)]))  # fmt: skip
@@ -370,6 +383,8 @@ def main() -> None:
     parser.add_argument("--e2e-seconds", type=float, default=10.0)
     parser.add_argument("--e2e-only", action="store_true",
                         help="skip the throughput runs (triggerd, ceiling, naive)")
+    parser.add_argument("--without-lane", action="store_true",
+                        help="also run triggerd's webhook route with the fast lane off")
     parser.add_argument("--ceiling-server", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--sink", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--naive-server", nargs=2, help=argparse.SUPPRESS)
