@@ -379,3 +379,17 @@ def test_each_missing_or_unexpected_property_is_its_own_violation() -> None:
         ("", "must not have additional property 'y'"),
         ("/n", "must have required property 'z'"),
     ]
+
+
+def test_a_schema_compiled_lately_is_not_compiled_again() -> None:
+    # A stored config is validated each time its row loads (ingestion: every second).
+    schema = {"type": "object", "required": ["a"], "properties": {"a": {"type": "integer"}}}
+    same = {"properties": {"a": {"type": "integer"}}, "required": ["a"], "type": "object"}
+    first = compile_schema(schema)
+    assert compile_schema(same) is first  # the same schema, keys in another order
+    other = compile_schema({**schema, "required": ["b"]})
+    assert other is not first
+    assert violations(first, {"a": 1}) == [] and violations(other, {"a": 1}) != []
+    for _ in range(2):  # a bad schema is refused every time, not remembered
+        with pytest.raises(ValidationError):
+            compile_schema({"type": "no-such-type"})

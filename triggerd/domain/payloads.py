@@ -37,6 +37,7 @@ from __future__ import annotations
 import copy
 import functools
 import inspect
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
 
@@ -81,11 +82,34 @@ _COLLECT_ALL: dict[str, Any] = (
 )
 
 
+# The validators of the schemas compiled last, by their JSON with sorted keys: a stored
+# config is validated (its schema compiled) every time its row is loaded, and ingestion
+# reloads a webhook trigger's row every second.
+MAX_COMPILED = 256
+_compiled: OrderedDict[bytes, Validator] = OrderedDict()
+
+
 def compile_schema(schema: object) -> Validator:
     """Compile a trigger's JSON Schema; ValidationError("config.schema", reason) if it is bad.
 
-    Never mutates `schema`, keeps no state between calls, fetches nothing.
+    Never mutates `schema`, fetches nothing. A schema compiled lately is not compiled
+    again (validators are pure functions, safe to share).
     """
+    try:
+        key = orjson.dumps(schema, option=orjson.OPT_SORT_KEYS)
+    except (TypeError, orjson.JSONEncodeError):  # not JSON: the checks below say why
+        return _compile_new(schema)
+    validator = _compiled.get(key)
+    if validator is None:
+        validator = _compiled[key] = _compile_new(schema)
+        if len(_compiled) > MAX_COMPILED:
+            _compiled.popitem(last=False)
+    else:
+        _compiled.move_to_end(key)
+    return validator
+
+
+def _compile_new(schema: object) -> Validator:
     if not isinstance(schema, (dict, bool)):
         _fail("must be a JSON Schema (an object or a boolean)")
     if isinstance(schema, bool):
