@@ -279,11 +279,11 @@ class LaneConnection(asyncio.Protocol):
             return self.hand_over()
         webhooks = self.lane.webhooks
         get = headers.get
-        traceparent, caller = continue_or_start(_text(get(b"traceparent")))
         content_type = get(b"content-type")
         body = self.buffer[start:stop]
         key = _text(get(b"idempotency-key"))
         try:
+            traceparent, caller = continue_or_start(_text(get(b"traceparent")))
             record = webhooks.admit(
                 target, body,
                 parse_content_type(_text(content_type) or "")[0] if content_type is not None
