@@ -335,3 +335,30 @@ async def _busy(lane: Lane) -> bool:
 
 async def _closing(lane: Lane) -> bool:
     return lane.closing
+
+
+async def test_many_connections_mixing_plain_and_refused_requests(api: Api) -> None:
+    # Every request answered in order on its connection; exactly the 202s are stored.
+    trigger_id = await make_trigger(api.db, config={"schema": SCHEMA})
+    bad = post(trigger_id, b'{"order_id": 1}')
+
+    async def client(n: int) -> list[int]:
+        requests = [bad if (n + i) % 4 == 0 else post(trigger_id) for i in range(12)]
+        async with connection(api) as (reader, writer):
+            statuses = []
+            for request in requests:  # half sent back to back, half one at a time
+                writer.write(request)
+                if n % 2:
+                    statuses.append((await read_answer(reader)).status)
+            if not n % 2:
+                statuses = [(await read_answer(reader)).status for _ in requests]
+        expected = [400 if (n + i) % 4 == 0 else 202 for i in range(12)]
+        assert statuses == expected, (n, statuses)
+        return statuses
+
+    results = await asyncio.gather(*(client(n) for n in range(40)))
+    accepted = sum(status == 202 for statuses in results for status in statuses)
+    assert await count_events(api, trigger_id) == accepted
+    lane = lane_of(api)
+    # The lane took each connection's plain requests up to its first refusal.
+    assert lane.taken == sum((4 - n % 4) % 4 for n in range(40))
