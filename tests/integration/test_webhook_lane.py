@@ -244,6 +244,22 @@ async def test_a_request_arriving_in_pieces(api: Api) -> None:
     assert lane_of(api).taken == 1
 
 
+async def test_a_large_body_in_many_reads(api: Api) -> None:
+    trigger_id = await make_trigger(api.db, config={"schema": SCHEMA})
+    body = orjson.dumps({"order_id": "o-1", "note": "x" * 3900})  # under the 4096 limit
+    request = post(trigger_id, body)
+    async with connection(api) as (reader, writer):
+        for at in range(0, len(request), 97):
+            writer.write(request[at:at + 97])
+            await writer.drain()
+            await asyncio.sleep(0.005)  # separate segments (not a wait for a condition)
+        answer = await read_answer(reader)
+    assert answer.status == 202
+    assert lane_of(api).taken == 1
+    row = await api.event_row(answer.json()["event_id"])
+    assert row is not None and orjson.loads(row["payload"]) == orjson.loads(body)
+
+
 async def test_connection_close_and_half_close(api: Api) -> None:
     trigger_id = await make_trigger(api.db, config={"schema": SCHEMA})
     async with connection(api) as (reader, writer):

@@ -148,7 +148,10 @@ class LaneConnection(asyncio.Protocol):
     def __init__(self, lane: Lane) -> None:
         self.lane = lane
         self.transport: asyncio.Transport | None = None
-        self.buffer = b""  # what the client sent that no answer consumed yet
+        # What the client sent that no answer consumed yet: the bytes of one read, or a
+        # bytearray once reads pile up (a large body: appending stays linear).
+        self.buffer: bytes | bytearray = b""
+        self.need = 0  # the length the buffer must reach for the request in it to be whole
         self.busy = False  # a request is being loaded or committed
         self.closing = False  # close once the request in flight is answered
         self.eof = False  # the client sent EOF
@@ -177,13 +180,19 @@ class LaneConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_active = time.monotonic()
-        self.buffer = self.buffer + data if self.buffer else data
+        if not self.buffer:
+            self.buffer = data
+        elif isinstance(self.buffer, bytearray):
+            self.buffer += data
+        else:
+            self.buffer = bytearray(self.buffer) + data
         if self.busy:
             if len(self.buffer) > MAX_HEAD + self.lane.webhooks.max_body and self.transport:
                 self.transport.pause_reading()
                 self.paused = True
             return
-        self.next()
+        if len(self.buffer) >= self.need:
+            self.next()
 
     def eof_received(self) -> bool:
         # Keep the connection to answer a request in flight; then it closes.
@@ -249,7 +258,9 @@ class LaneConnection(asyncio.Protocol):
         if len(buf) < stop:  # the rest of the body is on its way, unless it is not
             if self.eof:
                 self.hand_over()
+            self.need = stop
             return
+        self.need = 0
         raw_id = line.group(1).decode()
         target = self.lane.webhooks.targets.cached(raw_id)
         self.busy = True
@@ -280,7 +291,7 @@ class LaneConnection(asyncio.Protocol):
         webhooks = self.lane.webhooks
         get = headers.get
         content_type = get(b"content-type")
-        body = self.buffer[start:stop]
+        body = bytes(self.buffer[start:stop])
         key = _text(get(b"idempotency-key"))
         try:
             traceparent, caller = continue_or_start(_text(get(b"traceparent")))
@@ -300,7 +311,7 @@ class LaneConnection(asyncio.Protocol):
             request_id = os.urandom(16).hex()
         self.request_id = request_id
         self.span = webhooks.start_span(traceparent, caller)
-        self.buffer = self.buffer[stop:]
+        self.buffer = self.buffer[stop:] if len(self.buffer) > stop else b""
         self.lane.taken += 1
         future = pending if isinstance(pending, asyncio.Future) else asyncio.ensure_future(pending)
         self.pending = future
@@ -357,7 +368,7 @@ class LaneConnection(asyncio.Protocol):
         if self.paused:
             transport.resume_reading()
         if self.buffer:
-            protocol.data_received(self.buffer)
+            protocol.data_received(bytes(self.buffer))
         if self.eof:  # aiohttp closes on it as well
             protocol.eof_received()
 
