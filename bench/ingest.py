@@ -327,23 +327,23 @@ def throughput(args: argparse.Namespace, env: dict[str, str], url: str, mariadb:
     """triggerd's webhook route, the bare aiohttp ceiling and the naive handler under wrk."""
     port = free_port()
     trigger_id = insert_trigger(mariadb.port, "bench", None)
-    daemon = start_daemon(env, "api", port, work / "daemon-api.log")
-    procs.append(daemon)
-    ours = run_wrk(f"http://127.0.0.1:{port}/api/v1/webhook/{trigger_id}", args.seconds,
-                   args.connections, lua)  # fmt: skip
-    stop(daemon)
+
+    def webhooks(extra: dict[str, str], log: str) -> dict[str, float]:
+        daemon = start_daemon({**env, **extra}, "api", port, work / log)
+        procs.append(daemon)
+        found = run_wrk(f"http://127.0.0.1:{port}/api/v1/webhook/{trigger_id}", args.seconds,
+                        args.connections, lua)  # fmt: skip
+        stop(daemon)
+        return found
+
+    ours = webhooks({}, "daemon-api.log")
     print(f"triggerd webhook (validate + group commit + publish): "
           f"{ours['accepted_per_s']:,.0f} accepted req/s, p50 {ours['p50_ms']:.2f} ms, "
           f"p99 {ours['p99_ms']:.2f} ms, non-2xx {ours['non_2xx']}, "
           f"socket errors {ours['socket_errors']}")
 
     if args.without_lane:
-        daemon = start_daemon({**env, "TRIGGERD_WEBHOOK_FAST_LANE": "false"}, "api", port,
-                              work / "daemon-api-aiohttp.log")  # fmt: skip
-        procs.append(daemon)
-        aio = run_wrk(f"http://127.0.0.1:{port}/api/v1/webhook/{trigger_id}", args.seconds,
-                      args.connections, lua)  # fmt: skip
-        stop(daemon)
+        aio = webhooks({"TRIGGERD_WEBHOOK_FAST_LANE": "false"}, "daemon-api-aiohttp.log")
         print(f"  the same through aiohttp (TRIGGERD_WEBHOOK_FAST_LANE=false): "
               f"{aio['accepted_per_s']:,.0f} accepted req/s, p50 {aio['p50_ms']:.2f} ms, "
               f"p99 {aio['p99_ms']:.2f} ms; the lane's gain "

@@ -307,9 +307,9 @@ class WebhookHandler:
             target = usable(target)
             raw = await read_body(request)
             headers = request.headers
-            record = self.admit(target, raw, request.content_type, headers.get("X-Signature"),
-                                headers.get("Idempotency-Key"), traceparent)  # fmt: skip
             key = headers.get("Idempotency-Key")
+            record = self.admit(target, raw, request.content_type, headers.get("X-Signature"),
+                                key, traceparent)  # fmt: skip
             try:
                 event_id = await self.pipeline.submit(record, key, len(raw))
             except (Overloaded, IngestUnavailable) as exc:
