@@ -264,6 +264,7 @@ class Settings:
     webhook_fast_lane: bool = True
     shutdown_timeout: float = 10.0
     worker_concurrency: int = 100
+    delivery_fast_lane: bool = True
     # An event owed a delivery whose job shows no progress (no attempt claimed) this long
     # after it was published is published again (worker/backstop.py explains the value).
     redeliver_after: float = 120.0
@@ -330,6 +331,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "webhook_fast_lane": _bool,
     "shutdown_timeout": _duration(0.0),
     "worker_concurrency": _int_range(1, 10_000),
+    "delivery_fast_lane": _bool,
     "redeliver_after": _duration(0.5),
     "scheduler_lookahead": _duration(1.0),
     "scheduler_lease": _duration(1.0),

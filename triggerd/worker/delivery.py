@@ -17,6 +17,7 @@ Policy:
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from triggerd import __version__
 from triggerd.domain.backoff import backoff_delay
 from triggerd.domain.enums import Verdict
 from triggerd.worker.destinations import refusal_of
+from triggerd.worker.lane import SNIPPET_BYTES, Answer, DeliveryLane
 from triggerd.worker.signing import signature_headers
 
 SUCCESS, RETRY, FAIL = Verdict.SUCCESS, Verdict.RETRY, Verdict.FAIL
@@ -43,7 +45,7 @@ MAX_ERROR_CHARS = 500
 # and on one line: enough to tell a user what went wrong, too little to turn deliveries
 # into a way of reading what a target serves.
 EXCERPT_CHARS = 120
-_BODY_SNIPPET_BYTES = 256
+_BODY_SNIPPET_BYTES = SNIPPET_BYTES
 USER_AGENT = f"triggerd/{__version__}"
 
 
@@ -205,34 +207,31 @@ def _clip(text: str) -> str:
 
 
 async def send(
-    session: aiohttp.ClientSession, target: Target, headers: CIMultiDict[str], body: bytes
-) -> AttemptResult:
-    """One attempt. Never raises for what the target or the network does (those are
-    results); cancellation propagates."""
+    session: aiohttp.ClientSession, target: Target, headers: CIMultiDict[str], body: bytes,
+    lane: DeliveryLane | None = None,
+) -> AttemptResult:  # fmt: skip
+    """One attempt, by the fast lane when it takes it (worker/lane.py), else through
+    aiohttp. Never raises for what the target or the network does (those are results);
+    cancellation propagates."""
     assert target.endpoint is not None
     started = time.monotonic()
-    timeout = aiohttp.ClientTimeout(total=target.timeout)
     try:
+        if lane is not None:
+            async with asyncio.timeout(target.timeout):
+                answer = await lane.exchange(target.method, target.endpoint, headers.items(), body)
+            if answer is not None:
+                return _answered(answer, started)
+        # what the lane spent (a failed connect, a lookup) counts against the timeout
+        left = max(0.001, target.timeout - (time.monotonic() - started))
         async with session.request(
-            target.method, target.endpoint, data=body, headers=headers, timeout=timeout,
-            allow_redirects=False,
+            target.method, target.endpoint, data=body, headers=headers,
+            timeout=aiohttp.ClientTimeout(total=left), allow_redirects=False,
         ) as resp:  # fmt: skip
             snippet = b""
             if not 200 <= resp.status < 300:
                 snippet = await resp.content.read(_BODY_SNIPPET_BYTES)
-            latency = time.monotonic() - started
-            error = None
-            if not 200 <= resp.status < 300:
-                phrase = excerpt(resp.reason or "", 60)
-                reason = f"HTTP {resp.status}" + (f" {phrase}" if phrase else "")
-                text = excerpt(snippet)
-                error = _clip(f"{reason}: {text}" if text else reason)
-            return AttemptResult(
-                status=resp.status,
-                latency=latency,
-                error=error,
-                retry_after=parse_retry_after(resp.headers.get("Retry-After")),
-            )
+            retry_after = resp.headers.get("Retry-After")
+            return _answered(Answer(resp.status, resp.reason or "", snippet, retry_after), started)
     except TimeoutError:
         return AttemptResult(None, time.monotonic() - started, f"timeout after {target.timeout:g}s")
     except (aiohttp.InvalidURL, ValueError) as exc:
@@ -245,6 +244,22 @@ async def send(
             return AttemptResult(None, time.monotonic() - started, _clip(str(refused)),
                                  permanent=True)  # fmt: skip
         return _error_result(exc, started)
+
+
+def _answered(answer: Answer, started: float) -> AttemptResult:
+    latency = time.monotonic() - started
+    error = None
+    if not 200 <= answer.status < 300:
+        phrase = excerpt(answer.reason, 60)
+        reason = f"HTTP {answer.status}" + (f" {phrase}" if phrase else "")
+        text = excerpt(answer.snippet)
+        error = _clip(f"{reason}: {text}" if text else reason)
+    return AttemptResult(
+        status=answer.status,
+        latency=latency,
+        error=error,
+        retry_after=parse_retry_after(answer.retry_after),
+    )
 
 
 def _error_result(exc: BaseException, started: float, *, permanent: bool = False) -> AttemptResult:

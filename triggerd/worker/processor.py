@@ -37,6 +37,7 @@ from triggerd.worker import delivery
 from triggerd.worker.aio import retry_transient, shielded
 from triggerd.worker.delivery import AttemptResult, Target
 from triggerd.worker.gate import DeliveryGate, Ticket
+from triggerd.worker.lane import DeliveryLane
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +60,11 @@ WakeRelay = Callable[[float], None]
 
 class JobProcessor:
     def __init__(
-        self, services: Services, http: aiohttp.ClientSession, wake_relay: WakeRelay | None = None
-    ) -> None:
+        self, services: Services, http: aiohttp.ClientSession,
+        wake_relay: WakeRelay | None = None, lane: DeliveryLane | None = None,
+    ) -> None:  # fmt: skip
         self.services = services
+        self.lane = lane
         self.db = services.db
         self.metrics = services.metrics
         self.http = http
@@ -213,14 +216,12 @@ class JobProcessor:
             result = await self._send_traced(target, headers, body, attempt, event.id,
                                              traceparent, trace)  # fmt: skip
         else:
-            result = await delivery.send(self.http, target, headers, body)
+            result = await delivery.send(self.http, target, headers, body, self.lane)
         self.metrics.delivery_attempts.inc()
         self.metrics.delivery_latency.observe(result.latency)
         outcome = self._outcome(event, target, attempt, result)
         recorded = await shielded(
-            retry_transient(
-                lambda: self.outcomes.record(outcome), "recording a delivery"
-            ),
+            retry_transient(lambda: self.outcomes.record(outcome), "recording a delivery"),
             grace=self.grace,
         )
         await self.gate.settle(ticket, result.verdict)
@@ -249,7 +250,7 @@ class JobProcessor:
                         "triggerd.event_id": event_id, "triggerd.attempt": attempt},
         )  # fmt: skip
         try:
-            result = await delivery.send(self.http, target, headers, body)
+            result = await delivery.send(self.http, target, headers, body, self.lane)
         except BaseException:  # cancelled: what was measured is exported all the same
             span.end()
             raise

@@ -24,20 +24,30 @@ from triggerd.worker.backstop import DeliveryBackstop
 from triggerd.worker.consumer import JobConsumer
 from triggerd.worker.delivery import USER_AGENT
 from triggerd.worker.destinations import GuardedResolver, guarded_socket_factory
+from triggerd.worker.lane import DeliveryLane
 from triggerd.worker.processor import JobProcessor
 
 log = logging.getLogger(__name__)
 
 
+DNS_TTL = 60.0
+KEEPALIVE_TIMEOUT = 30.0
+
+
+def per_host(concurrency: int) -> int:
+    """Connections one host may hold: a quarter of the pool (min 4), so a slow target
+    cannot take them all."""
+    return max(4, concurrency // 4)
+
+
 def new_http_session(concurrency: int, policy: DestinationPolicy) -> aiohttp.ClientSession:
-    """One pool for every delivery: at most `concurrency` connections, and at most a
-    quarter of them (min 4) to one host, so a slow target cannot take them all. It
-    connects only where `policy` allows (worker/destinations.py)."""
+    """One pool for every delivery: at most `concurrency` connections, `per_host` of them
+    to one host. It connects only where `policy` allows (worker/destinations.py)."""
     connector = aiohttp.TCPConnector(
         limit=concurrency,
-        limit_per_host=max(4, concurrency // 4),
-        ttl_dns_cache=60,
-        keepalive_timeout=30,
+        limit_per_host=per_host(concurrency),
+        ttl_dns_cache=int(DNS_TTL),
+        keepalive_timeout=KEEPALIVE_TIMEOUT,
         resolver=GuardedResolver(policy),
         socket_factory=guarded_socket_factory(policy),
     )
@@ -48,6 +58,12 @@ def new_http_session(concurrency: int, policy: DestinationPolicy) -> aiohttp.Cli
         auto_decompress=True,
         trust_env=False,
     )
+
+
+def new_lane(concurrency: int, policy: DestinationPolicy) -> DeliveryLane:
+    """The delivery fast lane (worker/lane.py), with the aiohttp session's limits."""
+    return DeliveryLane(policy, GuardedResolver(policy), limit_per_host=per_host(concurrency),
+                        dns_ttl=DNS_TTL, keepalive_timeout=KEEPALIVE_TIMEOUT)  # fmt: skip
 
 
 class WorkerRole:
@@ -68,14 +84,21 @@ class WorkerRole:
                      format_networks(policy.allowed))  # fmt: skip
         else:
             log.info("deliveries may reach public addresses only")
-        async with new_http_session(settings.worker_concurrency, policy) as http:
-            processor = self.processor = JobProcessor(self.services, http,
-                                                      wake_relay=self.relay.wake_in)
-            self.consumer = JobConsumer(self.services, processor.handle)
-            ready()
-            # The consumer, the endpoint-health cache it decides from and the backstop:
-            # none ends on its own, and cancelling the role stops them all.
-            async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(processor.gate.run(), name="worker:endpoint-health")
-                tasks.create_task(self.backstop.run(), name="worker:backstop")
-                await self.consumer.run()
+        lane = (new_lane(settings.worker_concurrency, policy) if settings.delivery_fast_lane
+                else None)  # fmt: skip
+        try:
+            async with new_http_session(settings.worker_concurrency, policy) as http:
+                processor = self.processor = JobProcessor(
+                    self.services, http, wake_relay=self.relay.wake_in, lane=lane
+                )
+                self.consumer = JobConsumer(self.services, processor.handle)
+                ready()
+                # The consumer, the endpoint-health cache it decides from and the
+                # backstop: none ends on its own, and cancelling the role stops them all.
+                async with asyncio.TaskGroup() as tasks:
+                    tasks.create_task(processor.gate.run(), name="worker:endpoint-health")
+                    tasks.create_task(self.backstop.run(), name="worker:backstop")
+                    await self.consumer.run()
+        finally:
+            if lane is not None:
+                await lane.close()
