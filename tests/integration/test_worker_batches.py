@@ -5,6 +5,7 @@ batch writes exactly what the one-job-at-a-time queries would."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -239,17 +240,39 @@ async def test_a_late_outcome_does_not_move_an_event_back(db: Database) -> None:
     assert attempt["finished_at"] is not None and attempt["response_status"] == 200
 
 
+async def test_what_a_target_answered_is_stored_as_it_was(db: Database) -> None:
+    """The batched statements are rendered by us (store/literals.py): an error with
+    quotes, backslashes, percent signs, braces and non-ASCII text is stored unchanged,
+    and so is every other value, next to one written alone."""
+    ids = await _events(db, 4)
+    claims = AttemptClaims(db)
+    assert all(await asyncio.gather(*[claims.claim(i, 1) for i in ids]))
+    odd = "HTTP 500 Oops: it's 100% {broken} \\ \"quoted\" %s %(x)s; DROP TABLE x; -- ünï ✓"
+    outcomes = [dataclasses.replace(_outcome(i, "retrying"), error=odd, latency_ms=None)
+                for i in ids[:3]]  # fmt: skip
+    writer = OutcomeWriter(db)
+    assert await asyncio.gather(*[writer.record(o) for o in outcomes]) == [True] * 3
+    assert await record_outcome(db, dataclasses.replace(outcomes[0], event_id=ids[3]))
+    for event_id in ids:
+        row = await event_row(db, event_id)
+        [attempt] = await attempts_of(db, event_id)
+        assert row["error_message"] == odd and attempt["error"] == odd
+        assert attempt["latency_ms"] is None and attempt["response_status"] == 503
+        assert row["publish_at"] is not None and row["publish_attempt"] == 2
+    assert await _state(db, ids[0]) == await _state(db, ids[3])
+
+
 async def test_the_batched_joins_use_the_primary_keys(db: Database) -> None:
     # enough rows that a scan would cost more than the lookups (on a near-empty table
     # the optimizer rightly prefers the scan)
     ids = await _events(db, 1000)
     await AttemptClaims(db)._claim([(i, 1) for i in ids])
     await db.execute("ANALYZE TABLE event_logs, delivery_attempts")
-    values, params = _outcome_rows([_outcome(i, "success") for i in ids[:3]])
+    values = _outcome_rows([_outcome(i, "success") for i in ids[:3]])
     for table, on in (("delivery_attempts d", "d.event_id = v.event_id AND d.attempt = v.attempt"),
                       ("event_logs d", "d.id = v.event_id")):  # fmt: skip
         plan = await db.fetchall(
-            f"EXPLAIN SELECT 1 FROM {table} JOIN ({values}) v ON {on}", params
+            f"EXPLAIN SELECT 1 FROM {table} JOIN ({values}) v ON {on}"
         )
         [row] = [r for r in plan if r["table"] == "d"]
         assert row["key"] == "PRIMARY" and row["type"] == "eq_ref", plan

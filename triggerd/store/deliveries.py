@@ -25,6 +25,7 @@ from triggerd.domain.enums import AttemptClaim
 from triggerd.domain.timeutil import from_db, to_db, utcnow
 from triggerd.store.coalesce import Coalescer
 from triggerd.store.db import Database, is_duplicate_key
+from triggerd.store.literals import text, time_literal, uuid_literals, uuid_text
 
 FINAL_STATUSES = tuple(s.value for s in enums.FINAL_STATUSES)
 
@@ -113,10 +114,10 @@ class EventLoader:
         return await self.batches.submit(event_id)
 
     async def _load(self, ids: list[str]) -> list[EventState | None]:
-        unique = list(dict.fromkeys(ids))
-        marks = ", ".join(["%s"] * len(unique))
+        listed = uuid_literals(list(dict.fromkeys(ids)))
+        # () : the driver still formats, which undoes uuid_literals' %% for odd ids
         rows = await self.db.fetchall(
-            f"SELECT {_EVENT_COLUMNS} FROM event_logs WHERE id IN ({marks})", unique
+            f"SELECT {_EVENT_COLUMNS} FROM event_logs WHERE id IN ({listed})", ()
         )
         # keyed as the column compares: ids match case-insensitively
         found = {row["id"].lower(): EventState.from_row(row) for row in rows}
@@ -196,17 +197,15 @@ class AttemptClaims:
         # ids compare case-insensitively in the table: so do the keys here
         unique = {(event_id.lower(), attempt): event_id for event_id, attempt in keys}
         token = secrets.randbits(63)
-        now = to_db(utcnow())
-        rows = ", ".join(["(%s, %s, %s, %s)"] * len(unique))
-        params: list[Any] = []
-        for (_key, attempt), event_id in unique.items():
-            params += [event_id, attempt, now, token]
+        tail = f", {time_literal(utcnow())}, {token})"
+        rows = ", ".join([f"({uuid_text(event_id)}, {int(attempt)}{tail}"
+                          for (_key, attempt), event_id in unique.items()])  # fmt: skip
         # ON DUPLICATE KEY … (a no-op) rather than INSERT IGNORE, which would also turn
-        # other errors into warnings; an existing row counts 0 affected rows.
+        # other errors into warnings; an existing row counts 0 affected rows. Rendered
+        # by us, run without parameters (store/literals.py).
         added = await self.db.execute(
             "INSERT INTO delivery_attempts (event_id, attempt, started_at, claim)"
-            f" VALUES {rows} ON DUPLICATE KEY UPDATE claim = claim",
-            params,
+            f" VALUES {rows} ON DUPLICATE KEY UPDATE claim = claim"
         )
         if added == len(unique):
             ours = set(unique)
@@ -242,7 +241,7 @@ _WRITE_OUTCOMES = (
     " ON d.event_id = v.event_id AND d.attempt = v.attempt"
     " LEFT JOIN event_logs e ON e.id = v.event_id AND e.publish_attempt <= v.attempt"
     " SET d.finished_at = v.finished_at, d.response_status = v.response_status,"
-    " d.latency_ms = v.latency_ms, d.error = v.error, d.claim = %s,"
+    " d.latency_ms = v.latency_ms, d.error = v.error, d.claim = {token},"
     " e.attempts = GREATEST(e.attempts, v.attempt), e.response_status = v.response_status,"
     " e.error_message = IF(v.status = 'success', NULL, v.error),"
     " e.delivered_at = IF(v.status = 'success', v.finished_at, e.delivered_at),"
@@ -262,9 +261,8 @@ async def record_outcomes(db: Database, outcomes: list[Outcome]) -> list[bool]:
         return []
     # rows locked in key order, so two batches cannot deadlock on each other
     ordered = sorted(outcomes, key=lambda o: (o.event_id.lower(), o.attempt))
-    values, params = _outcome_rows(ordered)
     token = secrets.randbits(63)
-    changed = await db.execute(_WRITE_OUTCOMES.format(values=values), [*params, token])
+    changed = await db.execute(_WRITE_OUTCOMES.format(values=_outcome_rows(ordered), token=token))
     if changed == 2 * len(ordered):  # every attempt row and every event: all ours
         return [True] * len(outcomes)
     # Short: some attempt was finished elsewhere, or some event owes a newer attempt.
@@ -298,18 +296,31 @@ class OutcomeWriter:
         return await self.batches.submit(outcome)
 
 
-def _outcome_rows(outcomes: list[Outcome]) -> tuple[str, list[Any]]:
+_OUTCOME_COLUMNS = ("event_id", "attempt", "status", "finished_at", "response_status",
+                    "latency_ms", "error", "retry_at")  # fmt: skip
+
+
+def _outcome_rows(outcomes: list[Outcome]) -> str:
     """A derived table of the outcomes (`SELECT … UNION ALL SELECT …`, which both MySQL 8
-    and MariaDB accept). Ids carry the _ascii introducer so that they compare in the id
+    and MariaDB accept), rendered by us for a statement run without parameters
+    (store/literals.py). Ids carry the _ascii introducer so that they compare in the id
     columns' own character set and the joins use the primary keys."""
-    first = ("SELECT _ascii%s AS event_id, %s AS attempt, %s AS status, %s AS finished_at,"
-             " %s AS response_status, %s AS latency_ms, %s AS error, %s AS retry_at")  # fmt: skip
-    rest = " UNION ALL SELECT _ascii%s, %s, %s, %s, %s, %s, %s, %s"
-    params: list[Any] = []
+    selects: list[str] = []
     for o in outcomes:
-        params += [o.event_id, o.attempt, o.status, to_db(o.finished_at), o.response_status,
-                   o.latency_ms, o.error, to_db(o.retry_at)]  # fmt: skip
-    return first + rest * (len(outcomes) - 1), params
+        values: tuple[str, ...] = (
+            "_ascii" + uuid_text(o.event_id), str(int(o.attempt)), text(o.status),
+            time_literal(o.finished_at), _number(o.response_status), _number(o.latency_ms),
+            text(o.error), "NULL" if o.retry_at is None else time_literal(o.retry_at),
+        )  # fmt: skip
+        if not selects:
+            named = zip(values, _OUTCOME_COLUMNS, strict=True)
+            values = tuple(f"{value} AS {name}" for value, name in named)
+        selects.append("SELECT " + ", ".join(values))
+    return " UNION ALL ".join(selects)
+
+
+def _number(value: int | None) -> str:
+    return "NULL" if value is None else str(int(value))
 
 
 async def mark_published(db: Database, event_id: str, attempt: int) -> bool:

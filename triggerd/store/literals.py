@@ -32,6 +32,12 @@ def json_hex(value: bytes) -> str:
 _UUID_CHARS = re.compile(r"[0-9a-fA-F-]{36}")
 
 
+def uuid_text(value: str) -> str:
+    """One id as a quoted literal for a statement run without parameters: a canonical
+    UUID as it is, anything else escaped."""
+    return "'" + value + "'" if _UUID_CHARS.fullmatch(value) else text(value)
+
+
 def uuid_literals(ids: Sequence[str]) -> str:
     """`'id','id',…` for an IN list of a statement that also takes %s parameters: our
     ids are canonical UUIDs, quoted as they are; anything else is escaped (and its %

@@ -162,6 +162,7 @@ class _Pool:
 
     slots: asyncio.Semaphore
     idle: list[_Connection] = field(default_factory=list)
+    busy: int = 0  # attempts holding or waiting for a slot
 
 
 class DeliveryLane:
@@ -197,8 +198,16 @@ class DeliveryLane:
             self.passed += 1
             return None
         pool = self._pool(route)
+        pool.busy += 1
+        try:
+            return await self._send(pool, addresses, route.port, request, method)
+        finally:
+            pool.busy -= 1
+
+    async def _send(self, pool: _Pool, addresses: list[str], port: int, request: bytes,
+                    method: str) -> Answer | None:  # fmt: skip
         async with pool.slots:
-            connection = await self._connect(pool, addresses, route.port)
+            connection = await self._connect(pool, addresses, port)
             if connection is None:
                 self.passed += 1
                 return None
@@ -290,7 +299,7 @@ class DeliveryLane:
 
     def _sweep(self, now: float) -> None:
         self._swept = now
-        for pool in self._pools.values():
+        for key, pool in list(self._pools.items()):
             keep = []
             for connection in pool.idle:
                 if connection.usable and now - connection.idle_since < self.keepalive_timeout:
@@ -298,6 +307,8 @@ class DeliveryLane:
                 else:
                     connection.close()
             pool.idle[:] = keep
+            if not keep and not pool.busy:
+                del self._pools[key]  # a host not delivered to for a while
 
 
 def _parse_route(method: str, endpoint: str) -> _Route | None:
