@@ -227,6 +227,50 @@ async def test_each_answer_is_recorded_as_through_aiohttp(name: str) -> None:
     assert status == int(raw.rsplit(b"HTTP/1.", 1)[1][2:5])
 
 
+ODD_BUT_READABLE = {
+    "bare line feeds": b"HTTP/1.1 200 OK\nContent-Length: 0\n\n",
+    "500 with bare line feeds": b"HTTP/1.1 500 Oops\nContent-Length: 4\n\nfail",
+    "space before a colon": b"HTTP/1.1 200 OK\r\nContent-Length : 0\r\n\r\n",
+    "status line with a trailing space": b"HTTP/1.1 200 \r\nContent-Length: 0\r\n\r\n",
+    "HTTP/1.0 keep-alive": b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n",  # noqa: E501
+    "a folded header": b"HTTP/1.1 200 OK\r\nX-A: a\r\n b\r\nContent-Length: 0\r\n\r\n",
+    "lower-case protocol": b"http/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+    "two-digit status": b"HTTP/1.1 20 OK\r\nContent-Length: 0\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("name", list(ODD_BUT_READABLE))
+async def test_odd_answers_read_as_aiohttp_reads_them(name: str) -> None:
+    async with serving(answering(ODD_BUT_READABLE[name], close=True)) as server, \
+            clients() as (http, lane):  # fmt: skip
+        target = Target(endpoint=f"http://127.0.0.1:{server.port}/odd", timeout=5)
+        before = await attempt(http, None, target)
+        after = await attempt(http, lane, target)
+    assert before.status == after.status
+    if after.status is None:  # an unreadable status line: a retryable failure either way
+        assert after.error is not None and after.error.startswith("InvalidResponse")
+        assert after.verdict == delivery.RETRY
+    else:
+        assert after.error == before.error
+
+
+@pytest.mark.parametrize("raw", [
+    b"HTTP/1.1 200 OK\r\nthis is not a header\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nContent-Length: 5\r\n\r\nhello",
+])  # fmt: skip
+async def test_a_2xx_with_an_unreadable_header_is_a_success(raw: bytes) -> None:
+    """aiohttp refuses these answers (and the attempt would be retried, so delivered
+    twice); the target had the request and said 2xx, so the lane records a success, and
+    does not reuse the connection."""
+    async with serving(answering(raw)) as server, clients() as (http, lane):
+        target = Target(endpoint=f"http://127.0.0.1:{server.port}/odd")
+        assert (await attempt(http, None, target)).status is None
+        for _ in range(2):
+            result = await attempt(http, lane, target)
+            assert result.status == 200 and result.error is None
+    assert lane.idle_connections() == [] and server.connections == 3
+
+
 async def test_an_answer_that_never_comes_times_out_as_before() -> None:
     async def silent(_request: bytes, _writer: asyncio.StreamWriter) -> None:
         await asyncio.sleep(30)

@@ -20,7 +20,9 @@ refusal, an invalid header, a refused or failed connect all read as they always 
 
 Once the request is written, the lane reads the answer itself, as aiohttp does: the
 status line and headers (1xx answers skipped), and for a status other than 2xx the start
-of the body for the stored error (chunked and gzip/deflate bodies decoded). The request
+of the body for the stored error (chunked and gzip/deflate bodies decoded). Leniently:
+the target has the request by then, so a header line that cannot be read is skipped
+(aiohttp would refuse the answer and the retry would deliver it twice). The request
 bytes are aiohttp's: the same request line (yarl's path), the same headers in the same
 order (Host first, then the attempt's, then Accept and Accept-Encoding unless given,
 then Content-Length). A connection goes back to its pool only after a 2xx whose whole
@@ -60,7 +62,7 @@ _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BLOCK = re.compile(r"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+: [\t\x20-\x7e]*\r\n)*")
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
-_STATUS = re.compile(rb"HTTP/1\.([01]) ([0-9]{3})(?: ([^\r\n]*))?")
+_STATUS = re.compile(rb"HTTP/1\.([01]) ([0-9]{3})(?:[ \t]([^\r\n]*))?")
 # Headers that shape the exchange itself: an attempt that sets one goes through aiohttp.
 _FRAMING = frozenset({"host", "content-length", "transfer-encoding", "connection", "expect",
                       "upgrade", "te", "proxy-connection", "keep-alive"})  # fmt: skip
@@ -384,31 +386,41 @@ async def _read_answer(connection: _Connection, method: str) -> tuple[Answer, bo
 
 
 async def _read_head(connection: _Connection) -> tuple[int, int, str, dict[str, str]]:
+    """The status line and headers. Read leniently, as aiohttp reads answers: the target
+    already has the request, so an answer with a readable status line is recorded by its
+    status (a header line we cannot read is skipped, and the connection is not reused)."""
     buffer = connection.buffer
     while True:
-        end = buffer.find(b"\r\n\r\n")
+        end, skip = buffer.find(b"\r\n\r\n"), 4
+        if end < 0:
+            end, skip = buffer.find(b"\n\n"), 2  # bare line feeds, which aiohttp accepts
         if end >= 0:
             break
         if len(buffer) > MAX_HEAD:
             raise InvalidResponse("the response head is too long")
         await connection.more()
     head = bytes(buffer[:end])
-    del buffer[: end + 4]
-    lines = head.split(b"\r\n")
-    match = _STATUS.fullmatch(lines[0])
+    del buffer[: end + skip]
+    lines = [line.rstrip(b"\r") for line in head.split(b"\n")]
+    match = _STATUS.fullmatch(lines[0].rstrip(b" \t"))
     if match is None:
         raise InvalidResponse(f"invalid status line {lines[0][:60]!r}")
     headers: dict[str, str] = {}
     for line in lines[1:]:
         name, colon, value = line.partition(b":")
         if not colon or _TOKEN.fullmatch(name) is None:
-            raise InvalidResponse(f"invalid header line {line[:60]!r}")
+            headers["connection"] = "close"  # unreadable: not reused
+            continue
         key = name.decode("ascii").lower()
         text = value.strip(b" \t").decode("latin-1")
-        if key == "content-length" and key in headers and headers[key] != text:
-            raise InvalidResponse("conflicting Content-Length headers")
-        headers[key] = f"{headers[key]}, {text}" if key in headers and key != "content-length" \
-            else text  # fmt: skip
+        if key in headers:
+            if key == "content-length":
+                if headers[key] != text:  # no framing to trust: read it as until close
+                    del headers[key]
+                    headers["connection"] = "close"
+                continue
+            text = f"{headers[key]}, {text}"
+        headers[key] = text
     reason = (match.group(3) or b"").decode("utf-8", "surrogateescape")  # as aiohttp
     return int(match.group(1)), int(match.group(2)), reason, headers
 
