@@ -271,6 +271,23 @@ async def test_a_2xx_with_an_unreadable_header_is_a_success(raw: bytes) -> None:
     assert lane.idle_connections() == [] and server.connections == 3
 
 
+@pytest.mark.parametrize("raw", [
+    b"HTTP/1.1 200 OK\r\nContent-Length: 4000000\r\n\r\n" + b"x" * 4_000_000,
+    b"HTTP/1.1 503 Busy\r\nTransfer-Encoding: chunked\r\n\r\n"
+    + b"1\r\ny\r\n" * 500_000 + b"0\r\n\r\n",
+    b"HTTP/1.1 500 Oops\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s"
+    % (len(gzipped(b"z" * 3_000_000)), gzipped(b"z" * 3_000_000)),
+])  # fmt: skip
+async def test_a_large_answer_is_recorded_without_being_read_whole(raw: bytes) -> None:
+    async with serving(answering(raw)) as server, clients() as (http, lane):
+        target = Target(endpoint=f"http://127.0.0.1:{server.port}/big", timeout=10)
+        before = await attempt(http, None, target)
+        after = await attempt(http, lane, target)
+    same(before, after)
+    # reading stopped after what the record needs: that connection is not reused
+    assert lane.idle_connections() == []
+
+
 async def test_an_answer_that_never_comes_times_out_as_before() -> None:
     async def silent(_request: bytes, _writer: asyncio.StreamWriter) -> None:
         await asyncio.sleep(30)
