@@ -45,7 +45,6 @@ MAX_ERROR_CHARS = 500
 # and on one line: enough to tell a user what went wrong, too little to turn deliveries
 # into a way of reading what a target serves.
 EXCERPT_CHARS = 120
-_BODY_SNIPPET_BYTES = SNIPPET_BYTES
 USER_AGENT = f"triggerd/{__version__}"
 
 
@@ -229,7 +228,7 @@ async def send(
         ) as resp:  # fmt: skip
             snippet = b""
             if not 200 <= resp.status < 300:
-                snippet = await resp.content.read(_BODY_SNIPPET_BYTES)
+                snippet = await resp.content.read(SNIPPET_BYTES)
             retry_after = resp.headers.get("Retry-After")
             return _answered(Answer(resp.status, resp.reason or "", snippet, retry_after), started)
     except TimeoutError:

@@ -58,8 +58,9 @@ _COMPRESSED_READ = 65536
 _MOST_BUFFERED = MAX_HEAD + _COMPRESSED_READ
 SWEEP_EVERY = 10.0
 
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_BLOCK = re.compile(r"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+: [\t\x20-\x7e]*\r\n)*")
+_TCHAR = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]"  # what an HTTP token is made of
+_TOKEN = re.compile(rf"{_TCHAR}+".encode())
+_BLOCK = re.compile(rf"(?:{_TCHAR}+: [\t\x20-\x7e]*\r\n)*")
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
 _STATUS = re.compile(rb"HTTP/1\.([01]) ([0-9]{3})(?:[ \t]([^\r\n]*))?")
@@ -287,7 +288,7 @@ class DeliveryLane:
             self._sweep(now)
         while pool.idle:
             connection = pool.idle.pop()
-            if connection.usable and now - connection.idle_since < self.keepalive_timeout:
+            if self._fresh(connection, now):
                 return connection
             connection.close()
         loop = asyncio.get_running_loop()
@@ -299,12 +300,15 @@ class DeliveryLane:
             return connection
         return None
 
+    def _fresh(self, connection: _Connection, now: float) -> bool:
+        return connection.usable and now - connection.idle_since < self.keepalive_timeout
+
     def _sweep(self, now: float) -> None:
         self._swept = now
         for key, pool in list(self._pools.items()):
             keep = []
             for connection in pool.idle:
-                if connection.usable and now - connection.idle_since < self.keepalive_timeout:
+                if self._fresh(connection, now):
                     keep.append(connection)
                 else:
                     connection.close()

@@ -30,7 +30,7 @@ from triggerd.worker.processor import JobProcessor
 log = logging.getLogger(__name__)
 
 
-DNS_TTL = 60.0
+DNS_TTL = 60
 KEEPALIVE_TIMEOUT = 30.0
 
 
@@ -46,7 +46,7 @@ def new_http_session(concurrency: int, policy: DestinationPolicy) -> aiohttp.Cli
     connector = aiohttp.TCPConnector(
         limit=concurrency,
         limit_per_host=per_host(concurrency),
-        ttl_dns_cache=int(DNS_TTL),
+        ttl_dns_cache=DNS_TTL,
         keepalive_timeout=KEEPALIVE_TIMEOUT,
         resolver=GuardedResolver(policy),
         socket_factory=guarded_socket_factory(policy),
