@@ -30,8 +30,13 @@ lint: install
 unit: install
 	$(BIN)/pytest tests/unit -q $(PYTEST_ARGS)
 
+# Two pytest processes (pytest-xdist), each with its own MariaDB and broker, one test file
+# at a time: most tests wait on a broker or a clock, so two share the machine's cores well.
+# `make test PYTEST_JOBS=0` runs them in this process.
+PYTEST_JOBS ?= 2
+
 test: lint
-	$(BIN)/pytest -q $(PYTEST_ARGS)
+	$(BIN)/pytest -q -n $(PYTEST_JOBS) --dist loadfile $(PYTEST_ARGS)
 
 bench: install
 	$(BIN)/python bench/scheduler_drift.py

@@ -70,6 +70,14 @@ class MariaDBServer:
         self._own_dir = base_dir is None
         self.base_dir = base_dir or Path(tempfile.mkdtemp(prefix="triggerd-mariadb-"))
         self.proc: subprocess.Popen[bytes] | None = None
+        # A Unix socket's path holds at most 107 bytes, and mariadbd will not start
+        # without one (triggerd connects over TCP): under a deep TMPDIR it goes to a
+        # short dir of its own in /tmp.
+        self.socket = self.base_dir / "mysql.sock"
+        self._socket_dir: Path | None = None
+        if len(os.fsencode(self.socket)) > 100:
+            self._socket_dir = Path(tempfile.mkdtemp(prefix="triggerd-sock-", dir="/tmp"))
+            self.socket = self._socket_dir / "mysql.sock"
 
     @staticmethod
     def binaries() -> tuple[str, str | None]:
@@ -103,7 +111,7 @@ class MariaDBServer:
         log_file = open(self.base_dir / "server.log", "ab")  # noqa: SIM115 - owned by the child
         self.proc = subprocess.Popen(
             [server, "--no-defaults", f"--datadir={datadir}", f"--port={self.port}",
-             "--bind-address=127.0.0.1", f"--socket={self.base_dir / 'mysql.sock'}",
+             "--bind-address=127.0.0.1", f"--socket={self.socket}",
              f"--pid-file={self.base_dir / 'mysqld.pid'}", "--skip-name-resolve",
              "--innodb-buffer-pool-size=256M", "--innodb-flush-log-at-trx-commit=2",
              "--max-connections=500", "--character-set-server=utf8mb4",
@@ -149,6 +157,8 @@ class MariaDBServer:
         self.stop()
         if self._own_dir:
             shutil.rmtree(self.base_dir, ignore_errors=True)
+        if self._socket_dir is not None:
+            shutil.rmtree(self._socket_dir, ignore_errors=True)
 
 
 class KafkaBroker:

@@ -15,6 +15,8 @@ import pytest
 from tests.integration.api_daemon import URL, ApiDaemon, Client, api_daemon
 
 BASE = "/api/v1/triggers"
+# an id no row has; fixed, so that every pytest-xdist worker collects the same tests
+UNKNOWN = "3f1a9c62-7e0b-4d25-9b8e-5c4f2a1d6e70"
 ENV_KEY = f"env-key-{uuid.uuid4().hex}"
 FILE_KEY = f"file-key-{uuid.uuid4().hex}"
 WRONG_KEY = f"wrong-key-{uuid.uuid4().hex}"
@@ -62,8 +64,8 @@ async def hook(api: ApiDaemon) -> dict[str, Any]:
     return dict(reply.body)
 
 
-ROUTES = [("GET", BASE), ("POST", BASE), ("GET", f"{BASE}/{uuid.uuid4()}"),
-          ("PATCH", f"{BASE}/{uuid.uuid4()}"), ("DELETE", f"{BASE}/{uuid.uuid4()}"),
+ROUTES = [("GET", BASE), ("POST", BASE), ("GET", f"{BASE}/{UNKNOWN}"),
+          ("PATCH", f"{BASE}/{UNKNOWN}"), ("DELETE", f"{BASE}/{UNKNOWN}"),
           ("POST", f"{BASE}/test"), ("GET", "/api/v1/events")]  # fmt: skip
 BAD_CREDENTIALS = [
     {},
@@ -103,14 +105,14 @@ async def test_either_header_with_any_configured_key_works(
 # Every /api/v1 route but webhook ingestion, each called so that a key allowed to call
 # it changes nothing (unknown ids, invalid bodies).
 ALL_ROUTES = [
-    ("GET", BASE), ("POST", BASE), ("GET", f"{BASE}/{uuid.uuid4()}"),
-    ("PUT", f"{BASE}/{uuid.uuid4()}"), ("PATCH", f"{BASE}/{uuid.uuid4()}"),
-    ("DELETE", f"{BASE}/{uuid.uuid4()}"), ("POST", f"{BASE}/test"),
-    ("POST", f"{BASE}/{uuid.uuid4()}/test"), ("GET", "/api/v1/events"),
-    ("GET", "/api/v1/events/stats"), ("GET", f"/api/v1/events/{uuid.uuid4()}"),
-    ("POST", f"/api/v1/events/{uuid.uuid4()}/replay"), ("GET", "/api/v1/audit"),
-    ("GET", f"{BASE}/{uuid.uuid4()}/upcoming"), ("POST", f"{BASE}/preview"),
-    ("GET", f"{BASE}/{uuid.uuid4()}/occurrences"), ("POST", f"{BASE}/{uuid.uuid4()}/backfill"),
+    ("GET", BASE), ("POST", BASE), ("GET", f"{BASE}/{UNKNOWN}"),
+    ("PUT", f"{BASE}/{UNKNOWN}"), ("PATCH", f"{BASE}/{UNKNOWN}"),
+    ("DELETE", f"{BASE}/{UNKNOWN}"), ("POST", f"{BASE}/test"),
+    ("POST", f"{BASE}/{UNKNOWN}/test"), ("GET", "/api/v1/events"),
+    ("GET", "/api/v1/events/stats"), ("GET", f"/api/v1/events/{UNKNOWN}"),
+    ("POST", f"/api/v1/events/{UNKNOWN}/replay"), ("GET", "/api/v1/audit"),
+    ("GET", f"{BASE}/{UNKNOWN}/upcoming"), ("POST", f"{BASE}/preview"),
+    ("GET", f"{BASE}/{UNKNOWN}/occurrences"), ("POST", f"{BASE}/{UNKNOWN}/backfill"),
 ]  # fmt: skip
 KEYS = {"read": {"X-API-Key": READ_KEY}, "write": {"Authorization": f"Bearer {WRITE_KEY}"},
         "bare": {"X-API-Key": FILE_KEY}, "env": {"Authorization": f"Bearer {ENV_KEY}"},
