@@ -97,6 +97,8 @@ async def test_every_log_line_is_json_across_a_database_restart(
         await asyncio.to_thread(server.close)
 
 
+# The slow path below waits up to 120 s: the test's own limit must exceed it.
+@pytest.mark.timeout(200)
 async def test_a_broker_restart_loses_no_delivery(
     start_daemon: Any, database_url: str, sink: Sink
 ) -> None:

@@ -51,7 +51,10 @@ from triggerd.tracing import Kind, Tracer, trace_publishes
 log = logging.getLogger(__name__)
 
 PUBLISH_GRACE = timedelta(seconds=5)
-CLEAR_WINDOW = 0.1  # seconds of published jobs whose outbox marks one UPDATE clears
+# A published job's outbox mark is cleared this long after its publish (well inside the
+# grace), by which time its delivery is usually recorded and the clear writes nothing.
+CLEAR_DELAY = 1.0
+CLEAR_WINDOW = 0.1  # seconds of due clears that share one UPDATE
 _PUBLISH_TIMEOUT = 10.0  # a batch not acked by then is left to the relay
 # A deadlock or a dropped connection: the requests of the batch wait for a few quick
 # tries before they are answered 503.
@@ -294,39 +297,95 @@ class PublishedJob:
     at: str  # when its publish was acknowledged, as a DATETIME literal
 
 
-class OutboxClearer(_Batcher[PublishedJob]):
+class OutboxClearer:
     """Clears the outbox mark of fast-path published jobs and records when they went out.
 
-    The mark only has to go before the relay's grace (PUBLISH_GRACE) runs out, so the
-    jobs of CLEAR_WINDOW share one UPDATE, instead of one per publish batch: at 1,000
-    webhooks/s that was 0.2–0.4 statements per webhook, each a round trip for this
-    process and work for the database (0.02 now; bench/ingest.py prints the counts).
+    The mark only has to go before the relay's grace (PUBLISH_GRACE) runs out, so each
+    job's clear is held CLEAR_DELAY after its publish, and the jobs that come due within
+    CLEAR_WINDOW of each other share one UPDATE. By then the worker has usually
+    recorded the attempt: its outcome cleared `publish_at` and wrote `published_at`
+    itself (store/deliveries.py), and the clear finds nothing left to write. A clear that
+    writes changes the row and its owed-index entry a second time; one that finds the
+    row settled only reads it by its key.
 
     A row is cleared only while it still owes the same attempt (`publish_attempt`; a
-    retry or a replay owes a higher one) and has no `published_at` yet (the relay sets
-    it when it published the row first). The worker may have finished the attempt
-    already (its outcome cleared `publish_at` itself): the row then gets its
-    `published_at` all the same. Whatever cannot be cleared, the relay republishes
-    after the grace; the worker absorbs the duplicate.
+    retry or a replay owes a higher one) and has no `published_at` yet (the relay or the
+    worker set it first). Whatever cannot be cleared, the relay republishes after the
+    grace; the worker absorbs the duplicate.
 
-    Under a heavy stream the window gathers thousands of rows; one UPDATE of them all
-    ran for tens of milliseconds and slowed the event INSERTs beside it (the webhooks'
-    p99 doubled). `max_batch` bounds a statement instead: at high rates the clears go
-    out as a steady run of small UPDATEs."""
+    Under a heavy stream one UPDATE of every due row ran for tens of milliseconds and
+    slowed the event INSERTs beside it (the webhooks' p99 doubled). `max_batch` bounds a
+    statement instead: at high rates the clears go out as a steady run of small UPDATEs.
+    On shutdown every held clear goes out at once, due or not."""
 
     name = "outbox-clearer"
 
-    def __init__(self, db: Database, *, window: float = CLEAR_WINDOW, max_batch: int = 250,
-                 max_queue: int = 100_000) -> None:  # fmt: skip
-        super().__init__(concurrency=1, max_batch=max_batch, max_wait=window,
-                         max_queue=max_queue)  # fmt: skip
+    def __init__(self, db: Database, *, delay: float = CLEAR_DELAY,
+                 window: float = CLEAR_WINDOW, max_batch: int = 250,
+                 max_queue: int = 100_000, drain_timeout: float = 10.0) -> None:  # fmt: skip
         self.db = db
+        self.delay = delay
+        self.window = window
+        self.max_batch = max_batch
+        self.max_queue = max_queue
+        self.drain_timeout = drain_timeout
+        # (when due, on the monotonic clock; the jobs of one publish), in order of publish
+        self._held: deque[tuple[float, list[PublishedJob]]] = deque()
+        self._count = 0
+        self._offered = asyncio.Event()
+        self.closed = False
 
     def offer(self, jobs: Sequence[Job], published_at: datetime) -> None:
+        """Hold the clear of `jobs`; what does not fit is left to the outbox relay."""
+        room = self.max_queue - self._count
+        if self.closed or room <= 0 or not jobs:
+            return
         at = time_literal(published_at)
-        self._offer_all(PublishedJob(job.event_id, job.attempt, at) for job in jobs)
+        items = [PublishedJob(job.event_id, job.attempt, at) for job in jobs[:room]]
+        self._held.append((time.monotonic() + self.delay, items))
+        self._count += len(items)
+        self._offered.set()
 
-    async def _handle(self, batch: list[PublishedJob]) -> None:
+    async def run(self) -> None:
+        try:
+            while True:
+                await self._until_due()
+                await self._clear(self._take(time.monotonic() + self.window))
+        finally:
+            self.closed = True
+            try:
+                async with asyncio.timeout(self.drain_timeout):
+                    while self._held:
+                        await self._clear(self._take(float("inf")))
+            except TimeoutError:
+                log.warning("shutdown: %d outbox clear(s) left to the relay", self._count)
+
+    async def _until_due(self) -> None:
+        while True:
+            if not self._held:
+                self._offered.clear()
+                await self._offered.wait()
+                continue
+            wait = self._held[0][0] - time.monotonic()
+            if wait <= 0:
+                return
+            await asyncio.sleep(wait)
+
+    def _take(self, due_by: float) -> list[PublishedJob]:
+        """Up to max_batch held jobs due by `due_by`, oldest first."""
+        batch: list[PublishedJob] = []
+        held = self._held
+        while held and held[0][0] <= due_by and len(batch) < self.max_batch:
+            due, items = held.popleft()
+            room = self.max_batch - len(batch)
+            if len(items) > room:
+                held.appendleft((due, items[room:]))
+                items = items[:room]
+            batch.extend(items)
+        self._count -= len(batch)
+        return batch
+
+    async def _clear(self, batch: list[PublishedJob]) -> None:
         by_attempt: dict[int, list[PublishedJob]] = defaultdict(list)
         for item in batch:
             by_attempt[item.attempt].append(item)

@@ -246,6 +246,9 @@ _WRITE_OUTCOMES = (
     " e.error_message = IF(v.status = 'success', NULL, v.error),"
     " e.delivered_at = IF(v.status = 'success', v.finished_at, e.delivered_at),"
     " e.execution_status = v.status,"
+    # the job reached Kafka before this attempt was claimed; a publish time written by
+    # the publisher's clear or the relay stands (the clear then finds nothing to do)
+    " e.published_at = IFNULL(e.published_at, d.started_at),"
     # the retry goes through the outbox: the relay publishes attempt + 1 once it is due
     " e.publish_at = v.retry_at,"
     " e.publish_attempt = IF(v.status = 'retrying', v.attempt + 1, e.publish_attempt)"
@@ -326,10 +329,10 @@ def _number(value: int | None) -> str:
 async def mark_published(db: Database, event_id: str, attempt: int) -> bool:
     """An event with no endpoint ends as `published` once its job was consumed."""
     count = await db.execute(
-        "UPDATE event_logs SET execution_status = 'published', publish_at = NULL"
-        " WHERE id = %(event_id)s AND execution_status IN ('pending', 'retrying')"
-        " AND publish_attempt <= %(attempt)s",
-        {"event_id": event_id, "attempt": attempt},
+        "UPDATE event_logs SET execution_status = 'published', publish_at = NULL,"
+        " published_at = IFNULL(published_at, %(now)s) WHERE id = %(event_id)s"
+        " AND execution_status IN ('pending', 'retrying') AND publish_attempt <= %(attempt)s",
+        {"event_id": event_id, "attempt": attempt, "now": to_db(utcnow())},
     )
     return count > 0
 
