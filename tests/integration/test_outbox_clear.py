@@ -126,19 +126,19 @@ async def test_a_clear_waits_its_delay_then_clears(db: Database) -> None:
 async def test_a_delivery_recorded_first_keeps_its_row_as_the_worker_wrote_it(
     db: Database,
 ) -> None:
-    """The worker's outcome clears the debt and records when the job was out (no later
-    than its claim); the clear that comes after changes nothing."""
+    """The worker's outcome clears the debt and records when the job reached Kafka (the
+    record's timestamp); the clear that comes after changes nothing."""
     trigger_id = await insert_trigger(db, {})
     job = await owed_job(db, trigger_id)
     assert await deliveries.AttemptClaims(db).claim(job.event_id, 1)
-    started = from_db((await deliveries.attempt_rows(db, job.event_id))[0]["started_at"])
+    reached_kafka = T1 - timedelta(milliseconds=7)
     done = deliveries.Outcome(event_id=job.event_id, attempt=1, status="success",
                               finished_at=utcnow(), response_status=200, latency_ms=3,
-                              error=None)  # fmt: skip
+                              error=None, published_at=reached_kafka)  # fmt: skip
     assert await deliveries.record_outcome(db, done)
     settled = await event_row(db, job.event_id)
     assert settled["publish_at"] is None and settled["execution_status"] == "success"
-    assert from_db(settled["published_at"]) == started
+    assert from_db(settled["published_at"]) == reached_kafka
 
     async with running_clearer(db) as clearer:
         clearer.offer([job], T1)

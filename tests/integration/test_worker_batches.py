@@ -28,7 +28,7 @@ from triggerd.store.deliveries import (
     EventLoader,
     Outcome,
     OutcomeWriter,
-    _outcome_rows,
+    _outcome_script,
     load_event,
     record_outcome,
     start_attempt,
@@ -107,9 +107,9 @@ def _counting(db: Database, monkeypatch: Any, name: str) -> list[str]:
     calls: list[str] = []
     original = getattr(db, name)
 
-    async def counting(sql: str, params: Any = None) -> Any:
+    async def counting(sql: str, *params: Any) -> Any:
         calls.append(sql)
-        return await original(sql, params)
+        return await original(sql, *params)
 
     monkeypatch.setattr(db, name, counting)
     return calls
@@ -200,10 +200,11 @@ async def test_a_batch_of_outcomes_writes_what_single_writes_do(
     outcomes = [at_now(i, s) for i, s in zip(batched, statuses, strict=True)]
     for event_id, status in zip(single, statuses, strict=True):
         assert await record_outcome(db, at_now(event_id, status))
-    statements = _counting(db, monkeypatch, "execute")
+    scripts = _counting(db, monkeypatch, "script")
+    reads = _counting(db, monkeypatch, "fetchall")
     writer = OutcomeWriter(db)
     assert await asyncio.gather(*[writer.record(o) for o in outcomes]) == [True] * len(outcomes)
-    assert len(statements) == 1
+    assert len(scripts) == 1 and reads == []  # one round trip, all known to be ours
     for mine, theirs in zip(batched, single, strict=True):
         assert await _state(db, mine) == await _state(db, theirs)
     retrying = await event_row(db, batched[2])
@@ -262,17 +263,36 @@ async def test_what_a_target_answered_is_stored_as_it_was(db: Database) -> None:
     assert await _state(db, ids[0]) == await _state(db, ids[3])
 
 
-async def test_the_batched_joins_use_the_primary_keys(db: Database) -> None:
+async def test_the_batched_updates_use_the_primary_keys(db: Database) -> None:
     # enough rows that a scan would cost more than the lookups (on a near-empty table
     # the optimizer rightly prefers the scan)
     ids = await _events(db, 1000)
     await AttemptClaims(db)._claim([(i, 1) for i in ids])
     await db.execute("ANALYZE TABLE event_logs, delivery_attempts")
-    values = _outcome_rows([_outcome(i, "success") for i in ids[:3]])
-    for table, on in (("delivery_attempts d", "d.event_id = v.event_id AND d.attempt = v.attempt"),
-                      ("event_logs d", "d.id = v.event_id")):  # fmt: skip
-        plan = await db.fetchall(
-            f"EXPLAIN SELECT 1 FROM {table} JOIN ({values}) v ON {on}"
-        )
-        [row] = [r for r in plan if r["table"] == "d"]
-        assert row["key"] == "PRIMARY" and row["type"] == "eq_ref", plan
+    outcomes = [_outcome(i, s) for i, s in zip(ids[:3], ("success", "retrying", "failed"),
+                                                strict=True)]  # fmt: skip
+    script = _outcome_script(outcomes, 12345).split(";\n")
+    assert script[0] == "BEGIN" and script[-1] == "COMMIT" and len(script) == 4
+    for statement, table in zip(script[1:3], ("delivery_attempts", "event_logs"), strict=True):
+        plan = await db.fetchall(f"EXPLAIN {statement}")
+        [row] = [r for r in plan if r["table"] == table]
+        assert row["key"] == "PRIMARY" and row["type"] == "range", plan
+        if table == "event_logs":  # whose attempt this batch finished: by its key
+            [sub] = [r for r in plan if r["table"] == "d"]
+            assert sub["key"] == "PRIMARY" and sub["type"] in ("eq_ref", "ref"), plan
+
+
+async def test_an_event_twice_in_a_batch_is_written_in_order(db: Database) -> None:
+    """Two attempts of one event in one batch (a replay's attempt beside a late one):
+    each attempt row is finished, and the event moves as the attempts come."""
+    [event_id] = await _events(db, 1)
+    claims = AttemptClaims(db)
+    assert await claims.claim(event_id, 1) and await claims.claim(event_id, 2)
+    first = _outcome(event_id, "retrying")
+    second = dataclasses.replace(_outcome(event_id, "success"), attempt=2)
+    assert "BEGIN" in _outcome_script([first, second], 1)
+    writer = OutcomeWriter(db)
+    assert await asyncio.gather(writer.record(first), writer.record(second)) == [True, True]
+    row = await event_row(db, event_id)
+    assert row["execution_status"] == "success" and row["attempts"] == 2
+    assert [a["finished_at"] is not None for a in await attempts_of(db, event_id)] == [True, True]

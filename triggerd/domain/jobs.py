@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -55,6 +55,8 @@ class Job:
     payload_json: bytes | None = field(default=None, compare=False, repr=False)
     # The event's trace context: travels in the record's headers, not in encode()'s JSON.
     traceparent: str | None = None
+    # When the record reached Kafka (its timestamp), for a consumed job; not encoded.
+    published_at: datetime | None = field(default=None, compare=False, repr=False)
 
     @property
     def key(self) -> bytes:
@@ -83,9 +85,11 @@ class Job:
         return trace_headers(self.traceparent)
 
     @classmethod
-    def decode(cls, raw: bytes, headers: Iterable[tuple[str, bytes]] | None = None) -> Job:
-        """The job of a record's value and headers. Raises ValueError for a value that
-        does not follow the contract; a missing or invalid traceparent is None."""
+    def decode(cls, raw: bytes, headers: Iterable[tuple[str, bytes]] | None = None,
+               timestamp_ms: int | None = None) -> Job:  # fmt: skip
+        """The job of a record's value, headers and timestamp (milliseconds since the
+        epoch). Raises ValueError for a value that does not follow the contract; a missing
+        or invalid traceparent is None, and so is a timestamp of -1 (none) or less."""
         try:
             data = orjson.loads(raw)
             if not isinstance(data, dict):
@@ -105,6 +109,13 @@ class Job:
                 fired_at=parse_iso_utc(data["fired_at"]),
                 attempt=attempt,
                 traceparent=traceparent_in(headers),
+                published_at=_from_ms(timestamp_ms),
             )
         except (KeyError, TypeError, AttributeError, orjson.JSONDecodeError) as exc:
             raise ValueError(f"malformed job: {exc}") from exc
+
+
+def _from_ms(timestamp_ms: int | None) -> datetime | None:
+    if timestamp_ms is None or timestamp_ms <= 0:
+        return None
+    return datetime.fromtimestamp(timestamp_ms / 1000, UTC)

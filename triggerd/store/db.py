@@ -147,6 +147,25 @@ class Database:
                     conn.close()
                 raise
 
+    async def script(self, sql: str) -> list[int]:
+        """Several complete statements (no parameters) separated by `;`, in ONE round
+        trip: their affected row counts, in order. (aiomysql opens every connection with
+        CLIENT.MULTI_STATEMENTS.) The server stops at a failing statement; a transaction
+        the script opened is then rolled back, so the connection goes back clean."""
+        async with self.pool.acquire() as conn:
+            try:
+                counts = [int(await conn.query(sql))]
+                while conn._result is not None and conn._result.has_next:
+                    counts.append(int(await conn.next_result()))
+                return counts
+            except BaseException as exc:
+                if is_transient(exc) or not isinstance(exc, Exception):
+                    conn.close()
+                else:
+                    with contextlib.suppress(Exception):
+                        await conn.rollback()
+                raise
+
     async def executemany(self, sql: str, params: Sequence[Any]) -> int:
         if not params:
             return 0

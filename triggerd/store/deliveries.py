@@ -5,15 +5,16 @@ a job is processed by whoever inserts its attempt row; a redelivered job finds t
 (finished: nothing to do; unfinished and older than the target's timeout plus a margin:
 the worker that started it died, take the row over, deliver again and finish that same
 row; unfinished and recent: someone is delivering it now, wait). The outcome is written
-in one statement that finishes the attempt row only if it is still unfinished and
-updates the event only if no newer attempt is owed (`publish_attempt <= attempt`), so a
-late or duplicate job cannot move an event backwards.
+in one transaction (one round trip) that finishes the attempt row only if it is still
+unfinished and updates the event only if no newer attempt is owed (`publish_attempt <=
+attempt`), so a late or duplicate job cannot move an event backwards.
 """
 
 from __future__ import annotations
 
 import functools
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -87,6 +88,7 @@ class Outcome:
     latency_ms: int | None
     error: str | None
     retry_at: datetime | None = None  # when status == retrying: the next attempt is owed
+    published_at: datetime | None = None  # when its job reached Kafka, if known
 
 
 _EVENT_COLUMNS = ("id, trigger_id, payload, delivery, execution_status, attempts, attempt_base,"
@@ -227,56 +229,125 @@ class AttemptClaims:
         return answers
 
 
-# Every outcome of a batch in ONE statement, so in autocommit it is atomic without a
-# transaction (one round trip instead of BEGIN, two UPDATEs and COMMIT: the worker's
-# costliest step). Each attempt row is finished only while unfinished (whoever finished
-# it first wins, and their event write stands); its event moves only while it owes no
-# newer attempt (a late or duplicate job cannot move it back) — the LEFT JOIN leaves an
-# event that owes a newer attempt out, and its attempt row is still finished. The SET
-# expressions never read a column another one writes: a multi-table UPDATE does not
-# promise the order of its assignments. `claim` takes the batch's token, which tells
-# whose rows these were when the row count is short.
-_WRITE_OUTCOMES = (
-    "UPDATE delivery_attempts d JOIN ({values}) v"
-    " ON d.event_id = v.event_id AND d.attempt = v.attempt"
-    " LEFT JOIN event_logs e ON e.id = v.event_id AND e.publish_attempt <= v.attempt"
-    " SET d.finished_at = v.finished_at, d.response_status = v.response_status,"
-    " d.latency_ms = v.latency_ms, d.error = v.error, d.claim = {token},"
-    " e.attempts = GREATEST(e.attempts, v.attempt), e.response_status = v.response_status,"
-    " e.error_message = IF(v.status = 'success', NULL, v.error),"
-    " e.delivered_at = IF(v.status = 'success', v.finished_at, e.delivered_at),"
-    " e.execution_status = v.status,"
-    # the job reached Kafka before this attempt was claimed; a publish time written by
-    # the publisher's clear or the relay stands (the clear then finds nothing to do)
-    " e.published_at = IFNULL(e.published_at, d.started_at),"
-    # the retry goes through the outbox: the relay publishes attempt + 1 once it is due
-    " e.publish_at = v.retry_at,"
-    " e.publish_attempt = IF(v.status = 'retrying', v.attempt + 1, e.publish_attempt)"
-    " WHERE d.finished_at IS NULL"
-)
-
-
 async def record_outcomes(db: Database, outcomes: list[Outcome]) -> list[bool]:
     """Finish each outcome's attempt row and move its event, all together. An answer is
     False when that attempt was already finished by someone else (then nothing of it
     changes)."""
     if not outcomes:
         return []
-    # rows locked in key order, so two batches cannot deadlock on each other
-    ordered = sorted(outcomes, key=lambda o: (o.event_id.lower(), o.attempt))
     token = secrets.randbits(63)
-    changed = await db.execute(_WRITE_OUTCOMES.format(values=_outcome_rows(ordered), token=token))
-    if changed == 2 * len(ordered):  # every attempt row and every event: all ours
+    counts = await db.script(_outcome_script(outcomes, token))
+    # BEGIN, then per round the attempt rows finished and the events moved, COMMIT
+    if sum(counts[1:-1:2]) == len(outcomes):  # every attempt row: all ours
         return [True] * len(outcomes)
-    # Short: some attempt was finished elsewhere, or some event owes a newer attempt.
-    marks = ", ".join(["%s"] * len(ordered))
+    # Short: some attempt was finished elsewhere. Whose rows these were, by the token.
+    marks = ", ".join(["%s"] * len(outcomes))
     found = await db.fetchall(
         "SELECT event_id, attempt FROM delivery_attempts"
         f" WHERE event_id IN ({marks}) AND claim = %s",
-        [*(o.event_id for o in ordered), token],
+        [*(o.event_id for o in outcomes), token],
     )
     ours = {(row["event_id"].lower(), int(row["attempt"])) for row in found}
     return [(o.event_id.lower(), o.attempt) in ours for o in outcomes]
+
+
+def _outcome_script(outcomes: list[Outcome], token: int) -> str:
+    """One transaction in one round trip (Database.script): per round of distinct
+    events, an UPDATE of the attempt rows, then one of their events.
+
+    Each attempt row is finished only while unfinished (whoever finished it first wins,
+    and their event write stands), and takes the batch's `token` in `claim`. Its event
+    moves only when this batch finished its attempt (the token) and it owes no newer
+    attempt (a late or duplicate job cannot move it back).
+
+    Two single-table UPDATEs, where one statement joining both tables to a derived table
+    of the outcomes would do: MariaDB runs such a multi-table UPDATE through two
+    temporary tables, on disk because the error columns are TEXT, and that cost the
+    server 3–4 times what the two plain UPDATEs do (docs/performance.md). Rendered by
+    us, run without parameters (store/literals.py); each round's rows are locked in key
+    order, so two batches cannot deadlock on each other."""
+    rounds: list[dict[str, Outcome]] = []
+    for o in outcomes:  # an event twice in one batch (two attempts): a later round
+        key = o.event_id.lower()
+        for taken in rounds:
+            if key not in taken:
+                taken[key] = o
+                break
+        else:
+            rounds.append({key: o})
+    script = ["BEGIN"]
+    for taken in rounds:
+        script.extend(_round(sorted(taken.values(), key=lambda o: o.event_id.lower()), token))
+    script.append("COMMIT")
+    return ";\n".join(script)
+
+
+def _round(outcomes: list[Outcome], token: int) -> tuple[str, str]:
+    ids = [uuid_text(o.event_id) for o in outcomes]
+    listed = ",".join(ids)
+
+    def case(column: str, values: list[str], otherwise: str | None = None) -> str:
+        """`CASE column WHEN id THEN value …`, or the one value they all share."""
+        first = values[0]
+        if all(value == first for value in values):
+            return first
+        whens = " ".join([f"WHEN {i} THEN {v}" for i, v in zip(ids, values, strict=True)])
+        return f"CASE {column} {whens}" + (f" ELSE {otherwise}" if otherwise else "") + " END"
+
+    def each(column: str, render: Callable[[Outcome], str], otherwise: str | None = None
+             ) -> str:  # fmt: skip
+        return case(column, [render(o) for o in outcomes], otherwise)
+
+    attempt_of_d = each("event_id", lambda o: str(int(o.attempt)))
+    attempts = (
+        "UPDATE delivery_attempts SET"
+        f" finished_at = {each('event_id', lambda o: time_literal(o.finished_at))},"
+        f" response_status = {each('event_id', lambda o: _number(o.response_status))},"
+        f" latency_ms = {each('event_id', lambda o: _number(o.latency_ms))},"
+        f" error = {each('event_id', lambda o: text(o.error))}, claim = {token}"
+        f" WHERE event_id IN ({listed}) AND attempt = {attempt_of_d} AND finished_at IS NULL"
+    )
+    # A single-table UPDATE assigns left to right: no expression below reads a column
+    # an earlier one wrote (each reads only its own).
+    attempt_of_e = each("id", lambda o: str(int(o.attempt)))
+    events = (
+        "UPDATE event_logs SET"
+        f" attempts = GREATEST(attempts, {attempt_of_e}),"
+        f" response_status = {each('id', lambda o: _number(o.response_status))},"
+        f" error_message = {each('id', _error_message)},"
+        f" delivered_at = {each('id', _delivered_at, 'delivered_at')},"
+        f" execution_status = {each('id', lambda o: text(o.status))},"
+        # when the job reached Kafka, unless the publisher's clear or the relay wrote it
+        # (then the clear, which comes later, finds nothing to do)
+        f" published_at = IFNULL(published_at, {each('id', _published_at)}),"
+        # a retry goes through the outbox: the relay publishes attempt + 1 once it is due
+        f" publish_at = {each('id', lambda o: _time_or_null(o.retry_at))},"
+        f" publish_attempt = {each('id', _publish_attempt, 'publish_attempt')}"
+        f" WHERE id IN ({listed}) AND publish_attempt <= {attempt_of_e}"
+        " AND EXISTS (SELECT 1 FROM delivery_attempts d WHERE d.event_id = event_logs.id"
+        f" AND d.attempt = {attempt_of_e} AND d.claim = {token})"
+    )
+    return attempts, events
+
+
+def _error_message(o: Outcome) -> str:
+    return "NULL" if o.status == "success" else text(o.error)
+
+
+def _delivered_at(o: Outcome) -> str:
+    return time_literal(o.finished_at) if o.status == "success" else "delivered_at"
+
+
+def _published_at(o: Outcome) -> str:
+    return time_literal(o.published_at or o.finished_at)
+
+
+def _publish_attempt(o: Outcome) -> str:
+    return str(int(o.attempt) + 1) if o.status == "retrying" else "publish_attempt"
+
+
+def _time_or_null(value: datetime | None) -> str:
+    return "NULL" if value is None else time_literal(value)
 
 
 async def record_outcome(db: Database, outcome: Outcome) -> bool:
@@ -297,29 +368,6 @@ class OutcomeWriter:
 
     async def record(self, outcome: Outcome) -> bool:
         return await self.batches.submit(outcome)
-
-
-_OUTCOME_COLUMNS = ("event_id", "attempt", "status", "finished_at", "response_status",
-                    "latency_ms", "error", "retry_at")  # fmt: skip
-
-
-def _outcome_rows(outcomes: list[Outcome]) -> str:
-    """A derived table of the outcomes (`SELECT … UNION ALL SELECT …`, which both MySQL 8
-    and MariaDB accept), rendered by us for a statement run without parameters
-    (store/literals.py). Ids carry the _ascii introducer so that they compare in the id
-    columns' own character set and the joins use the primary keys."""
-    selects: list[str] = []
-    for o in outcomes:
-        values: tuple[str, ...] = (
-            "_ascii" + uuid_text(o.event_id), str(int(o.attempt)), text(o.status),
-            time_literal(o.finished_at), _number(o.response_status), _number(o.latency_ms),
-            text(o.error), "NULL" if o.retry_at is None else time_literal(o.retry_at),
-        )  # fmt: skip
-        if not selects:
-            named = zip(values, _OUTCOME_COLUMNS, strict=True)
-            values = tuple(f"{value} AS {name}" for value, name in named)
-        selects.append("SELECT " + ", ".join(values))
-    return " UNION ALL ".join(selects)
 
 
 def _number(value: int | None) -> str:

@@ -242,7 +242,7 @@ class JobConsumer:
 
     async def _process(self, record: ConsumerRecord) -> None:
         try:
-            job = Job.decode(record.value, record.headers)
+            job = Job.decode(record.value, record.headers, record.timestamp)
         except ValueError as exc:
             log.warning(
                 "malformed job skipped: %s", exc,

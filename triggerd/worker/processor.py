@@ -18,7 +18,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import aiohttp
 from multidict import CIMultiDict
@@ -112,7 +112,7 @@ class JobProcessor:
                 return DUPLICATE
             if claim is AttemptClaim.RESTARTED:
                 log.warning("attempt %d was left unfinished; delivering again", job.attempt)
-            return await self._deliver(event, target, job.attempt, job.traceparent, ticket)
+            return await self._deliver(event, target, job, ticket)
 
     async def _claim(self, event_id: str, attempt: int, target: Target) -> str:
         """Insert the attempt row, or take over one a dead worker left unfinished. A row
@@ -181,7 +181,7 @@ class JobProcessor:
             delivery=delivery_snapshot(trigger.config),
             fired_at=job.fired_at,
             scheduled_for=job.scheduled_for,
-            published_at=utcnow(),
+            published_at=job.published_at or utcnow(),
             traceparent=job.traceparent,
         )
         async with self.db.transaction() as cur:
@@ -203,8 +203,9 @@ class JobProcessor:
         self.metrics.deliveries.labels(outcome=PUBLISHED).inc()
         return PUBLISHED
 
-    async def _deliver(self, event: EventState, target: Target, attempt: int,
-                       trace: str | None, ticket: Ticket) -> str:  # fmt: skip
+    async def _deliver(self, event: EventState, target: Target, job: Job,
+                       ticket: Ticket) -> str:  # fmt: skip
+        attempt, trace = job.attempt, job.traceparent
         body = event.payload.encode()
         # The attempt's own span in its event's trace (a job from before traceparents
         # were carried starts a trace of its own).
@@ -219,7 +220,7 @@ class JobProcessor:
             result = await delivery.send(self.http, target, headers, body, self.lane)
         self.metrics.delivery_attempts.inc()
         self.metrics.delivery_latency.observe(result.latency)
-        outcome = self._outcome(event, target, attempt, result)
+        outcome = self._outcome(event, target, attempt, result, job.published_at)
         recorded = await shielded(
             retry_transient(lambda: self.outcomes.record(outcome), "recording a delivery"),
             grace=self.grace,
@@ -263,7 +264,8 @@ class JobProcessor:
         return result
 
     @staticmethod
-    def _outcome(event: EventState, target: Target, attempt: int, result: AttemptResult) -> Outcome:
+    def _outcome(event: EventState, target: Target, attempt: int, result: AttemptResult,
+                 published_at: datetime | None = None) -> Outcome:  # fmt: skip
         now = utcnow()
         verdict = result.verdict
         series_attempt = attempt - event.attempt_base
@@ -285,4 +287,5 @@ class JobProcessor:
             latency_ms=result.latency_ms,
             error=result.error,
             retry_at=retry_at,
+            published_at=published_at,
         )
