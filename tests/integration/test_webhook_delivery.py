@@ -44,6 +44,12 @@ async def test_webhook_delivered_then_replayed(start_daemon: Any, db: Database) 
                     assert (await resp.json())["attempt"] == attempt
 
             await wait_until(lambda: event("success", 1), timeout=15, what="first delivery")
+            # Nothing owed, and when its job reached Kafka is on record (by the worker's
+            # outcome or the publisher's clear, whichever came first).
+            row = await db.fetchone("SELECT fired_at, publish_at, published_at, delivered_at"
+                                    " FROM event_logs WHERE id = %s", (event_id,))  # fmt: skip
+            assert row is not None and row["publish_at"] is None
+            assert row["fired_at"] <= row["published_at"] <= row["delivered_at"], row
             await replay(2)
             again = await sink.wait_for(2, path="/hook")
             assert again[1].headers["X-Event-Id"] == event_id

@@ -286,17 +286,15 @@ def _round(outcomes: list[Outcome], token: int) -> tuple[str, str]:
     ids = [uuid_text(o.event_id) for o in outcomes]
     listed = ",".join(ids)
 
-    def case(column: str, values: list[str], otherwise: str | None = None) -> str:
-        """`CASE column WHEN id THEN value …`, or the one value they all share."""
+    def each(column: str, render: Callable[[Outcome], str]) -> str:
+        """`CASE column WHEN id THEN value …` over the round's outcomes (every row the
+        statement updates has its WHEN), or the one value they all share."""
+        values = [render(o) for o in outcomes]
         first = values[0]
         if all(value == first for value in values):
             return first
         whens = " ".join([f"WHEN {i} THEN {v}" for i, v in zip(ids, values, strict=True)])
-        return f"CASE {column} {whens}" + (f" ELSE {otherwise}" if otherwise else "") + " END"
-
-    def each(column: str, render: Callable[[Outcome], str], otherwise: str | None = None
-             ) -> str:  # fmt: skip
-        return case(column, [render(o) for o in outcomes], otherwise)
+        return f"CASE {column} {whens} END"
 
     attempt_of_d = each("event_id", lambda o: str(int(o.attempt)))
     attempts = (
@@ -315,14 +313,14 @@ def _round(outcomes: list[Outcome], token: int) -> tuple[str, str]:
         f" attempts = GREATEST(attempts, {attempt_of_e}),"
         f" response_status = {each('id', lambda o: _number(o.response_status))},"
         f" error_message = {each('id', _error_message)},"
-        f" delivered_at = {each('id', _delivered_at, 'delivered_at')},"
+        f" delivered_at = {each('id', _delivered_at)},"
         f" execution_status = {each('id', lambda o: text(o.status))},"
         # when the job reached Kafka, unless the publisher's clear or the relay wrote it
         # (then the clear, which comes later, finds nothing to do)
         f" published_at = IFNULL(published_at, {each('id', _published_at)}),"
         # a retry goes through the outbox: the relay publishes attempt + 1 once it is due
         f" publish_at = {each('id', lambda o: _time_or_null(o.retry_at))},"
-        f" publish_attempt = {each('id', _publish_attempt, 'publish_attempt')}"
+        f" publish_attempt = {each('id', _publish_attempt)}"
         f" WHERE id IN ({listed}) AND publish_attempt <= {attempt_of_e}"
         " AND EXISTS (SELECT 1 FROM delivery_attempts d WHERE d.event_id = event_logs.id"
         f" AND d.attempt = {attempt_of_e} AND d.claim = {token})"
