@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import secrets
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -262,8 +261,9 @@ def _outcome_script(outcomes: list[Outcome], token: int) -> str:
 
     Two single-table UPDATEs, where one statement joining both tables to a derived table
     of the outcomes would do: MariaDB runs such a multi-table UPDATE through two
-    temporary tables, on disk because the error columns are TEXT, and that cost the
-    server 3–4 times what the two plain UPDATEs do (docs/performance.md). Rendered by
+    temporary tables, on disk because the error columns are TEXT, and under the ingest
+    stream that cost the server more than everything else the worker asked of it
+    (docs/performance.md, bench/outcome_write.py). Rendered by
     us, run without parameters (store/literals.py); each round's rows are locked in key
     order, so two batches cannot deadlock on each other."""
     rounds: list[dict[str, Outcome]] = []
@@ -286,61 +286,54 @@ def _round(outcomes: list[Outcome], token: int) -> tuple[str, str]:
     ids = [uuid_text(o.event_id) for o in outcomes]
     listed = ",".join(ids)
 
-    def each(column: str, render: Callable[[Outcome], str]) -> str:
-        """`CASE column WHEN id THEN value …` over the round's outcomes (every row the
-        statement updates has its WHEN), or the one value they all share."""
-        values = [render(o) for o in outcomes]
-        first = values[0]
-        if all(value == first for value in values):
-            return first
+    def case(column: str, values: list[str]) -> str:
+        """`CASE column WHEN id THEN value …` (every row the statement updates has its
+        WHEN), or the one value they all share."""
+        if values.count(values[0]) == len(values):
+            return values[0]
         whens = " ".join([f"WHEN {i} THEN {v}" for i, v in zip(ids, values, strict=True)])
         return f"CASE {column} {whens} END"
 
-    attempt_of_d = each("event_id", lambda o: str(int(o.attempt)))
+    # each value rendered once, for both statements
+    finished = [time_literal(o.finished_at) for o in outcomes]
+    codes = [_number(o.response_status) for o in outcomes]
+    errors = [text(o.error) for o in outcomes]
+    tries = [str(int(o.attempt)) for o in outcomes]
+    success = [o.status == "success" for o in outcomes]
+    messages = ["NULL" if ok else e for ok, e in zip(success, errors, strict=True)]
+    delivered = [f if ok else "delivered_at" for ok, f in zip(success, finished, strict=True)]
     attempts = (
-        "UPDATE delivery_attempts SET"
-        f" finished_at = {each('event_id', lambda o: time_literal(o.finished_at))},"
-        f" response_status = {each('event_id', lambda o: _number(o.response_status))},"
-        f" latency_ms = {each('event_id', lambda o: _number(o.latency_ms))},"
-        f" error = {each('event_id', lambda o: text(o.error))}, claim = {token}"
-        f" WHERE event_id IN ({listed}) AND attempt = {attempt_of_d} AND finished_at IS NULL"
+        f"UPDATE delivery_attempts SET finished_at = {case('event_id', finished)},"
+        f" response_status = {case('event_id', codes)},"
+        f" latency_ms = {case('event_id', [_number(o.latency_ms) for o in outcomes])},"
+        f" error = {case('event_id', errors)}, claim = {token}"
+        f" WHERE event_id IN ({listed}) AND attempt = {case('event_id', tries)}"
+        " AND finished_at IS NULL"
     )
     # A single-table UPDATE assigns left to right: no expression below reads a column
     # an earlier one wrote (each reads only its own).
-    attempt_of_e = each("id", lambda o: str(int(o.attempt)))
+    attempt = case("id", tries)
+    published = [f if o.published_at is None else time_literal(o.published_at)
+                 for o, f in zip(outcomes, finished, strict=True)]  # fmt: skip
     events = (
-        "UPDATE event_logs SET"
-        f" attempts = GREATEST(attempts, {attempt_of_e}),"
-        f" response_status = {each('id', lambda o: _number(o.response_status))},"
-        f" error_message = {each('id', _error_message)},"
-        f" delivered_at = {each('id', _delivered_at)},"
-        f" execution_status = {each('id', lambda o: text(o.status))},"
-        # when the job reached Kafka, unless the publisher's clear or the relay wrote it
-        # (then the clear, which comes later, finds nothing to do)
-        f" published_at = IFNULL(published_at, {each('id', _published_at)}),"
+        f"UPDATE event_logs SET attempts = GREATEST(attempts, {attempt}),"
+        f" response_status = {case('id', codes)},"
+        f" error_message = {case('id', messages)}, delivered_at = {case('id', delivered)},"
+        f" execution_status = {case('id', [text(o.status) for o in outcomes])},"
+        # when the job reached Kafka (its record's timestamp, else now), unless the
+        # publisher's clear or the relay wrote it (the clear then finds nothing to do)
+        f" published_at = IFNULL(published_at, {case('id', published)}),"
         # a retry goes through the outbox: the relay publishes attempt + 1 once it is due
-        f" publish_at = {each('id', lambda o: _time_or_null(o.retry_at))},"
-        f" publish_attempt = {each('id', _publish_attempt)}"
-        f" WHERE id IN ({listed}) AND publish_attempt <= {attempt_of_e}"
+        f" publish_at = {case('id', [_time_or_null(o.retry_at) for o in outcomes])},"
+        f" publish_attempt = {case('id', [_next_attempt(o) for o in outcomes])}"
+        f" WHERE id IN ({listed}) AND publish_attempt <= {attempt}"
         " AND EXISTS (SELECT 1 FROM delivery_attempts d WHERE d.event_id = event_logs.id"
-        f" AND d.attempt = {attempt_of_e} AND d.claim = {token})"
+        f" AND d.attempt = {attempt} AND d.claim = {token})"
     )
     return attempts, events
 
 
-def _error_message(o: Outcome) -> str:
-    return "NULL" if o.status == "success" else text(o.error)
-
-
-def _delivered_at(o: Outcome) -> str:
-    return time_literal(o.finished_at) if o.status == "success" else "delivered_at"
-
-
-def _published_at(o: Outcome) -> str:
-    return time_literal(o.published_at or o.finished_at)
-
-
-def _publish_attempt(o: Outcome) -> str:
+def _next_attempt(o: Outcome) -> str:
     return str(int(o.attempt) + 1) if o.status == "retrying" else "publish_attempt"
 
 
@@ -356,7 +349,7 @@ async def record_outcome(db: Database, outcome: Outcome) -> bool:
 
 class OutcomeWriter:
     """record_outcomes for many jobs at once: the outcomes that arrive in one loop turn,
-    or while the previous batch is being written, share one statement."""
+    or while the previous batch is being written, share one round trip."""
 
     def __init__(self, db: Database, max_batch: int = 200) -> None:
         self.db = db
