@@ -10,12 +10,14 @@ names a durable row. A full queue is `Overloaded` (the API answers 503).
 
 Every event is written with `publish_at = fired_at + PUBLISH_GRACE` (the OUTBOX
 protocol of store/event_rows.py). After the commit its job goes to the `Publisher`,
-which publishes whole batches with `Bus.publish_many` and then clears `publish_at`
-for the acknowledged ids with one UPDATE (guarded by `publish_attempt`, so a retry or
-replay scheduled meanwhile is never cleared). Whatever the publisher cannot publish —
-Kafka down, its own queue full, the process killed — stays owed in the table and the
-outbox relay publishes it once the grace has passed: a 202 is never lost. A job Kafka
-can never take (JobTooLarge) is not left owed: its event ends `failed` with the reason.
+which publishes whole batches with `Bus.publish_many` and hands the acknowledged ids
+to the `OutboxClearer`: a second later it clears `publish_at` with one UPDATE per
+window (guarded by `publish_attempt`, so a retry or replay scheduled meanwhile is never
+cleared), usually finding the delivery recorded and nothing left to write. Whatever
+the publisher cannot publish — Kafka down, its own queue full, the process killed —
+stays owed in the table and the outbox relay publishes it once the grace has passed: a
+202 is never lost. A job Kafka can never take (JobTooLarge) is not left owed: its event
+ends `failed` with the reason.
 
 Idempotency keys are stored as the SHA-256 of the client's key, so a key of any
 length and case is matched exactly (the column's collation is case-insensitive).
