@@ -191,3 +191,21 @@ async def test_concurrent_backfills_fire_each_occurrence_once(api: ApiDaemon) ->
     fired = [event for r in replies for event in r.body["fired"]]
     assert len(fired) == len(set(fired)) == 30
     assert sorted(r.body["already_fired"] for r in replies) == [0, 30, 30, 30]
+
+
+async def test_backfill_jobs_carry_a_trace_and_year_one_is_a_400(api: ApiDaemon) -> None:
+    """Every backfilled firing starts a trace of its own, carried in its Kafka record's
+    `traceparent` header (§12); a `since` at the start of the calendar is a 400, not a
+    500."""
+    trigger = await create(api, "cron_scheduled", cron="*/30 * * * *",
+                           timezone="Pacific/Kiritimati")  # fmt: skip
+    until = utcnow().replace(minute=0, second=0, microsecond=0)
+    reply = await backfill(api, trigger["id"], until - timedelta(hours=1), until)
+    assert reply.status == 202 and reply.body["occurrences"] == 2, reply.body
+    jobs = await jobs_of(api, trigger["id"], 2)
+    parents = [job["_headers"].get("traceparent") for job in jobs]
+    assert len(jobs) == 2 and all(parents), parents
+    assert len({parent.split("-")[1] for parent in parents}) == 2  # a trace each
+    for since in ("0001-01-01T00:00:00Z", "0001-01-01T00:00:00"):
+        reply = await backfill(api, trigger["id"], since, "0002-01-01T00:00:00Z")
+        assert reply.status == 400 and reply.field == "since", reply.body

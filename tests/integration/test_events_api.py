@@ -139,22 +139,26 @@ async def test_stats_counts_and_percentiles(api: Api) -> None:
         )  # fmt: skip
     await insert_event(api.db, trigger_id=trigger, fired_at=now - timedelta(hours=3))
     await insert_event(api.db, trigger_id=None, fired_at=now, source="manual-test")
+    # A backfill fires now for a time long past: counted, but not a fire delay.
+    await insert_event(api.db, trigger_id=trigger, fired_at=now - timedelta(minutes=30),
+                       source="backfill", execution_status="success",
+                       scheduled_for=now - timedelta(days=300))  # fmt: skip
 
     status, body = await api.get("/api/v1/events/stats", trigger_id=trigger, window="2h")
     assert status == 200, body
     assert body["trigger_id"] == trigger and body["window_seconds"] == 7200
-    assert body["total"] == 10
-    assert body["by_execution_status"] == counts_by(EXECUTION, success=7, failed=3)
-    assert body["by_source"] == counts_by(SOURCES, scheduler=10)
-    assert body["by_retention_status"] == {"active": 6, "archived": 4}
+    assert body["total"] == 11
+    assert body["by_execution_status"] == counts_by(EXECUTION, success=8, failed=3)
+    assert body["by_source"] == counts_by(SOURCES, scheduler=10, backfill=1)
+    assert body["by_retention_status"] == {"active": 7, "archived": 4}
     assert body["fire_delay_ms"] == {"count": 10, "p50": 50.0, "p95": 100.0, "p99": 100.0}
     assert body["delivery_latency_ms"] == {"count": 10, "p50": 5.0, "p95": 10.0, "p99": 10.0}
 
     status, body = await api.get("/api/v1/events/stats")  # default 48h, every trigger
-    assert status == 200 and body["window"] == "48h" and body["total"] == 12
+    assert status == 200 and body["window"] == "48h" and body["total"] == 13
     assert body["triggers"][0]["trigger_id"] == trigger
     assert body["triggers"][0]["trigger_name"] == "seeded"  # deleted: its events' name
-    assert body["triggers"][0]["total"] == 11
+    assert body["triggers"][0]["total"] == 12
     for bad in ("49h", "0s", "soon", "9" * 4301, "1" * 400 + "d"):
         status, body = await api.get("/api/v1/events/stats", window=bad)
         assert status == 400 and body["error"]["details"]["field"] == "window"

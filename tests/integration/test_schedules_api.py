@@ -354,3 +354,43 @@ async def test_history_queries_use_the_occurrence_key(api: ApiDaemon) -> None:
         plan = await api.db.fetchall("EXPLAIN " + sql, params)
         assert plan[0]["key"] == "uq_schedules_occurrence", plan
         assert plan[0]["type"] in ("ref", "range"), plan
+
+
+# --- the end of time ---------------------------------------------------------------------
+
+
+async def test_schedules_near_the_year_9999_answer_without_a_500(api: ApiDaemon) -> None:
+    """A far-future `start_at` / `run_at` is either refused (400 naming it) or listed
+    up to the last occurrence a datetime can hold: never an overflow (500)."""
+    far = {"name": "far", "type": "interval_scheduled",
+           "config": {"endpoint": URL, "interval_seconds": 315360000,
+                      "start_at": "9999-12-29T00:00:00Z"}}  # fmt: skip
+    trigger = await create(api, far)
+    reply = await api.client.get(f"{BASE}/{trigger['id']}/upcoming", count="5")
+    assert reply.status == 200, reply.body
+    assert [o["scheduled_for"] for o in reply.body["occurrences"]] == [
+        "9999-12-29T00:00:00.000Z"]
+    preview = await api.client.post(f"{BASE}/preview", far)
+    assert preview.status == 200, preview.body
+    assert len(preview.body["occurrences"]) == 1
+    one_time = {"name": "far", "type": "time_scheduled",
+                "config": {"endpoint": URL, "run_at": "9999-12-29T23:00:00Z",
+                           "timezone": "Pacific/Kiritimati"}}  # fmt: skip
+    trigger = await create(api, one_time)
+    reply = await api.client.get(f"{BASE}/{trigger['id']}/upcoming")
+    assert reply.status == 200, reply.body
+    assert reply.body["occurrences"][0]["local"] == "9999-12-30T13:00:00+14:00"
+    too_far: list[tuple[dict[str, Any], str]] = [
+        ({**far, "config": {**far["config"], "start_at": "9999-12-31T23:59:59.999Z",
+                            "jitter_seconds": 5}}, "config.start_at"),
+        ({**far, "config": {**far["config"], "start_at": "9999-12-31T00:00:00Z"}},
+         "config.start_at"),
+        ({**one_time, "config": {**one_time["config"], "run_at": "9999-12-31T23:59:59Z"}},
+         "config.run_at"),
+    ]  # fmt: skip
+    for data, field in too_far:
+        for path in (BASE, f"{BASE}/preview", f"{BASE}/test"):
+            reply = await api.client.post(path, data)
+            assert reply.status == 400 and reply.field == field, (path, data, reply.body)
+    reply = await api.client.patch(f"{BASE}/{trigger['id']}", {"config": too_far[2][0]["config"]})
+    assert reply.status == 400 and reply.field == "config.run_at", reply.body

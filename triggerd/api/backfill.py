@@ -35,6 +35,7 @@ from triggerd.domain.models import Trigger, occurrence_event_id
 from triggerd.domain.occurrences import in_range, zone_of
 from triggerd.domain.timeutil import to_iso, utcnow
 from triggerd.domain.timing import parse_run_at
+from triggerd.domain.tracecontext import new_traceparent
 from triggerd.ingest.pipeline import PUBLISH_GRACE, IngestPipeline, job_for
 from triggerd.services import Services
 from triggerd.store import backfill as store
@@ -62,6 +63,7 @@ def records_for(trigger: Trigger, times: list[datetime], now: datetime) -> list[
         trigger_name=trigger.name, trigger_type=trigger.type, source=Source.BACKFILL,
         is_test_run=False, payload=payload, delivery=delivery, fired_at=now,
         scheduled_for=when, note=store.NOTE, publish_at=now + PUBLISH_GRACE,
+        traceparent=new_traceparent(),  # each backfilled firing starts a trace (§12)
     ) for when in times]  # fmt: skip
 
 
@@ -91,7 +93,10 @@ class Backfill:
             raise ValidationError("until", f"must not be in the future (now is {to_iso(now)})")
         if since > until:
             raise ValidationError("since", "must not be after until")
-        times = in_range(trigger.type, timing, since, until, MAX_OCCURRENCES)
+        try:
+            times = in_range(trigger.type, timing, since, until, MAX_OCCURRENCES)
+        except OverflowError:  # `since` at the very start of what a datetime can hold
+            raise ValidationError("since", f"{span.since!r} is out of range") from None
         if len(times) > MAX_OCCURRENCES:
             raise ValidationError("until", f"the range holds more than {MAX_OCCURRENCES} "
                                            "occurrences; backfill it in parts")  # fmt: skip

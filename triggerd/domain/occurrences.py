@@ -103,7 +103,10 @@ def upcoming(
     found: list[Due] = []
     while current is not None and len(found) < count:
         found.append(current)
-        current = next_due(trigger_id, trigger_type, config, current.scheduled_for)
+        try:
+            current = next_due(trigger_id, trigger_type, config, current.scheduled_for)
+        except OverflowError:  # the next one lies past the year 9999: there is none
+            break
     return found
 
 

@@ -16,7 +16,7 @@ Choices the contract makes:
 """
 
 from collections.abc import Iterator, Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, ClassVar, Self
 
 import pydantic
@@ -426,11 +426,19 @@ class IntervalScheduledConfig(SteeredConfig):
 def _instant(value: str, tz: str, field: str) -> datetime:
     """ISO 8601 -> aware UTC; an offset in the value wins, else it is read in `tz`."""
     try:
-        return parse_run_at(value, tz)
+        instant = parse_run_at(value, tz)
     except OverflowError:
         invalid(f"{value!r} is out of range", field)
     except ValueError:
         invalid(f"{value!r} is not an ISO 8601 timestamp", field)
+    if instant > LATEST_INSTANT:  # jitter, or the wall time in a zone east of UTC, would overflow
+        invalid(f"{value!r} is out of range (at most {to_iso(LATEST_INSTANT)})", field)
+    return instant
+
+
+# The latest run_at / start_at accepted: a day short of what a datetime can hold, so
+# adding jitter (at most an hour) or showing it in any zone (at most +14 h) stays in range.
+LATEST_INSTANT = datetime(9999, 12, 30, tzinfo=UTC)
 
 
 CONFIG_MODELS: dict[TriggerType, type[TriggerConfig]] = {
