@@ -178,6 +178,9 @@ async def test_preview_of_an_interval_starts_one_interval_from_now(api: ApiDaemo
     (cron(jitter_seconds="5"), "config.jitter_seconds"),
     (cron(misfire_policy="sometimes"), "config.misfire_policy"),
     (cron(catchup_window_seconds=604801), "config.catchup_window_seconds"),
+    (cron(endpoint="http://10.0.0.1/hook"), "config.endpoint"),
+    (cron(endpoint="http://169.254.169.254/latest"), "config.endpoint"),
+    (cron(payload="x" * 1_048_350), "config.payload"),  # a Kafka job over the 1 MiB default
     (cron(catchup_window_seconds=0), "config.catchup_window_seconds"),
     ({"name": "i", "type": "interval_scheduled",
       "config": {"endpoint": URL, "interval_seconds": 60, "jitter_seconds": 60}},

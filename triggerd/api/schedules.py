@@ -22,7 +22,9 @@ from typing import Any
 
 from aiohttp import web
 
+from triggerd.api.destinations import policy_of
 from triggerd.api.http import json_response, read_json
+from triggerd.api.triggers import check_deliverable
 from triggerd.api.triggers import storage_errors_as_503 as guard
 from triggerd.domain.contract import Pagination
 from triggerd.domain.contract.schedules import OccurrenceQuery, UpcomingQuery, validate_preview
@@ -69,7 +71,9 @@ def occurrence_json(row: OccurrenceRow) -> dict[str, Any]:
 class ScheduleViews:
     def __init__(self, services: Services) -> None:
         self.db = services.db
+        self.bus = services.bus
         self.triggers = TriggerStore(services.db)
+        self.destinations = policy_of(services.settings)
 
     async def upcoming(self, request: web.Request) -> web.Response:
         trigger_id = trigger_id_of(request)
@@ -87,6 +91,7 @@ class ScheduleViews:
     async def preview(self, request: web.Request) -> web.Response:
         now = utcnow()
         definition, count = validate_preview(await read_json(request), now=now)
+        check_deliverable(definition, self.bus, self.destinations, now)  # create's other 400s
         timing = definition.config.timing()
         found: list[Due] = []
         if definition.status == TriggerStatus.ACTIVE:
