@@ -9,6 +9,7 @@ or Content-Security-Policy violation fails the test that caused it.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shutil
@@ -345,6 +346,30 @@ async def test_triggers_filter_by_labels(stack: Stack, tab: Any) -> None:
     assert await page.locator('td[data-label="Labels"]').text_content() == "team: payments"
 
 
+async def test_label_values_with_spaces_and_commas_survive_the_form_and_the_filter(
+    stack: Stack, tab: Any
+) -> None:
+    """Label values are stored as given (§10): an edit saved unchanged keeps them exactly,
+    and the filter finds a value holding a comma and a space."""
+    page = tab
+    labels = {"owner": " spaced ", "region": "eu, us"}
+    body = {"name": "labelled exactly", "type": "cron_scheduled", "labels": labels,
+            "config": {"cron": "0 4 * * *", "endpoint": stack.sink.url("/hook")}}  # fmt: skip
+    trigger = await stack.api("POST", "/api/v1/triggers", body)
+    await go(page, f"#/triggers/{trigger['id']}/edit", "Edit labelled exactly")
+    await page.locator("form.trigger-form").get_by_role("button", name="Save changes").click()
+    await page.get_by_role("heading", level=1, name="labelled exactly").wait_for()
+    saved = await stack.api("GET", f"/api/v1/triggers/{trigger['id']}")
+    assert saved["labels"] == labels
+
+    await go(page, "#/triggers", "Triggers")
+    await page.get_by_role("textbox", name="Labels").fill("region:eu, us")
+    await page.get_by_role("button", name="Apply").click()
+    await page.get_by_role("link", name="labelled exactly").wait_for()
+    names = page.locator('td[data-label="Name"]')
+    assert await names.all_text_contents() == ["labelled exactly"]
+
+
 async def test_untrusted_text_is_shown_as_text_and_runs_nothing(stack: Stack, tab: Any) -> None:
     page = tab
     trigger = await stack.trigger(XSS, payload={"html": XSS})
@@ -514,6 +539,65 @@ async def test_endpoints_and_their_circuits_as_the_api_describes_them(
     await go(page, "#/overview", "Overview")
     await page.get_by_text(endpoint["url"]).wait_for()
     assert await page.locator("main img").count() == 0
+
+
+async def test_the_key_prompt_can_be_escaped_and_opened_again(stack: Stack) -> None:
+    """Escape closes the key prompt (Chromium closes a modal dialog on a second Escape
+    whatever its cancel handler says): the page must then offer the prompt again rather
+    than sit at "Loading…" for good."""
+    page = await new_tab(stack, WIDE)
+    await page.goto(f"{stack.url}/ui#/overview")
+    dialog = page.get_by_role("dialog", name="API key needed")
+    await dialog.wait_for()
+    await page.keyboard.press("Escape")
+    await page.keyboard.press("Escape")
+    again = page.get_by_role("button", name="Enter API key")
+    await again.wait_for()
+    assert await page.locator("dialog[open]").count() == 0
+    assert await page.evaluate("() => document.activeElement.textContent") == "Enter API key"
+    await page.keyboard.press("Enter")
+    await dialog.wait_for()
+    await dialog.get_by_label("API key", exact=True).fill(KEY)
+    await page.keyboard.press("Enter")
+    await page.get_by_role("heading", name="Health", exact=True).wait_for()
+    assert await again.count() == 0
+    await page.context.close()
+    assert stack.problems == []
+
+
+async def test_a_long_trigger_name_does_not_widen_the_edit_page(stack: Stack, tab: Any) -> None:
+    page = tab
+    trigger = await stack.trigger("n" * 255)  # the longest name the API takes, no spaces
+    for viewport in (WIDE, PHONE):
+        await page.set_viewport_size(viewport)
+        await go(page, f"#/triggers/{trigger['id']}/edit", f"Edit {trigger['name']}")
+        width = await page.evaluate(
+            "() => [document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+        )
+        assert width[0] <= width[1], (viewport, width)
+
+
+async def test_leaving_the_events_page_while_it_loads_stops_its_refresh(
+    stack: Stack, tab: Any
+) -> None:
+    page = tab
+    lists: list[str] = []
+    page.on("request", lambda request: lists.append(request.url)
+            if re.search(r"/api/v1/events\?", request.url) else None)  # fmt: skip
+
+    async def slow(route: Any) -> None:
+        await asyncio.sleep(1)
+        await route.continue_()
+
+    await page.route(re.compile(r".*/api/v1/events\?.*"), slow)
+    await page.evaluate("() => { window.location.hash = '#/events'; }")
+    await page.wait_for_timeout(200)
+    await go(page, "#/audit", "Audit log")  # left before the list answered
+    await page.wait_for_timeout(1500)
+    await page.unroute(re.compile(r".*/api/v1/events\?.*"))
+    lists.clear()
+    await page.wait_for_timeout(7000)  # two refresh periods
+    assert lists == [], lists
 
 
 # --- every page, wide and narrow ---------------------------------------------------------------

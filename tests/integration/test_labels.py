@@ -96,6 +96,12 @@ async def test_the_label_filter_keeps_triggers_carrying_every_pair(empty: ApiDae
     assert await names(api, "label=team:") == {"pay-prod", "pay-dev", "risk-prod"}
     assert await names(api, "label=env:prod&label=team:") == {"pay-prod", "risk-prod"}
     assert await names(api, "label=team:Payments") == set()  # values match exactly
+    # Exactly, trailing spaces too (the column's collation would pad them away).
+    spaced = await create(api, "spaced", {"team": "payments ", "env": " prod"})
+    assert await names(api, "label=team:payments") == {"pay-prod", "pay-dev"}
+    assert await names(api, "label=team:payments%20") == {"spaced"}
+    assert await names(api, "label=env:prod%20") == set()
+    assert (await api.client.request("DELETE", f"{BASE}/{spaced['id']}")).status == 204
     assert await names(api, "label=team:payments&status=inactive") == set()
     assert len(await names(api, "label=")) == 5  # empty: no filter
     page = await api.client.get(f"{BASE}?label=env:prod&limit=1&page=2")
@@ -103,7 +109,7 @@ async def test_the_label_filter_keeps_triggers_carrying_every_pair(empty: ApiDae
     assert len(page.body["triggers"]) == 1
 
 
-@pytest.mark.parametrize("query", ["label=team", "label=Team:x", "label=:x",
+@pytest.mark.parametrize("query", ["label=team", "label=Team:x", "label=:x", "label=team%0A:x",
                                    "label=ok:1&label=bad", "label=team:" + "x" * 256])
 async def test_a_bad_label_filter_is_a_400_naming_label(api: ApiDaemon, query: str) -> None:
     reply = await api.client.get(f"{BASE}?{query}")

@@ -49,7 +49,9 @@ def test_the_secret_is_never_in_a_repr() -> None:
         (f"Anonymous read {SECRET}\n", 1, "reserved"),
         (f"system write {SECRET}\n", 1, "reserved"),
         (f"bot read k\xe9y{SECRET}\n", 1, "printable ASCII"),
-        (f"a read {SECRET}\na write other\n", 2, "the name 'a' is already used (line 1)"),
+        (f"a read {SECRET}\na write other\n", 2, "the name (first field) is already used (line 1)"),
+        # Fields swapped, the key twice: the duplicate "name" is the key, never quoted.
+        (f"{SECRET} write alice\n{SECRET} read bob\n", 2, "already used (line 1)"),
         (f"a read {SECRET}\nb write {SECRET}\n", 2, "the same key as line 1"),
         (f"{SECRET}\nkey-1 read other\n", 2, "already used (line 1)"),
     ],

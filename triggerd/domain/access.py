@@ -88,7 +88,9 @@ def parse_keys_file(text: str, existing: Sequence[ApiKey] = ()) -> list[ApiKey]:
         if key is None:
             continue
         if key.name in names:
-            raise KeyFileError(number, f"the name {key.name!r} is already used ({names[key.name]})")
+            # Not quoted: with the fields swapped, the "name" would be the key itself.
+            raise KeyFileError(number, f"the name (first field) is already used"
+                                       f" ({names[key.name]})")  # fmt: skip
         if key.secret in secrets:
             raise KeyFileError(number, f"the same key as {secrets[key.secret]}")
         where = f"line {number}"

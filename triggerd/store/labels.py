@@ -61,6 +61,9 @@ def filters(selectors: Sequence[Selector], column: str = "id") -> tuple[list[str
         match = f"label_key = %(label_key{i})s"
         if value is not None:
             params[f"label_value{i}"] = value
-            match += f" AND label_value = %(label_value{i})s"
+            # The index finds the pair; BINARY then compares exactly: the column's
+            # collation pads with spaces, so `=` alone would match "prod " for "prod".
+            match += (f" AND label_value = %(label_value{i})s"
+                      f" AND BINARY label_value = BINARY %(label_value{i})s")
         clauses.append(f"{column} IN (SELECT trigger_id FROM trigger_labels WHERE {match})")
     return clauses, params

@@ -17,7 +17,7 @@ MAX_LABELS = 20
 MAX_KEY_CHARS = 63
 MAX_VALUE_CHARS = 255
 KEY_PATTERN = r"^[a-z0-9][a-z0-9._/-]*$"
-_KEY = re.compile(KEY_PATTERN)
+_KEY = re.compile(r"[a-z0-9][a-z0-9._/-]*")  # fullmatch: `$` would let a "key\n" through
 
 LabelKey = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=MAX_KEY_CHARS,
                                             pattern=KEY_PATTERN)]  # fmt: skip
@@ -37,7 +37,7 @@ class LabelSelector(_Check):
         if not isinstance(value, str) or ":" not in value:
             invalid("must be key:value, or key: for any value")
         key, _, wanted = value.partition(":")
-        if not 0 < len(key) <= MAX_KEY_CHARS or not _KEY.match(key):
+        if not 0 < len(key) <= MAX_KEY_CHARS or not _KEY.fullmatch(key):
             invalid(f"{key!r} is not a label key (1-{MAX_KEY_CHARS} of a-z 0-9 . _ / -, "
                     "starting with a letter or digit)")  # fmt: skip
         if len(wanted) > MAX_VALUE_CHARS:

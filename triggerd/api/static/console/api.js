@@ -119,12 +119,22 @@ function prompt(reason) {
       'aria-describedby': 'api-key-help',
     });
     const dialog = h('dialog', { class: 'key-dialog', 'aria-labelledby': 'api-key-title' });
+    let notice = null;
+    let entered = false;
+    const open = () => {
+      if (notice) notice.remove();
+      notice = null;
+      document.body.append(dialog);
+      dialog.showModal();
+      input.focus();
+    };
     const form = h('form', {
       onsubmit: (event) => {
         event.preventDefault();
         const key = input.value.trim();
         if (!key) return;
         window.sessionStorage.setItem(KEY_ITEM, key);
+        entered = true;
         dialog.close();
         dialog.remove();
         resolve();
@@ -138,9 +148,18 @@ function prompt(reason) {
     h('label', { for: 'api-key' }, 'API key'), input,
     h('div', { class: 'actions' }, h('button', { type: 'submit', class: 'primary' }, 'Use this key')));
     dialog.append(form);
-    dialog.addEventListener('cancel', (event) => event.preventDefault());  // a key is needed
-    document.body.append(dialog);
-    dialog.showModal();
-    input.focus();
+    // Escape closes the prompt (Chromium lets a second Escape close a modal dialog whatever
+    // its cancel handler does): the page then says a key is needed and offers the prompt
+    // again, and the call that asked for the key waits until one is given.
+    dialog.addEventListener('close', () => {
+      if (entered) return;
+      dialog.remove();
+      const again = h('button', { type: 'button', class: 'primary', onclick: open }, 'Enter API key');
+      notice = h('div', { class: 'panel key-needed', role: 'alert' },
+        h('p', null, 'This daemon requires an API key: the console shows nothing without one.'), again);
+      document.getElementById('main').prepend(notice);
+      again.focus();
+    });
+    open();
   });
 }

@@ -60,7 +60,8 @@ async function render({ focus }) {
     params,
     path,
     signal: state.controller.signal,
-    onLeave: (fn) => state.cleanups.push(fn),
+    // a page that registers a cleanup after it was left (an answer came late) runs it now
+    onLeave: (fn) => { if (current === state) state.cleanups.push(fn); else fn(); },
     rerender: () => render({ focus: false }),
     // true while this page is still the one shown (an answer may arrive after leaving)
     live: () => current === state,

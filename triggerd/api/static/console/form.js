@@ -43,14 +43,16 @@ function select(values, value) {
   return h('select', null, values.map((v) => h('option', { value: v, selected: v === value }, v)));
 }
 
+// One `key=value` a line. The value is kept exactly as typed after the separator (spaces
+// included): the API stores it as given, and an edit saved unchanged must not alter it.
 function parseLabels(text) {
   const labels = {};
-  for (const line of text.split('\n')) {
-    const trimmed = line.trim();
-    if (!trimmed) continue;
-    const at = trimmed.search(/[=:]/);
-    if (at < 0) labels[trimmed] = '';
-    else labels[trimmed.slice(0, at).trim()] = trimmed.slice(at + 1).trim();
+  for (const raw of text.split('\n')) {
+    const line = raw.replace(/\r$/, '');
+    if (!line.trim()) continue;
+    const at = line.search(/[=:]/);
+    if (at < 0) labels[line.trim()] = '';
+    else labels[line.slice(0, at).trim()] = line.slice(at + 1);
   }
   return labels;
 }
@@ -229,7 +231,7 @@ export async function triggerForm(ctx, triggerId) {
   });
 
   ctx.main.append(
-    h('h1', null, editing ? `Edit ${trigger.name}` : 'New trigger'),
+    h('h1', { class: 'break' }, editing ? `Edit ${trigger.name}` : 'New trigger'),
     h('div', { class: 'form-layout' }, form,
       h('aside', { class: 'panel preview', 'aria-labelledby': 'preview-title' },
         h('h2', { id: 'preview-title' }, 'Next runs'),

@@ -2,6 +2,9 @@
 import { access } from './api.js';
 import { h } from './dom.js';
 
+// Where a multi-value filter (labels) splits: spaces or commas before the next `key:`.
+const MULTI_SPLIT = /[\s,]+(?=[a-z0-9][a-z0-9._\/-]*:)/;
+
 // The current route's path and query, e.g. #/events?source=webhook.
 export function parseHash() {
   const raw = window.location.hash.replace(/^#/, '') || '/overview';
@@ -57,7 +60,9 @@ export function filters(path, params, fields) {
       const next = {};
       for (const field of fields) {
         const raw = String(data.get(field.name) || '').trim();
-        next[field.name] = field.multi ? raw.split(/[\s,]+/).filter(Boolean) : raw;
+        // Several `key:value` pairs: a space or comma starts a new one only before the next
+        // `key:`, so a value may hold spaces and commas (`region:eu, us`).
+        next[field.name] = field.multi ? raw.split(MULTI_SPLIT).filter(Boolean) : raw;
       }
       window.location.hash = link(path, next);
     },
