@@ -131,3 +131,16 @@ def test_slots_nobody_claimed_are_forgotten() -> None:
     assert limiter.waiting("t") == 1
     assert limiter.admit("t", 1.0, "c", now=1000.0) is None
     assert limiter.waiting("t") == 0
+
+
+def test_a_tiny_rate_waits_a_representable_time() -> None:
+    # any rate > 0 is valid: the first delivery goes (no endless sleep), later ones are
+    # put off for a time a timedelta and a DATETIME can hold
+    limiter = RateLimiter()
+    assert limiter.admit("t", 1e-300, "a", now=0.0) is None
+    assert limiter.pace("t", 1e-300, now=0.0) == 0.0
+    for name in ("b", "c", "d"):
+        wait = limiter.admit("t", 1e-300, name, now=0.0)
+        assert wait is not None and 0 < wait <= RateLimiter.MAX_WAIT
+        assert (T0 + timedelta(seconds=wait)).year < 9999
+    assert limiter.admit("t", 1e-300, "c", now=5.0) == RateLimiter.MAX_WAIT

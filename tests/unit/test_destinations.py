@@ -88,3 +88,20 @@ def test_parse_networks() -> None:
     assert parse_networks(["10.0.0.1/8"]) == (ipaddress.ip_network("10.0.0.0/8"),)
     with pytest.raises(ValueError, match="'nope' is not a network"):
         parse_networks("10.0.0.0/8,nope")
+
+
+@pytest.mark.parametrize("endpoint", [
+    "http://169.254.169.254./latest", "http://127.0.0.1.:8080/", "http://10.0.0.1./",
+    "http://[::1]./", "http://\uff11\uff12\uff17.0.0.1/", "http://2130706433./",
+])  # fmt: skip
+def test_the_api_refuses_every_form_the_worker_reads_as_a_refused_address(
+    endpoint: str,
+) -> None:
+    from triggerd.api.destinations import check_endpoint
+    from triggerd.domain.errors import ValidationError
+
+    with pytest.raises(ValidationError) as refused:
+        check_endpoint(endpoint, DestinationPolicy())
+    assert "destination not allowed" in str(refused.value)
+    for fine in ("http://example.com./", "http://8.8.8.8./", "https://localhost/"):
+        check_endpoint(fine, DestinationPolicy())
