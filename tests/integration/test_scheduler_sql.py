@@ -10,9 +10,10 @@ from typing import Any
 
 from triggerd.domain.occurrences import Due
 from triggerd.domain.timeutil import to_db, utcnow
-from triggerd.store import schedules
+from triggerd.store import occurrences, schedules
 from triggerd.store.db import Database
-from triggerd.store.schedule_outcomes import Failed, record_outcomes
+from triggerd.store.event_rows import EventRecord
+from triggerd.store.schedule_outcomes import Failed, Fired, record_outcomes
 
 
 async def _fill(db: Database, rows: int = 3000) -> None:
@@ -166,3 +167,46 @@ async def test_a_restarted_scheduler_takes_over_its_own_leases_at_once(db: Datab
         reclaim_stale_before=now - timedelta(seconds=60),
     )  # fmt: skip
     assert [row.trigger_id for row in rows] == [mine]  # the other process's lease holds
+
+
+async def test_an_occurrence_keeps_its_publish_time_when_its_event_is_republished(
+    db: Database,
+) -> None:
+    """An occurrence's `published_at` (and so its delay) is when its job was acknowledged,
+    kept with the occurrence: a retry's publish or a replay rewrites the event's."""
+    now = utcnow()
+    due = now - timedelta(seconds=1)
+    triggers = [str(uuid.uuid4()) for _ in range(3)]
+    for trigger_id in triggers:
+        await db.execute(
+            "INSERT INTO trigger_schedules (trigger_id, scheduled_for, fire_at, status,"
+            " created_at, updated_at) VALUES (%s, %s, %s, 'pending', %s, %s)",
+            [trigger_id, to_db(due), to_db(due), to_db(due), to_db(due)],
+        )  # fmt: skip
+    rows = await schedules.claim_due(
+        db, instance="me", now=now, until=now, limit=10,
+        lease_until=now + timedelta(seconds=30), stale_before=now - timedelta(seconds=60),
+        reclaim_stale_before=now - timedelta(seconds=60),
+    )  # fmt: skip
+    acked = {row.trigger_id: now + timedelta(milliseconds=3 + i) for i, row in enumerate(rows)}
+    fired = [
+        Fired(schedule_id=row.id, trigger_id=row.trigger_id, moved=False,
+              fired=Due(due, due), next=None,
+              event=EventRecord(id=str(uuid.uuid4()), trigger_id=row.trigger_id,
+                                trigger_name="t", trigger_type="cron_scheduled",
+                                source="scheduler", is_test_run=False, payload={},
+                                delivery={}, fired_at=now, scheduled_for=due,
+                                published_at=acked[row.trigger_id]))
+        for row in rows
+    ]  # fmt: skip
+    assert len(fired) == 3
+    await record_outcomes(db, instance="me", now=now, fired=fired, failed=[])
+    # a retry of each event is published later: the backstop's clock moves
+    await db.execute("UPDATE event_logs SET published_at = %s WHERE trigger_id IN (%s, %s, %s)",
+                     [to_db(now + timedelta(minutes=5)), *triggers])  # fmt: skip
+    for trigger_id in triggers:
+        found, total = await occurrences.history(db, trigger_id, occurrences.OccurrenceFilter(),
+                                                 limit=10, offset=0)  # fmt: skip
+        assert total == 1 and found[0].outcome == "fired"
+        assert found[0].published_at == acked[trigger_id]
+        assert found[0].delay_ms == (acked[trigger_id] - due) // timedelta(milliseconds=1)

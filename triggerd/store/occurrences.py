@@ -37,12 +37,15 @@ _FROM = (
 )
 HISTORY_COUNT = "SELECT COUNT(*) AS n" + _FROM + "{where}"
 HISTORY_ROWS = (
-    "SELECT s.scheduled_for, s.fire_at, s.status, s.event_id, s.note" + _FROM
+    "SELECT s.scheduled_for, s.fire_at, s.status, s.event_id, s.published_at, s.note" + _FROM
     + "{where} ORDER BY s.scheduled_for DESC LIMIT %(limit)s OFFSET %(offset)s"
 )
 # The page's events joined by primary key.
 _PAGE = (
-    "SELECT s.scheduled_for, s.fire_at, s.status, s.event_id, s.note, e.published_at,"
+    "SELECT s.scheduled_for, s.fire_at, s.status, s.event_id, s.note,"
+    # The occurrence's own publish time; the event's for rows without one (fired before
+    # it was kept, or backfilled): the event's is rewritten by retries and replays.
+    " IFNULL(s.published_at, e.published_at) AS published_at,"
     " e.note AS event_note"
     " FROM ({rows}) s LEFT JOIN event_logs e ON e.id = s.event_id"
     " ORDER BY s.scheduled_for DESC"

@@ -40,10 +40,11 @@ _INSERT_NEXT_TAIL = f" ON DUPLICATE KEY UPDATE {REVIVE_CANCELLED}"
 # The occurrence a catch-up after downtime fired (not the row that was claimed).
 _INSERT_FIRED = (  # status 'completed', attempt_count 1
     "INSERT INTO trigger_schedules (trigger_id, scheduled_for, fire_at, status, attempt_count,"
-    " last_attempt_at, event_id, created_at, updated_at)"
-    " VALUES (%s, %s, %s, 'completed', 1, %s, %s, %s, %s)"
+    " last_attempt_at, event_id, published_at, created_at, updated_at)"
+    " VALUES (%s, %s, %s, 'completed', 1, %s, %s, %s, %s, %s)"
     " ON DUPLICATE KEY UPDATE status = 'completed', event_id = VALUES(event_id),"
-    "  claimed_by = NULL, lease_until = NULL, retry_at = NULL, updated_at = VALUES(updated_at)"
+    "  published_at = VALUES(published_at), claimed_by = NULL, lease_until = NULL,"
+    "  retry_at = NULL, updated_at = VALUES(updated_at)"
 )
 # A catch-up occurrence whose publish failed, to be retried (a row already there is
 # left as it is, unless cancelled).
@@ -145,9 +146,9 @@ async def record_outcomes(
                              for f in done)  # fmt: skip
             await cur.execute(
                 "UPDATE trigger_schedules SET status = 'completed',"
-                f" event_id = CASE id {cases} END, attempt_count = attempt_count + 1,"
-                " last_attempt_at = %s, claimed_by = NULL, lease_until = NULL,"
-                " retry_at = NULL, updated_at = %s"
+                f" event_id = CASE id {cases} END, published_at = {_published_at(done)},"
+                " attempt_count = attempt_count + 1, last_attempt_at = %s,"
+                " claimed_by = NULL, lease_until = NULL, retry_at = NULL, updated_at = %s"
                 f" WHERE id IN ({int_list(f.schedule_id for f in done)})",
                 [stamp, stamp],
             )
@@ -158,7 +159,7 @@ async def record_outcomes(
             await cur.executemany(
                 _INSERT_FIRED,
                 [(f.trigger_id, to_db(f.fired.scheduled_for), to_db(f.fired.fire_at), stamp,
-                  f.event.id, stamp, stamp) for f in caught_up],
+                  f.event.id, to_db(f.event.published_at), stamp, stamp) for f in caught_up],
             )  # fmt: skip
         await _insert_missed(cur, [(f.trigger_id, f.missed) for f in done + caught_up], stamp)
         for start in range(0, len(fired), EVENT_CHUNK):  # the loop runs between chunks
@@ -172,6 +173,17 @@ async def record_outcomes(
             await cur.execute(_INSERT_NEXT_HEAD + rows + _INSERT_NEXT_TAIL)
         await _requeue(cur, [f for f in failed if f.schedule_id in owned], stamp)
     return owned
+
+
+def _published_at(done: Sequence[Fired]) -> str:
+    """The SQL value of `published_at` for the completed rows of `done`: when each job was
+    acknowledged (NULL: never published). One literal when they share it, as the jobs of
+    one produce batch do."""
+    when = times()
+    literals = {f.schedule_id: when(f.event.published_at) for f in done}
+    if len(set(literals.values())) == 1:
+        return next(iter(literals.values()))
+    return "CASE id " + " ".join(f"WHEN {int(i)} THEN {v}" for i, v in literals.items()) + " END"
 
 
 async def record_skipped(
