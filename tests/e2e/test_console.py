@@ -349,7 +349,7 @@ async def test_triggers_filter_by_labels(stack: Stack, tab: Any) -> None:
 async def test_label_values_with_spaces_and_commas_survive_the_form_and_the_filter(
     stack: Stack, tab: Any
 ) -> None:
-    """Label values are stored as given (§10): an edit saved unchanged keeps them exactly,
+    """Label values are stored as given: an edit saved unchanged keeps them exactly,
     and the filter finds a value holding a comma and a space."""
     page = tab
     labels = {"owner": " spaced ", "region": "eu, us"}

@@ -195,7 +195,7 @@ async def test_concurrent_backfills_fire_each_occurrence_once(api: ApiDaemon) ->
 
 async def test_backfill_jobs_carry_a_trace_and_year_one_is_a_400(api: ApiDaemon) -> None:
     """Every backfilled firing starts a trace of its own, carried in its Kafka record's
-    `traceparent` header (§12); a `since` at the start of the calendar is a 400, not a
+    `traceparent` header; a `since` at the start of the calendar is a 400, not a
     500."""
     trigger = await create(api, "cron_scheduled", cron="*/30 * * * *",
                            timezone="Pacific/Kiritimati")  # fmt: skip

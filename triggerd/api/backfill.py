@@ -63,7 +63,7 @@ def records_for(trigger: Trigger, times: list[datetime], now: datetime) -> list[
         trigger_name=trigger.name, trigger_type=trigger.type, source=Source.BACKFILL,
         is_test_run=False, payload=payload, delivery=delivery, fired_at=now,
         scheduled_for=when, note=store.NOTE, publish_at=now + PUBLISH_GRACE,
-        traceparent=new_traceparent(),  # each backfilled firing starts a trace (§12)
+        traceparent=new_traceparent(),  # each backfilled firing starts a trace
     ) for when in times]  # fmt: skip
 
 
