@@ -22,7 +22,6 @@ and for the clear:
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 import time
@@ -35,15 +34,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from machine import describe  # noqa: E402  (bench/machine.py, beside this script)
+from private_db import migrated  # noqa: E402
 
-from triggerd.config import DatabaseUrl  # noqa: E402
 from triggerd.devstack import MariaDBServer  # noqa: E402
 from triggerd.domain.models import new_id  # noqa: E402
 from triggerd.domain.timeutil import utcnow  # noqa: E402
-from triggerd.store.db import Database  # noqa: E402
 from triggerd.store.event_rows import EventRecord, insert_statements  # noqa: E402
 from triggerd.store.literals import time_literal, uuid_literals  # noqa: E402
-from triggerd.store.migrations import migrate  # noqa: E402
 
 BODY = {"order_id": "o-1", "amount": 12.5, "currency": "EUR",
         "items": [{"sku": "a-1", "qty": 2}, {"sku": "b-7", "qty": 1}]}  # fmt: skip
@@ -147,21 +144,8 @@ def main() -> None:
     mariadb = MariaDBServer()
     mariadb.start()
     try:
-        url = mariadb.create_database("outbox")
-
-        async def schema() -> None:
-            db = Database(DatabaseUrl.parse(url), pool_size=1)
-            await db.connect()
-            try:
-                await migrate(db)
-            finally:
-                await db.close()
-
-        asyncio.run(schema())
+        conn = migrated(mariadb, "outbox")
         assert mariadb.proc is not None
-        conn = pymysql.connect(host="127.0.0.1", port=mariadb.port, user="root",
-                               database="outbox", autocommit=True,
-                               client_flag=pymysql.constants.CLIENT.MULTI_STATEMENTS)  # fmt: skip
         cur = conn.cursor()
         cur.execute(NARROW)
         meter = Meter(mariadb.proc.pid)

@@ -21,7 +21,6 @@ temporary tables the server created:
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import secrets
 import sys
@@ -35,15 +34,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from machine import describe  # noqa: E402  (bench/machine.py, beside this script)
+from private_db import migrated  # noqa: E402
 
-from triggerd.config import DatabaseUrl  # noqa: E402
 from triggerd.devstack import MariaDBServer  # noqa: E402
 from triggerd.domain.models import new_id  # noqa: E402
 from triggerd.domain.timeutil import to_db, utcnow  # noqa: E402
-from triggerd.store.db import Database  # noqa: E402
 from triggerd.store.deliveries import Outcome, _outcome_script  # noqa: E402
 from triggerd.store.literals import text, time_literal, uuid_text  # noqa: E402
-from triggerd.store.migrations import migrate  # noqa: E402
 
 # The statement the worker sent before the script (kept here for the comparison).
 _MULTI_TABLE = (
@@ -138,21 +135,8 @@ def main() -> None:
     mariadb = MariaDBServer()
     mariadb.start()
     try:
-        url = mariadb.create_database("outcomes")
-
-        async def schema() -> None:
-            db = Database(DatabaseUrl.parse(url), pool_size=1)
-            await db.connect()
-            try:
-                await migrate(db)
-            finally:
-                await db.close()
-
-        asyncio.run(schema())
+        conn = migrated(mariadb, "outcomes")
         assert mariadb.proc is not None
-        conn = pymysql.connect(host="127.0.0.1", port=mariadb.port, user="root",
-                               database="outcomes", autocommit=True,
-                               client_flag=pymysql.constants.CLIENT.MULTI_STATEMENTS)  # fmt: skip
         print(f"{args.batches} batches of {args.size} outcomes, per batch:")
         for round_ in range(1, args.rounds + 1):
             base, _, _ = run(conn, mariadb.proc.pid, nothing, args.batches, args.size)
