@@ -423,6 +423,11 @@ class IntervalScheduledConfig(SteeredConfig):
         return None if self.first_run_at is None else parse_iso_utc(self.first_run_at)
 
 
+# The latest run_at / start_at accepted: a day short of what a datetime can hold, so
+# adding jitter (at most an hour) or showing it in any zone (at most +14 h) stays in range.
+LATEST_INSTANT = datetime(9999, 12, 30, tzinfo=UTC)
+
+
 def _instant(value: str, tz: str, field: str) -> datetime:
     """ISO 8601 -> aware UTC; an offset in the value wins, else it is read in `tz`."""
     try:
@@ -434,11 +439,6 @@ def _instant(value: str, tz: str, field: str) -> datetime:
     if instant > LATEST_INSTANT:  # jitter, or the wall time in a zone east of UTC, would overflow
         invalid(f"{value!r} is out of range (at most {to_iso(LATEST_INSTANT)})", field)
     return instant
-
-
-# The latest run_at / start_at accepted: a day short of what a datetime can hold, so
-# adding jitter (at most an hour) or showing it in any zone (at most +14 h) stays in range.
-LATEST_INSTANT = datetime(9999, 12, 30, tzinfo=UTC)
 
 
 CONFIG_MODELS: dict[TriggerType, type[TriggerConfig]] = {
