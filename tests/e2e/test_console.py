@@ -358,7 +358,10 @@ async def test_label_values_with_spaces_and_commas_survive_the_form_and_the_filt
     trigger = await stack.api("POST", "/api/v1/triggers", body)
     await go(page, f"#/triggers/{trigger['id']}/edit", "Edit labelled exactly")
     await page.locator("form.trigger-form").get_by_role("button", name="Save changes").click()
-    await page.get_by_role("heading", level=1, name="labelled exactly").wait_for()
+    # Saved: the console moves on to the trigger's page (exact: the edit page's own title,
+    # "Edit labelled exactly", holds the name too).
+    await page.wait_for_url(re.compile(rf"#/triggers/{trigger['id']}$"))
+    await page.get_by_role("heading", level=1, name="labelled exactly", exact=True).wait_for()
     saved = await stack.api("GET", f"/api/v1/triggers/{trigger['id']}")
     assert saved["labels"] == labels
 
