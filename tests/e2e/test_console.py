@@ -568,6 +568,32 @@ async def test_the_key_prompt_can_be_escaped_and_opened_again(stack: Stack) -> N
     assert stack.problems == []
 
 
+async def test_a_call_answered_after_the_key_was_entered_does_not_ask_again(
+    stack: Stack,
+) -> None:
+    """A page's first calls go out without a key; one whose 401 arrives after the key was
+    entered is sent again with it, not a reason for a second prompt."""
+    page = await new_tab(stack, WIDE)
+    held: list[str] = []
+
+    async def slow_first(route: Any) -> None:
+        if route.request.method != "GET":  # as to a read key: the prompt comes from a GET
+            error = {"code": "forbidden", "message": "this key may only read", "details": None,
+                     "request_id": "test"}  # fmt: skip
+            await route.fulfill(status=403, json={"error": error})
+            return
+        if not held:
+            held.append(route.request.url)
+            await asyncio.sleep(2)  # answered (401) after the key is in
+        await route.continue_()
+
+    await page.route(re.compile(r".*/api/v1/.*"), slow_first)
+    await open_console(stack, page, KEY)
+    assert held and await page.locator("dialog[open]").count() == 0
+    await page.context.close()
+    assert stack.problems == []
+
+
 async def test_a_long_trigger_name_does_not_widen_the_edit_page(stack: Stack, tab: Any) -> None:
     page = tab
     trigger = await stack.trigger("n" * 255)  # the longest name the API takes, no spaces

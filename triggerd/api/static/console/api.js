@@ -66,7 +66,7 @@ async function send(method, path, query, body) {
   if (response.status !== 204) {
     try { data = await response.json(); } catch { data = null; }
   }
-  return { status: response.status, ok: response.ok, data };
+  return { status: response.status, ok: response.ok, data, key };
 }
 
 // `api('GET', 'api/v1/triggers', {query: {page: 2}})` → the parsed body, or throws ApiError.
@@ -75,6 +75,9 @@ export async function api(method, path, { query, body } = {}) {
     const reply = await send(method, path, query, body);
     if (reply.ok) return reply.data;
     if (reply.status === 401) {
+      // Sent before a key was entered and answered after: try again with it rather than
+      // ask a second time (slow answers to a page's first calls arrive that way).
+      if (apiKey() && apiKey() !== reply.key) continue;
       await askForKey(new ApiError(401, reply.data).message);
       continue;
     }
