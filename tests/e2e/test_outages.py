@@ -97,8 +97,8 @@ async def test_every_log_line_is_json_across_a_database_restart(
         await asyncio.to_thread(server.close)
 
 
-# The slow path below waits up to 120 s: the test's own limit must exceed it.
-@pytest.mark.timeout(200)
+# The slow path below waits up to 170 s: the test's own limit must exceed it.
+@pytest.mark.timeout(260)
 async def test_a_broker_restart_loses_no_delivery(
     start_daemon: Any, database_url: str, sink: Sink
 ) -> None:
@@ -135,8 +135,21 @@ async def test_a_broker_restart_loses_no_delivery(
         # Usually done in seconds. The slow path: a job whose attempt a worker had claimed
         # as the broker went away is delivered again only once that attempt is stale (the
         # delivery timeout + 5 s), after the group re-joined the new broker (its session
-        # timeout + ~5 s here): about a minute, which 60 s cut short 2 times in 10.
-        await wait_until(all_delivered, timeout=120, what=f"{len(accepted)} deliveries")
+        # timeout + ~5 s here): about a minute, which 60 s cut short 2 times in 10; 120 s
+        # once in a loaded run of the whole suite (two pytest processes).
+        try:
+            await wait_until(all_delivered, timeout=170, what=f"{len(accepted)} deliveries")
+        except AssertionError as exc:  # say where the missing ones are
+            states = await db.fetchall(
+                "SELECT execution_status, publish_at IS NULL AS settled, COUNT(*) AS n"
+                " FROM event_logs GROUP BY execution_status, settled")  # fmt: skip
+            open_attempts = await db.fetchone(
+                "SELECT COUNT(*) AS n FROM delivery_attempts WHERE finished_at IS NULL")
+            log = daemon.log_path.read_text(errors="replace").splitlines()
+            warnings = [line for line in log if '"level":"warning"' in line or
+                        '"level":"error"' in line][-20:]  # fmt: skip
+            raise AssertionError(f"{exc}; events {states}; unfinished attempts"
+                                 f" {open_attempts}; last warnings {warnings}") from None
         delivered = [r.headers["X-Event-Id"] for r in sink.requests("/b")]
         assert sorted(delivered) == sorted(accepted)  # each once
         assert await asyncio.to_thread(daemon.terminate, 20) == 0
