@@ -141,6 +141,6 @@ def test_a_tiny_rate_waits_a_representable_time() -> None:
     assert limiter.pace("t", 1e-300, now=0.0) == 0.0
     for name in ("b", "c", "d"):
         wait = limiter.admit("t", 1e-300, name, now=0.0)
-        assert wait is not None and 0 < wait <= RateLimiter.MAX_WAIT
+        assert wait is not None and 0 < wait <= RateLimiter.MAX_SECONDS
         assert (T0 + timedelta(seconds=wait)).year < 9999
-    assert limiter.admit("t", 1e-300, "c", now=5.0) == RateLimiter.MAX_WAIT
+    assert limiter.admit("t", 1e-300, "c", now=5.0) == RateLimiter.MAX_SECONDS

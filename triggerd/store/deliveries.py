@@ -25,7 +25,7 @@ from triggerd.domain.enums import AttemptClaim
 from triggerd.domain.timeutil import from_db, to_db, utcnow
 from triggerd.store.coalesce import Coalescer
 from triggerd.store.db import Database, is_duplicate_key
-from triggerd.store.literals import text, time_literal, uuid_literals, uuid_text
+from triggerd.store.literals import case_of, text, time_literal, uuid_literals, uuid_text
 
 FINAL_STATUSES = tuple(s.value for s in enums.FINAL_STATUSES)
 
@@ -287,12 +287,7 @@ def _round(outcomes: list[Outcome], token: int) -> tuple[str, str]:
     listed = ",".join(ids)
 
     def case(column: str, values: list[str]) -> str:
-        """`CASE column WHEN id THEN value …` (every row the statement updates has its
-        WHEN), or the one value they all share."""
-        if values.count(values[0]) == len(values):
-            return values[0]
-        whens = " ".join([f"WHEN {i} THEN {v}" for i, v in zip(ids, values, strict=True)])
-        return f"CASE {column} {whens} END"
+        return case_of(column, ids, values)
 
     # each value rendered once, for both statements
     finished = [time_literal(o.finished_at) for o in outcomes]

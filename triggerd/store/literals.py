@@ -103,3 +103,13 @@ def times() -> Literals[datetime]:
 
 def texts() -> Literals[str]:
     return Literals(text)
+
+
+def case_of(column: str, keys: Sequence[str], values: Sequence[str]) -> str:
+    """The value of a column in a statement that updates exactly the rows of `keys`
+    (literals of `column`), row by row: `CASE column WHEN key THEN value … END`, or the
+    one value they all share."""
+    if values.count(values[0]) == len(values):
+        return values[0]
+    whens = " ".join([f"WHEN {k} THEN {v}" for k, v in zip(keys, values, strict=True)])
+    return f"CASE {column} {whens} END"

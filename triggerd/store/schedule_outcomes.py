@@ -20,7 +20,7 @@ from triggerd.domain.occurrences import Due
 from triggerd.domain.timeutil import to_db
 from triggerd.store.db import Database
 from triggerd.store.event_rows import EventRecord, insert_events
-from triggerd.store.literals import int_list, texts, times, uuid_literals
+from triggerd.store.literals import case_of, int_list, texts, times, uuid_literals
 from triggerd.store.outbox import Unpublishable, fail_unpublishable_in
 from triggerd.store.schedule_rows import REVIVE_CANCELLED
 from triggerd.store.schedules import ours, transaction
@@ -180,10 +180,8 @@ def _published_at(done: Sequence[Fired]) -> str:
     acknowledged (NULL: never published). One literal when they share it, as the jobs of
     one produce batch do."""
     when = times()
-    literals = {f.schedule_id: when(f.event.published_at) for f in done}
-    if len(set(literals.values())) == 1:
-        return next(iter(literals.values()))
-    return "CASE id " + " ".join(f"WHEN {int(i)} THEN {v}" for i, v in literals.items()) + " END"
+    return case_of("id", [str(int(f.schedule_id)) for f in done],
+                   [when(f.event.published_at) for f in done])  # fmt: skip
 
 
 async def record_skipped(

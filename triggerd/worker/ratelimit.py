@@ -40,8 +40,7 @@ class RateLimiter:
     # The spacing of a tiny rate (`rate_limit_per_second` may be any number > 0) and a
     # wait are capped so that they stay representable: a timedelta, a DATETIME, a sleep
     # that ends. A delivery put off this long comes back and is put off again.
-    MAX_INTERVAL = 1e9  # seconds (~31 years)
-    MAX_WAIT = 1e9
+    MAX_SECONDS = 1e9  # ~31 years
 
     def __init__(self) -> None:
         self._lanes: dict[str, _Lane] = {}
@@ -53,7 +52,7 @@ class RateLimiter:
         slot = lane.slots.get(event_id)
         if slot is not None:
             if slot - now > self.SHORT:
-                return min(slot - now, self.MAX_WAIT)  # back early: its slot still waits
+                return min(slot - now, self.MAX_SECONDS)  # back early: its slot still waits
             del lane.slots[event_id]
             lane.next_free = max(lane.next_free, max(now, slot) + lane.interval)
             return None
@@ -63,7 +62,7 @@ class RateLimiter:
         slot = max(now, lane.next_free, lane.tail + lane.interval)
         lane.tail = slot
         lane.slots[event_id] = slot
-        return min(slot - now, self.MAX_WAIT)
+        return min(slot - now, self.MAX_SECONDS)
 
     def pace(self, key: str, rate: float, now: float) -> float:
         """Seconds to sleep before starting the delivery `admit` let through; records
@@ -79,7 +78,7 @@ class RateLimiter:
         return len(lane.slots) if lane else 0
 
     def _lane(self, key: str, rate: float, now: float) -> _Lane:
-        interval = min(1.0 / rate, self.MAX_INTERVAL)
+        interval = min(1.0 / rate, self.MAX_SECONDS)
         lane = self._lanes.get(key)
         if lane is None:
             if len(self._lanes) >= self.MAX_LANES:
