@@ -12,6 +12,7 @@ from triggerd.domain.redact import (
     REDACTED,
     is_sensitive_name,
     redact_config,
+    redact_url,
     redacted_to_send,
     restore_redacted,
 )
@@ -138,3 +139,32 @@ def test_redacted_to_send_redacts_as_redact_config_and_leaves_the_input(
     assert out == redact_config(config)
     assert orjson.dumps(out) == orjson.dumps(redact_config(config))  # same order too
     assert config == before
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("https://u:pw@h.example/x?q=1#f", "https://u:***@h.example/x?q=1#f"),
+    ("https://u:p%40w:x@h.example:8443/", "https://u:***@h.example:8443/"),
+    ("https://u@h.example/", "https://u@h.example/"),  # no password
+    ("https://u:@h.example/", "https://u:@h.example/"),  # an empty one
+    ("https://h.example/a@b", "https://h.example/a@b"),  # an @ in the path
+    ("http://[::1/x@y", "http://[::1/x@y"),  # not a URL: left as it is
+])  # fmt: skip
+def test_redact_url_hides_the_password_only(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+    assert redact_config({"endpoint": url})["endpoint"] == shown
+    assert redacted_to_send({"endpoint": url})["endpoint"] == shown
+
+
+@pytest.mark.parametrize(("sent", "kept"), [
+    ("https://u:***@h.example/x", "https://u:pw@h.example/x"),
+    ("https://u:***@h.example/y?z=1", "https://u:pw@h.example/y?z=1"),  # path changed
+    ("https://u:***@other.example/x", "https://u:***@other.example/x"),  # another host
+    ("https://v:***@h.example/x", "https://v:***@h.example/x"),  # another user
+    ("https://u:new@h.example/x", "https://u:new@h.example/x"),  # a new password
+])  # fmt: skip
+def test_the_endpoint_placeholder_keeps_the_password_for_the_same_user_and_host(
+    sent: str, kept: str
+) -> None:
+    stored = {"endpoint": "https://u:pw@h.example/x"}
+    assert restore_redacted({"endpoint": sent}, stored)["endpoint"] == kept
+    assert restore_redacted({"endpoint": sent}, {})["endpoint"] == sent

@@ -10,6 +10,7 @@ from aiohttp import web
 from triggerd.api.http import json_response
 from triggerd.domain.contract import EndpointListQuery, Pagination
 from triggerd.domain.enums import CircuitState
+from triggerd.domain.redact import redact_url
 from triggerd.domain.timeutil import to_iso
 from triggerd.services import Services
 from triggerd.store import endpoints
@@ -21,7 +22,7 @@ PATH = "/api/v1/endpoints"
 def endpoint_json(row: EndpointRow) -> dict[str, Any]:
     health = row.health
     return {
-        "url": row.url,
+        "url": redact_url(row.url),
         "state": health.state.value,
         "consecutive_failures": health.consecutive_failures,
         "last_success_at": to_iso(health.last_success_at),

@@ -11,6 +11,7 @@ import logging
 from datetime import datetime, timedelta
 
 from triggerd.domain.access import SYSTEM
+from triggerd.domain.redact import redact_url
 from triggerd.domain.timeutil import utcnow
 from triggerd.logs import log_context
 from triggerd.services import Services
@@ -36,8 +37,8 @@ class AutoDisable:
         )  # fmt: skip
         for trigger_id in disabled:
             with log_context(trigger_id=trigger_id):
-                log.warning("trigger set inactive: %s (%s)", reason, url,
-                            extra={"endpoint": url, "actor": SYSTEM})  # fmt: skip
+                log.warning("trigger set inactive: %s (%s)", reason, redact_url(url),
+                            extra={"endpoint": redact_url(url), "actor": SYSTEM})  # fmt: skip
             self.services.metrics.triggers_disabled.inc()
             # In this process: the scheduler reloads, webhook ingestion drops its cache.
             self.services.trigger_changes.notify(trigger_id)

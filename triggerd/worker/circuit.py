@@ -28,6 +28,7 @@ from triggerd.domain import circuit
 from triggerd.domain.backoff import Backoff
 from triggerd.domain.circuit import Health
 from triggerd.domain.enums import CircuitState, Verdict
+from triggerd.domain.redact import redact_url
 from triggerd.domain.timeutil import to_iso, utcnow
 from triggerd.metrics import Metrics
 from triggerd.store import endpoints
@@ -106,7 +107,7 @@ class Circuits:
         )
         if claimed:
             self._apply(entry, health, circuit.on_probe(health, lease))
-            log.info("circuit of %s half-open: this delivery is the probe", entry.url)
+            log.info("circuit of %s half-open: this delivery is the probe", redact_url(entry.url))
             return Admission(Decision.PROBE, entry.key, lease)
         fresh = await retry_transient(lambda: self._loads.submit(entry.key), "loading a circuit")
         if fresh is not None:
@@ -170,12 +171,12 @@ class Circuits:
         if after.state is CircuitState.OPEN:
             log.warning(
                 "circuit of %s open after %d consecutive failures; next probe at %s",
-                entry.url, after.consecutive_failures, to_iso(after.next_probe_at),
-                extra={"endpoint": entry.url, "cooldown_seconds": after.cooldown},
+                redact_url(entry.url), after.consecutive_failures, to_iso(after.next_probe_at),
+                extra={"endpoint": redact_url(entry.url), "cooldown_seconds": after.cooldown},
             )  # fmt: skip
         elif after.state is CircuitState.CLOSED:
-            log.info("circuit of %s closed: deliveries resume", entry.url,
-                     extra={"endpoint": entry.url})  # fmt: skip
+            log.info("circuit of %s closed: deliveries resume", redact_url(entry.url),
+                     extra={"endpoint": redact_url(entry.url)})  # fmt: skip
 
     async def _check_failing(self, entry: _Entry, health: Health, now: datetime) -> None:
         if self.on_failing is None or self.disable_after <= 0 or health.failing_since is None:
