@@ -430,8 +430,9 @@ async def test_inactive_stops_and_active_resumes_after_now(api: ApiDaemon) -> No
 
 
 async def test_concurrent_updates_serialize(api: ApiDaemon) -> None:
-    """Each update locks the row: versions count every write, and the schedule ends with
-    exactly the one pending occurrence the final state calls for."""
+    """Each update locks the row: versions count every write (an update that finds the
+    state it asks for already there writes nothing), and the schedule ends with exactly
+    the one pending occurrence the final state calls for."""
     trigger = await create(api, body("cron_scheduled", cron="0 * * * *"))
     path = f"{BASE}/{trigger['id']}"
     changes: list[dict[str, Any]] = [
@@ -441,7 +442,11 @@ async def test_concurrent_updates_serialize(api: ApiDaemon) -> None:
     replies = await asyncio.gather(*(api.client.patch(path, change) for change in changes))
     assert [r.status for r in replies] == [200] * len(changes)
     row = await api.trigger_row(trigger["id"])
-    assert row is not None and row["version"] == 1 + len(changes)
+    writes = await api.db.fetchone(
+        "SELECT COUNT(*) AS n FROM audit_log WHERE trigger_id = %s"
+        " AND action = 'trigger.updated'", [trigger["id"]])  # fmt: skip
+    assert writes is not None and writes["n"] >= 7  # the cron changes, bar one perhaps
+    assert row is not None and row["version"] == 1 + writes["n"]
     final = (await api.client.get(path)).body
     pending = await api.pending(trigger["id"])
     if final["status"] == "active":

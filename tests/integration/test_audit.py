@@ -224,6 +224,25 @@ async def test_a_change_whose_entry_cannot_be_written_is_not_made(api: ApiDaemon
     assert event == {"execution_status": "success", "publish_attempt": 1}
 
 
+async def test_an_update_that_changes_nothing_writes_nothing(api: ApiDaemon) -> None:
+    trigger = await create(api.client, hook_body("steady"))
+    path = f"{BASE}/{trigger['id']}"
+    read = (await api.client.get(path)).body  # secrets as ***: sent back, they stay
+    same = [await api.client.put(path, {"name": read["name"], "config": read["config"]}),
+            await api.client.patch(path, {"status": "active", "labels": {}}),
+            await api.client.patch(path, {})]
+    for reply in same:
+        assert reply.status == 200, reply.body
+        assert reply.body["updated_at"] == read["updated_at"]
+        assert reply.body["config"] == read["config"]
+    assert [e["action"] for e in await entries(api.client, trigger_id=trigger["id"])] == [
+        "trigger.created"]
+    assert await version(api, trigger["id"]) == 1
+    changed = await api.client.patch(path, {"name": "steady-2"})
+    assert changed.status == 200, changed.body
+    assert await version(api, trigger["id"]) == 2
+
+
 async def test_a_deadlock_retried_writes_its_entry_once(api: ApiDaemon) -> None:
     trigger = await create(api.client, hook_body("contended"))
     # The first audit insert fails as a deadlock victim would; a MyISAM counter is not

@@ -297,7 +297,8 @@ class TriggerStore:
         origin: Origin,
     ) -> TriggerRecord | None:
         """Lock the row, apply `change` (validation: it may raise, and then nothing is
-        written), write it with version + 1 and, when the schedule or the status changed,
+        written; a change that changes nothing writes nothing either), write it with
+        version + 1 and, when the schedule or the status changed,
         cancel pending occurrences and insert the next one after now, and record what
         changed and who (`origin`) in the audit log. None: no such id."""
         record = await _retry_deadlocks(lambda: self._update(trigger_id, change, now, origin))
@@ -324,6 +325,12 @@ class TriggerStore:
             new = change(old)
             # Why triggerd set it inactive holds until it is active again.
             reason = None if new.status == "active" else current.status_reason
+            diff = changes_between(audited_fields(old), audited_fields(new))
+            if reason != current.status_reason:  # set by auto-disable, cleared on activation
+                diff["status_reason"] = [current.status_reason, reason]
+            if not diff:  # nothing changed: nothing to write, and no entry in the audit log
+                next_run = await schedule_rows.next_pending(cur, trigger_id)
+                return TriggerRecord(current, next_run if current.is_scheduled else None)
             if new.labels != old.labels:
                 await labels.replace(cur, trigger_id, new.labels)
             await cur.execute(
@@ -361,9 +368,6 @@ class TriggerStore:
                         due = due_at(trigger_id, new.config.timing(), first)
                         await schedule_rows.insert_occurrence(cur, trigger_id, due, now)
             next_run = await schedule_rows.next_pending(cur, trigger_id)
-            diff = changes_between(audited_fields(old), audited_fields(new))
-            if reason != current.status_reason:  # set by auto-disable, cleared on activation
-                diff["status_reason"] = [current.status_reason, reason]
             await audit.record(cur, AuditEntry(Action.TRIGGER_UPDATED, origin, now, trigger_id,
                                                changes=diff))  # fmt: skip
         if held:  # an occurrence past the scheduler's last look fires before we answer
