@@ -85,6 +85,14 @@ async def test_allowed_networks_are_accepted(settings_for: Any) -> None:
         assert status == 201, created
         body["config"] = {"endpoint": endpoint("192.168.0.1")}
         assert_refused(*await api.post("/api/v1/triggers", body))
+        # Allowed, but in a form the worker's HTTP client never connects to: a 400 now
+        # rather than a delivery that fails on every attempt.
+        for unreachable in ("10.9.8.7.", "10.1"):
+            body["config"] = {"endpoint": endpoint(unreachable)}
+            status, reply = await api.post("/api/v1/triggers", body)
+            assert status == 400, reply
+            assert reply["error"]["details"]["field"] == "config.endpoint", reply
+            assert "four decimal numbers" in reply["error"]["message"], reply
 
 
 # --- the worker: the address it connects to --------------------------------------------

@@ -93,6 +93,12 @@ BAD_CONFIG = [
     (body(endpoint="https://example.com:99999/"), "config.endpoint"),
     (body(endpoint="http://[::1/"), "config.endpoint"),
     (body(endpoint=5), "config.endpoint"),
+    # numeric hosts the HTTP client will not connect to: every delivery would fail
+    (body(endpoint="http://8.8.8.8./x"), "config.endpoint"),
+    (body(endpoint="http://8.8.8/x"), "config.endpoint"),
+    (body(endpoint="http://134744072/x"), "config.endpoint"),
+    (body(endpoint="http://010.8.8.8/x"), "config.endpoint"),
+    (body(endpoint="http://8.8.8.256/x"), "config.endpoint"),
     (body(http_method="TRACE"), "config.http_method"),
     (body(http_method=1), "config.http_method"),
     (body(headers=[]), "config.headers"),
@@ -599,3 +605,11 @@ def test_run_at_takes_a_lower_case_z() -> None:
     definition = create(body("time_scheduled", run_at=run_at, run_in=None))
     assert definition.config["run_at"] == (NOW + timedelta(hours=1)).strftime(
         "%Y-%m-%dT%H:%M:%S.000Z")
+
+
+@pytest.mark.parametrize("endpoint", [
+    "http://8.8.8.8/x", "http://0.0.0.1:80/", "https://8.8.8.8.example/",
+    "https://a1.example./x", "http://[2001:db8::1]/", "http://\uff18.8.8.8/",
+])  # fmt: skip
+def test_endpoints_the_client_can_reach_are_accepted(endpoint: str) -> None:
+    assert create(body(endpoint=endpoint)).config["endpoint"] == endpoint

@@ -13,10 +13,12 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
+import yarl
 from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler
 from pydantic_core import CoreSchema, PydanticCustomError, core_schema
 
@@ -151,7 +153,29 @@ class Endpoint(Text):
             invalid("must be an absolute http or https URL")
         if not host:
             invalid("must name a host")
+        numeric = _numeric_host(url, host)
+        if numeric is not None:
+            invalid(f"names the host {numeric!r}, which deliveries cannot reach: an IPv4"
+                    " address is written as four decimal numbers (192.0.2.1), with no"
+                    " trailing dot")  # fmt: skip
         return url
+
+
+def _numeric_host(url: str, host: str) -> str | None:
+    """The URL's host when it is all digits and dots but not a dotted quad (127.1,
+    2130706433, 0177.0.0.1, 127.0.0.1.), as the worker's HTTP client reads the host
+    (yarl maps Unicode digits to ASCII). aiohttp refuses to connect to these legacy
+    forms (a resolver would map them onto an address some policy never saw), so every
+    delivery to one would fail: they are refused here instead."""
+    with suppress(ValueError, TypeError):
+        host = yarl.URL(url).host or host
+    if ":" in host or not host.replace(".", "").isdigit():
+        return None
+    parts = host.split(".")
+    canonical = len(parts) == 4 and all(
+        1 <= len(part) <= 3 and part.isascii() and part.isdigit() and int(part) <= 255
+        and (part == "0" or not part.startswith("0")) for part in parts)
+    return None if canonical else host
 
 
 @dataclass(frozen=True)
