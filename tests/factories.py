@@ -24,6 +24,7 @@ from triggerd.scheduler.loop import SchedulerRole
 from triggerd.services import Services
 from triggerd.store.db import Database
 from triggerd.store.schedule_rows import insert_occurrence
+from triggerd.store.triggers import endpoint_hash
 
 ENDPOINT = "http://127.0.0.1:9/hook"
 
@@ -51,10 +52,11 @@ async def insert_trigger(
     now = utcnow()
     async with db.transaction() as cur:
         await cur.execute(
-            "INSERT INTO triggers (id, name, type, status, config, version, created_at,"
-            " updated_at) VALUES (%s, %s, %s, %s, %s, 1, %s, %s)",
+            "INSERT INTO triggers (id, name, type, status, config, endpoint_hash, version,"
+            " created_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, 1, %s, %s)",
             (trigger_id, name or f"{type}-{trigger_id[-8:]}", type, status,
-             orjson.dumps(config).decode(), now.replace(tzinfo=None), now.replace(tzinfo=None)),
+             orjson.dumps(config).decode(), endpoint_hash(config), now.replace(tzinfo=None),
+             now.replace(tzinfo=None)),
         )  # fmt: skip
         if schedule and status == "active":
             scheduled_for = first or next_occurrence(type, config, now)

@@ -18,6 +18,7 @@ from tests.integration.api_daemon import URL, ApiDaemon, api_daemon
 from triggerd.api import triggers
 from triggerd.bus.producer import Bus
 from triggerd.config import Settings
+from triggerd.domain.circuit import endpoint_key
 from triggerd.domain.timeutil import parse_iso_utc, to_db, to_iso
 from triggerd.metrics import Metrics
 from triggerd.services import Services
@@ -99,6 +100,24 @@ async def test_create_returns_the_documented_fields(api: ApiDaemon) -> None:
     assert hook["next_scheduled_run"] is None
     assert "endpoint" not in hook["config"]
     assert await api.schedules(hook["id"]) == []
+
+
+async def test_configs_nested_as_deep_as_documented_are_stored(api: ApiDaemon) -> None:
+    """A payload may nest 100 levels and a schema too (MariaDB's JSON functions stop at
+    32: nothing stored may depend on them reading a config)."""
+    payload: Any = "leaf"
+    for _ in range(99):
+        payload = [payload]
+    deep = await create(api, body(payload=payload, endpoint=f"{URL}?deep=1"))
+    assert deep["config"]["payload"] == payload
+    schema: dict[str, Any] = {"type": "string"}
+    for _ in range(45):  # 91 levels
+        schema = {"type": "object", "properties": {"a": schema}}
+    hook = await create(api, body("webhook", schema=schema))
+    assert hook["config"]["schema"] == schema
+    row = await api.db.fetchone("SELECT endpoint_hash FROM triggers WHERE id = %s",
+                                (deep["id"],))  # fmt: skip
+    assert row is not None and row["endpoint_hash"] == endpoint_key(URL)
 
 
 async def test_run_in_is_resolved_and_interval_is_anchored(api: ApiDaemon) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import site
 import subprocess
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 
 from triggerd.config import DatabaseUrl
+from triggerd.domain.circuit import endpoint_key
 from triggerd.store import migrations
 from triggerd.store.db import Database
 from triggerd.store.migrations import discover, migrate
@@ -49,6 +51,37 @@ async def test_migrate_twice_changes_nothing(db_server: Any) -> None:
             " WHERE table_schema = DATABASE()")}  # fmt: skip
         assert {"triggers", "trigger_schedules", "event_logs", "delivery_attempts",
                 "idempotency_keys", "schema_migrations"} <= tables  # fmt: skip
+    finally:
+        await db.close()
+        db_server.drop(url)
+
+
+async def test_the_endpoint_hash_keeps_the_keys_the_database_computed(
+    db_server: Any, tmp_path: Path
+) -> None:
+    """Migration 010 turns the endpoint key computed from the config into one triggerd
+    writes: the triggers stored before it keep the same key (the worker's)."""
+    older = tmp_path / "sql"
+    older.mkdir()
+    for migration in discover():
+        if migration.version < 10:
+            (older / migration.path.name).write_text(migration.path.read_text())
+    url = db_server.create()
+    db = Database(DatabaseUrl.parse(url), pool_size=1)
+    await db.connect()
+    try:
+        await migrate(db, older)
+        endpoints = ["https://a.example/hook?tenant=7#top", "http://b.example:8080/x", None]
+        for i, endpoint in enumerate(endpoints):
+            config = json.dumps({"endpoint": endpoint} if endpoint else {})
+            await db.execute(
+                "INSERT INTO triggers (id, name, type, status, config, version, created_at,"
+                " updated_at) VALUES (%s, 'old', 'webhook', 'active', %s, 1, NOW(), NOW())",
+                (f"00000000-0000-0000-0000-00000000000{i}", config))  # fmt: skip
+        assert [m.version for m in await migrate(db)] == [10]
+        rows = await db.fetchall("SELECT endpoint_hash FROM triggers ORDER BY id")
+        assert [r["endpoint_hash"] for r in rows] == [
+            endpoint_key(e) if e else None for e in endpoints]
     finally:
         await db.close()
         db_server.drop(url)

@@ -27,6 +27,7 @@ from triggerd.ingest.pipeline import IngestPipeline
 from triggerd.metrics import Metrics
 from triggerd.services import Services
 from triggerd.store.db import Database, Row
+from triggerd.store.triggers import endpoint_hash
 
 
 class Api:
@@ -113,9 +114,10 @@ async def make_trigger(db: Database, *, type: str = "webhook", status: str = "ac
     trigger_id = str(uuid.uuid4())
     now = to_db(utcnow())
     await db.execute(
-        "INSERT INTO triggers (id, name, type, status, config, version, created_at, updated_at)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-        (trigger_id, name, type, status, orjson.dumps(config or {}).decode(), version, now, now),
+        "INSERT INTO triggers (id, name, type, status, config, endpoint_hash, version,"
+        " created_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        (trigger_id, name, type, status, orjson.dumps(config or {}).decode(),
+         endpoint_hash(config or {}), version, now, now),
     )
     return trigger_id
 

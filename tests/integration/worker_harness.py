@@ -23,6 +23,7 @@ from triggerd.relay import OutboxRelay
 from triggerd.services import Services
 from triggerd.store.db import Database
 from triggerd.store.event_rows import EventRecord, delivery_snapshot, insert_events
+from triggerd.store.triggers import endpoint_hash
 from triggerd.worker.role import WorkerRole
 
 FAST_RETRY = {"max_attempts": 3, "backoff_seconds": 0.05, "max_backoff_seconds": 0.2}
@@ -53,10 +54,11 @@ async def insert_trigger(db: Database, config: dict[str, Any], *, type: str = "w
     trigger_id = new_id()
     now = to_db(utcnow())
     await db.execute(
-        "INSERT INTO triggers (id, name, type, status, config, version, created_at, updated_at)"
-        " VALUES (%(id)s, %(name)s, %(type)s, 'active', %(config)s, 1, %(now)s, %(now)s)",
+        "INSERT INTO triggers (id, name, type, status, config, endpoint_hash, version,"
+        " created_at, updated_at) VALUES (%(id)s, %(name)s, %(type)s, 'active', %(config)s,"
+        " %(key)s, 1, %(now)s, %(now)s)",
         {"id": trigger_id, "name": name, "type": type, "config": orjson.dumps(config).decode(),
-         "now": now},
+         "key": endpoint_hash(config), "now": now},
     )  # fmt: skip
     return trigger_id
 

@@ -30,7 +30,7 @@ STATE_ORDER = (CircuitState.OPEN, CircuitState.HALF_OPEN, CircuitState.CLOSED)
 
 def endpoint_url(url: str) -> str:
     """The endpoint a delivery URL belongs to: the URL without query string or fragment
-    (the same cut the database makes for triggers.endpoint_key)."""
+    (the cut behind triggers.endpoint_hash)."""
     return url.split("#", 1)[0].split("?", 1)[0]
 
 

@@ -175,7 +175,7 @@ async def list_page(db: Database, *, state: str | None, limit: int,
         return EndpointPage([], total)
     rows = await db.fetchall(
         f"SELECT e.url, {_HEALTH},"
-        " (SELECT COUNT(*) FROM triggers t WHERE t.endpoint_key = e.url_hash) AS triggers"
+        " (SELECT COUNT(*) FROM triggers t WHERE t.endpoint_hash = e.url_hash) AS triggers"
         f" FROM endpoints e{where} ORDER BY {_ORDER}, url, url_hash"
         " LIMIT %(limit)s OFFSET %(offset)s",
         {**params, "limit": limit, "offset": offset},
@@ -196,7 +196,7 @@ async def disable_triggers(db: Database, key: str, reason: str, *, unchanged_sin
     the ids disabled."""
     async with db.transaction() as cur:
         await cur.execute(
-            "SELECT id, type FROM triggers WHERE endpoint_key = %(key)s AND status = 'active'"
+            "SELECT id, type FROM triggers WHERE endpoint_hash = %(key)s AND status = 'active'"
             " AND updated_at <= %(since)s ORDER BY id FOR UPDATE",
             {"key": key, "since": to_db(unchanged_since)},
         )

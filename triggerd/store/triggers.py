@@ -10,7 +10,7 @@ caller; it would also find the rows at its next reconcile.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, TypeVar
@@ -20,6 +20,7 @@ import orjson
 
 from triggerd.domain.audit import Action, AuditEntry, Origin
 from triggerd.domain.audit import changes as changes_between
+from triggerd.domain.circuit import endpoint_key
 from triggerd.domain.contract import PAST_GRACE, TriggerConfig, TriggerDefinition, schedule_changed
 from triggerd.domain.enums import TriggerStatus, TriggerType
 from triggerd.domain.models import Trigger
@@ -126,8 +127,15 @@ class _NewTrigger:
     first: datetime | None  # its first occurrence (None: none)
 
 
-_INSERT_TRIGGERS = ("INSERT INTO triggers (id, name, type, status, config, version, created_at,"
-                    " updated_at) VALUES ")  # fmt: skip
+_INSERT_TRIGGERS = ("INSERT INTO triggers (id, name, type, status, config, endpoint_hash,"
+                    " version, created_at, updated_at) VALUES ")  # fmt: skip
+
+
+def endpoint_hash(config: Mapping[str, Any]) -> str | None:
+    """`triggers.endpoint_hash` for a stored config: the key of its endpoint's circuit
+    (endpoints.url_hash), None without an endpoint."""
+    endpoint = config.get("endpoint")
+    return endpoint_key(endpoint) if isinstance(endpoint, str) else None
 
 
 def _new_trigger_statements(batch: Sequence[_NewTrigger]) -> list[str]:
@@ -140,8 +148,10 @@ def _new_trigger_statements(batch: Sequence[_NewTrigger]) -> list[str]:
         at = time_literal(item.now)
         stored = definition.config.stored()
         config = json_hex(orjson.dumps(stored))
+        key = endpoint_hash(stored)
         rows.append(f"({text(trigger_id)},{text(definition.name)},{text(str(definition.type))},"
-                    f"{text(str(definition.status))},{config},1,{at},{at})")  # fmt: skip
+                    f"{text(str(definition.status))},{config},"
+                    f"{'NULL' if key is None else text(key)},1,{at},{at})")  # fmt: skip
         if item.first is not None:
             timing = definition.config.timing()
             occurrences.append((trigger_id, due_at(trigger_id, timing, item.first), item.now))
@@ -335,7 +345,7 @@ class TriggerStore:
                 await labels.replace(cur, trigger_id, new.labels)
             await cur.execute(
                 "UPDATE triggers SET name = %(name)s, status = %(status)s,"
-                " status_reason = %(reason)s, config = %(config)s,"
+                " status_reason = %(reason)s, config = %(config)s, endpoint_hash = %(key)s,"
                 " version = version + 1, updated_at = %(now)s WHERE id = %(id)s",
                 {
                     "id": trigger_id,
@@ -343,6 +353,7 @@ class TriggerStore:
                     "status": new.status,
                     "reason": reason,
                     "config": _dump(new.config),
+                    "key": endpoint_hash(new.config.stored()),
                     "now": to_db(now),
                 },
             )
