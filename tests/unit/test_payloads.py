@@ -393,3 +393,31 @@ def test_a_schema_compiled_lately_is_not_compiled_again() -> None:
     for _ in range(2):  # a bad schema is refused every time, not remembered
         with pytest.raises(ValidationError):
             compile_schema({"type": "no-such-type"})
+
+
+def test_patterns_run_in_linear_time() -> None:
+    """A pattern that backtracks for ages on Python's engine answers at once: one webhook
+    must not stall the event loop every role shares."""
+    import time
+
+    schema = {"type": "object", "properties": {"s": {"type": "string", "pattern": "^(a+)+$"}},
+              "patternProperties": {"^k(a|aa)+$": {"type": "integer"}}}  # fmt: skip
+    started = time.process_time()
+    found = check(schema, {"s": "a" * 40 + "!", "k" + "a" * 40 + "!": "x"})
+    assert time.process_time() - started < 0.5  # Python's engine: years
+    assert paths(schema, {"s": "a" * 40 + "!"}) == ["/s"]
+    assert found == [{"path": "/s", "message": "must match pattern ^(a+)+$"}]
+    assert check(schema, {"s": "aaa", "kaaa": 1}) == []
+    assert paths(schema, {"kaaa": "x"}) == ["/kaaa"]
+
+
+@pytest.mark.parametrize(("pattern", "good", "bad"), [
+    ("^(a)\\1$", "aa", "ab"),  # a backreference: Python's engine, as before
+    ("^(?=.*\\d)\\w+$", "ab1", "abc"),  # lookahead: likewise
+    ("^\\d+$", "12", "\u0661\u0662"),  # \d is ASCII, as in ECMA 262
+    ("^a$", "a", "a\n"),  # $ is the end of the text
+])  # fmt: skip
+def test_patterns_keep_their_meaning(pattern: str, good: str, bad: str) -> None:
+    schema = {"type": "string", "pattern": pattern}
+    assert check(schema, good) == []
+    assert paths(schema, bad) == [""]
