@@ -298,6 +298,10 @@ async def test_replay_continues_the_attempts(api: Api, kafka_bootstrap: str, top
         return bool(r and r["publish_at"] is None)
 
     await wait_until(cleared, timeout=10, what="the replay's outbox mark cleared")
+    # Published, but not a firing: the event fired once, long ago.
+    fires = api.services.metrics.registry.get_sample_value(
+        "triggerd_fires_total", {"type": "webhook", "source": "webhook"})  # fmt: skip
+    assert not fires
     status, body = await api.post(f"/api/v1/events/{event_id}/replay")  # still pending
     assert status == 409 and body["error"]["code"] == "delivery_in_progress"
 

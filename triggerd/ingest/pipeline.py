@@ -265,7 +265,8 @@ class Publisher(_Batcher[Job]):
                             failed, error)  # fmt: skip
         counts: dict[tuple[str, str], int] = defaultdict(int)
         for job in published:
-            counts[(job.type, job.source)] += 1
+            if job.attempt == 1:  # a firing; a replay (attempt > 1) is not one again
+                counts[(job.type, job.source)] += 1
         for labels, count in counts.items():
             self.metrics.fires.labels(*labels).inc(count)
         if published:
