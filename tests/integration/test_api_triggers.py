@@ -257,6 +257,21 @@ async def test_bad_list_parameters_are_400_naming_them(
     assert reply.field == field
 
 
+@pytest.mark.parametrize(("query", "field"), [
+    ("limit=5&limit=abc", "limit"),
+    ("type=webhook&type=cron_scheduled", "type"),
+    ("page=1&page=1", "page"),
+])  # fmt: skip
+async def test_a_parameter_given_twice_is_a_400_naming_it(
+    api: ApiDaemon, query: str, field: str
+) -> None:
+    reply = await api.client.request("GET", f"{BASE}?{query}")
+    assert reply.status == 400, reply.body
+    assert reply.field == field and "once" in reply.error["message"], reply.body
+    labels = await api.client.get(BASE, label="a:b")  # `label` is the one list
+    assert labels.status == 200
+
+
 # --- validation through HTTP ---------------------------------------------------------------
 
 PAST = "2001-01-01T00:00:00Z"

@@ -10,6 +10,7 @@ from pydantic import ConfigDict, Field, model_validator
 from triggerd.domain.contract.base import Model
 from triggerd.domain.contract.errors import validated
 from triggerd.domain.contract.fields import JsonSchema, _Check, invalid
+from triggerd.domain.errors import ValidationError
 
 
 class Pagination(Model):
@@ -59,8 +60,9 @@ def _is_list(annotation: Any) -> bool:
 
 
 class QueryModel(Model):
-    """A query string. Unknown parameters are ignored; a parameter given several times
-    is a list only where the field is one (else the first value counts)."""
+    """A query string. Unknown parameters are ignored; a parameter may be given several
+    times only where the field is a list (else it is a 400 naming it: which of two values
+    was meant cannot be guessed)."""
 
     model_config = ConfigDict(extra="ignore")
     # Parameters that page the list, as opposed to filters ("empty: no filter").
@@ -91,6 +93,8 @@ class QueryModel(Model):
                 given = query.getall(name) if hasattr(query, "getall") else _as_list(query[name])
                 data[name] = [value for value in given if value != ""]
             else:
+                if hasattr(query, "getall") and len(query.getall(name)) > 1:
+                    raise ValidationError(name, "must be given once")
                 data[name] = query[name]
         return validated(cls, data, depth=1)
 
