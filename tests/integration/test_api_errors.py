@@ -193,6 +193,9 @@ MALFORMED = {
                              b"application/json\r\nContent-Encoding: zstd\r\n"
                              b"Content-Length: 2\r\n\r\n{}", 415),
     "no HTTP at all": (b"HELLO THERE\r\n\r\n", 400),
+    # methods the parser does not know: no route allows them
+    "unknown method": (b"BREW /api/v1/triggers HTTP/1.1\r\nHost: x\r\n\r\n", 405),
+    "lower-case method": (b"get /api/v1/triggers HTTP/1.1\r\nHost: x\r\n\r\n", 405),
 }  # fmt: skip
 
 

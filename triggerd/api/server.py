@@ -26,6 +26,8 @@ from triggerd.logs import request_id_var
 log = logging.getLogger(__name__)
 
 _REQUEST_LINE = re.compile(rb"/|[A-Z]+ ")
+# The request line as the parser's message quotes it: `b'BREW /x HTTP/1.1'`.
+_WELL_FORMED = re.compile(r"b'[!#$%&*+.^_`|~0-9A-Za-z-]+ \S+ HTTP/\d\.\d'")
 _CODES = {400: "bad_request", 413: "payload_too_large", 414: "uri_too_long",
           415: "unsupported_media_type", 431: "headers_too_large", 501: "not_implemented",
           504: "timeout"}  # fmt: skip
@@ -47,6 +49,10 @@ def _classify(status: int, exc: BaseException | None) -> tuple[int, str, str]:
         if _REQUEST_LINE.match(line):
             return 414, "uri_too_long", "request line too long"
         return 431, "headers_too_large", "a request header is too long"
+    if isinstance(exc, http_exceptions.BadHttpMethod) and _WELL_FORMED.search(str(exc)):
+        # A well-formed request line with a method the parser does not know (BREW, `get`):
+        # no route allows it.
+        return 405, "method_not_allowed", "unknown method: no route allows it"
     for kind, text in _REASONS:
         if isinstance(exc, kind):
             return status, _CODES.get(status, f"http_{status}"), text
@@ -54,7 +60,7 @@ def _classify(status: int, exc: BaseException | None) -> tuple[int, str, str]:
 
 
 _REASONS: tuple[tuple[type[BaseException], str], ...] = (
-    (http_exceptions.BadHttpMethod, "unknown or malformed method"),
+    (http_exceptions.BadHttpMethod, "malformed request line"),
     (http_exceptions.BadStatusLine, "malformed request line"),
     (http_exceptions.InvalidHeader, "malformed request header"),
     (http_exceptions.ContentLengthError, "malformed Content-Length or body"),
