@@ -349,10 +349,10 @@ async def test_triggers_filter_by_labels(stack: Stack, tab: Any) -> None:
 async def test_label_values_with_spaces_and_commas_survive_the_form_and_the_filter(
     stack: Stack, tab: Any
 ) -> None:
-    """Label values are stored as given: an edit saved unchanged keeps them exactly,
-    and the filter finds a value holding a comma and a space."""
+    """Label values are stored as given: an edit saved unchanged keeps them exactly (a
+    line break too), and the filter finds a value holding a comma and a space."""
     page = tab
-    labels = {"owner": " spaced ", "region": "eu, us"}
+    labels = {"owner": " spaced ", "region": "eu, us", "note": "line one\nline two"}
     body = {"name": "labelled exactly", "type": "cron_scheduled", "labels": labels,
             "config": {"cron": "0 4 * * *", "endpoint": stack.sink.url("/hook")}}  # fmt: skip
     trigger = await stack.api("POST", "/api/v1/triggers", body)
@@ -472,6 +472,10 @@ async def assert_read_only(stack: Stack, page: Any) -> None:
     for name in ("Edit", "Deactivate", "Test run", "Delete…"):
         assert await page.get_by_role("button", name=name).count() == 0, name
         assert await page.get_by_role("link", name=name).count() == 0, name
+    # Nothing in the place of the controls (not even the text "null").
+    stray = await page.evaluate("[...document.querySelector('main').childNodes]"
+                                ".filter(n => n.nodeType === 3).map(n => n.textContent)")
+    assert [text for text in stray if text.strip()] == []
     await go(page, f"#/events/{run['event_id']}", "Event of seen by a reader")
     assert await page.get_by_role("button", name="Replay").count() == 0
     await go(page, f"#/triggers/{trigger['id']}/edit", "Read-only")
@@ -591,6 +595,25 @@ async def test_a_call_answered_after_the_key_was_entered_does_not_ask_again(
     await open_console(stack, page, KEY)
     assert held and await page.locator("dialog[open]").count() == 0
     await page.context.close()
+    assert stack.problems == []
+
+
+async def test_an_interval_of_a_fraction_of_a_second_is_sent_as_a_number(
+    stack: Stack, tab: Any
+) -> None:
+    page = tab
+    await go(page, "#/triggers/new", "New trigger")
+    form = page.locator("form.trigger-form")
+    await form.get_by_label("Name", exact=True).fill("every second and a half")
+    await form.get_by_label("Type").select_option("interval_scheduled")
+    await form.get_by_label("Interval (seconds)").fill("1.5")
+    await form.get_by_label("Endpoint URL").fill(stack.sink.url("/hook"))
+    await form.get_by_role("button", name="Create trigger").click()
+    await page.get_by_role("heading", level=1, name="every second and a half").wait_for()
+    created = page.url.rsplit("/", 1)[-1]
+    trigger = await stack.api("GET", f"/api/v1/triggers/{created}")
+    assert trigger["config"]["interval_seconds"] == 1.5
+    await stack.api("DELETE", f"/api/v1/triggers/{created}")
     assert stack.problems == []
 
 

@@ -13,7 +13,7 @@ const SIMPLE = [
   ['http_method', 'HTTP method', TYPES, { options: METHODS }, null],
   ['cron', 'Cron expression', ['cron_scheduled'], { placeholder: '*/5 * * * *', spellcheck: 'false' },
     '5 fields (minute hour day month weekday), or 6 with leading seconds.'],
-  ['interval_seconds', 'Interval (seconds)', ['interval_scheduled'], { type: 'number', min: '1', step: '1' }, null],
+  ['interval_seconds', 'Interval (seconds)', ['interval_scheduled'], { type: 'number', min: '1', step: 'any' }, null],
   ['start_at', 'First run at', ['interval_scheduled'], { placeholder: '2026-01-31T12:00:00Z' }, 'Optional, ISO 8601.'],
   ['run_at', 'Run at', ['time_scheduled'], { placeholder: '2026-01-31T12:00:00Z' }, 'ISO 8601; or give “Run in”.'],
   ['run_in', 'Run in', ['time_scheduled'], { placeholder: '10m' }, 'A duration such as 90s, 10m, 2h.'],
@@ -85,6 +85,7 @@ export async function triggerForm(ctx, triggerId) {
   });
   const labels = h('textarea', { rows: '3', spellcheck: 'false' });
   labels.value = Object.entries(trigger ? trigger.labels || {} : {}).map(([k, v]) => `${k}=${v}`).join('\n');
+  const shownLabels = labels.value;
   const extra = h('textarea', { rows: '8', spellcheck: 'false', class: 'code' });
   extra.value = json(rest);
 
@@ -124,10 +125,15 @@ export async function triggerForm(ctx, triggerId) {
     for (const [key, , types] of SIMPLE) {
       const raw = simple.get(key).value.trim();
       if (!types.includes(type.value) || raw === '') continue;
-      configBody[key] = key === 'interval_seconds' && /^\d+$/.test(raw) ? Number(raw) : raw;
+      // A number goes as a JSON number (1.5 too); anything else as typed, for the API's 400.
+      const number = key === 'interval_seconds' && /^\d+(\.\d+)?$/.test(raw);
+      configBody[key] = number ? Number(raw) : raw;
     }
     const result = { name: name.value, status: status.value, config: configBody };
     if (!editing) result.type = type.value;
+    // Labels left as they were are not sent: the stored set stays exactly as it is (a
+    // value holding a line break has no one-line form to read back from the box).
+    if (editing && labels.value === shownLabels) return result;
     const labelSet = parseLabels(labels.value);
     if (hasLabels || Object.keys(labelSet).length) result.labels = labelSet;
     return result;

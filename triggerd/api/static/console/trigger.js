@@ -1,7 +1,7 @@
 // One trigger: its settings and config (secrets come redacted from the API), actions,
 // upcoming runs, occurrence history, recent events and delivery numbers.
 import { api } from './api.js';
-import { badge, clear, codeBlock, facts, h, json, ms, occurrence, section, table, time } from './dom.js';
+import { add, badge, clear, codeBlock, facts, h, json, ms, occurrence, section, table, time } from './dom.js';
 import { eventColumns } from './events.js';
 import { labelChips } from './triggers.js';
 import { errorBox, link, toast, write } from './ui.js';
@@ -88,11 +88,11 @@ export async function triggerPage(ctx, id) {
       })),
     }, 'Delete…')));
 
-  ctx.main.append(
+  add(ctx.main, [  // not append(): `actions` is null for a read-only key
     h('p', { class: 'crumbs' }, h('a', { href: '#/triggers' }, 'Triggers'), ' / '),
     h('div', { class: 'title-row' }, h('h1', { class: 'break' }, trigger.name), badge(trigger.status)),
     actions, result,
-  );
+  ]);
   const grid = h('div', { class: 'grid' });
   ctx.main.append(grid);
   grid.append(section('Settings', facts([
