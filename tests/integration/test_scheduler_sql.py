@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from triggerd.domain.occurrences import Due
@@ -14,6 +14,8 @@ from triggerd.store import occurrences, schedules
 from triggerd.store.db import Database
 from triggerd.store.event_rows import EventRecord
 from triggerd.store.schedule_outcomes import Failed, Fired, record_outcomes
+
+EPOCH = datetime(2000, 1, 1, tzinfo=UTC)  # no scheduler start to count from
 
 
 async def _fill(db: Database, rows: int = 3000) -> None:
@@ -49,7 +51,8 @@ async def test_loop_queries_use_indexes(db: Database) -> None:
         (schedules.CLAIM_EXPIRED, {"now": to_db(now), "limit": 1000, "reclaim_stale_before": until},
          "ix_schedules_lease"),
         (schedules.CLAIM_PENDING, {"now": to_db(now), "until": until, "limit": 1000,
-                                   "stale_before": until}, "ix_schedules_due"),
+                                   "stale_before": until, "started_before": until},
+         "ix_schedules_due"),
         ("SELECT id FROM trigger_schedules WHERE id IN (%s, %s, %s) AND status = 'processing'"
          " AND claimed_by = %s FOR UPDATE", [1, 2, 3, "me"], "PRIMARY"),
         ("UPDATE trigger_schedules SET status = 'processing' WHERE id IN (%s, %s)", [1, 2],
@@ -79,7 +82,7 @@ async def test_concurrent_claims_never_share_a_row(db: Database) -> None:
             rows = await schedules.claim_due(
                 db, instance=name, now=utcnow(), until=utcnow(), limit=50,
                 lease_until=utcnow() + timedelta(seconds=30), stale_before=utcnow(),
-                reclaim_stale_before=utcnow(),
+                reclaim_stale_before=utcnow(), started_before=EPOCH,
             )  # fmt: skip
             if not rows:
                 return got
@@ -110,7 +113,7 @@ async def test_a_failed_catch_up_keeps_its_decision(db: Database) -> None:
     [row] = await schedules.claim_due(
         db, instance="me", now=now, until=now, limit=10,
         lease_until=now + timedelta(seconds=30), stale_before=now - timedelta(seconds=10),
-        reclaim_stale_before=now - timedelta(seconds=10),
+        reclaim_stale_before=now - timedelta(seconds=10), started_before=EPOCH,
     )  # fmt: skip
     assert row.stale
     retry_at = now + timedelta(seconds=2)
@@ -142,7 +145,7 @@ async def test_pending_and_reclaimed_rows_have_their_own_downtime_cut_off(db: Da
     rows = await schedules.claim_due(
         db, instance="me", now=now, until=now, limit=10,
         lease_until=now + timedelta(seconds=30), stale_before=now - timedelta(seconds=10),
-        reclaim_stale_before=now - timedelta(seconds=60),
+        reclaim_stale_before=now - timedelta(seconds=60), started_before=EPOCH,
     )  # fmt: skip
     assert {row.trigger_id: row.stale for row in rows} == {pending: True, leased: False}
 
@@ -164,7 +167,7 @@ async def test_a_restarted_scheduler_takes_over_its_own_leases_at_once(db: Datab
     rows = await schedules.claim_due(
         db, instance="me", now=later, until=later, limit=10,
         lease_until=later + timedelta(seconds=30), stale_before=now - timedelta(seconds=60),
-        reclaim_stale_before=now - timedelta(seconds=60),
+        reclaim_stale_before=now - timedelta(seconds=60), started_before=EPOCH,
     )  # fmt: skip
     assert [row.trigger_id for row in rows] == [mine]  # the other process's lease holds
 
@@ -186,7 +189,7 @@ async def test_an_occurrence_keeps_its_publish_time_when_its_event_is_republishe
     rows = await schedules.claim_due(
         db, instance="me", now=now, until=now, limit=10,
         lease_until=now + timedelta(seconds=30), stale_before=now - timedelta(seconds=60),
-        reclaim_stale_before=now - timedelta(seconds=60),
+        reclaim_stale_before=now - timedelta(seconds=60), started_before=EPOCH,
     )  # fmt: skip
     acked = {row.trigger_id: now + timedelta(milliseconds=3 + i) for i, row in enumerate(rows)}
     fired = [

@@ -244,10 +244,13 @@ class Plan:
 def plan(
     rows: Sequence[ClaimedRow], specs: Mapping[str, TriggerSpec], *, now: datetime,
     lease_until: datetime, firing: set[tuple[str, datetime]] | None = None,
+    started: datetime | None = None,
 ) -> Plan:  # fmt: skip
     """Turn claimed rows into claims, applying the misfire policy to rows missed during
     downtime (`row.stale`: pending past the grace). `firing` collects the (trigger,
-    scheduled_for) already planned, across calls for slices of one claim."""
+    scheduled_for) already planned, across calls for slices of one claim. `started`:
+    when this scheduler started; a `row.late` one's downtime ends there (what fell due
+    since is late, not missed: it fires as itself)."""
     result = Plan([], [], Counter())
     firing = set() if firing is None else firing
     for row in rows:
@@ -260,7 +263,8 @@ def plan(
         missed: MissedRows = ()
         policy = MisfirePolicy.LATEST
         if row.attempt_count == 0 and row.stale:
-            recovery = recover(spec.id, spec.type, spec.config(), fire, now)
+            until = min(now, started) if row.late and started is not None else now
+            recovery = recover(spec.id, spec.type, spec.config(), fire, until)
             policy = recovery.policy
             result.missed[policy] += recovery.missed_total
             missed = tuple(zip(recovery.missed, recovery.missed_notes(), strict=True))

@@ -220,6 +220,7 @@ class SchedulerRole:
             lease_until=lease_until, limit=settings.scheduler_batch_size,
             stale_before=max(self._late_before(now), self.started - STARTUP_MARGIN),
             reclaim_stale_before=self._late_before(now),
+            started_before=self.started - STARTUP_MARGIN,
         ))  # fmt: skip
         self._claiming = claiming
         # Shielded: if we are cancelled mid-claim, _wind_down waits for it and releases.
@@ -236,7 +237,8 @@ class SchedulerRole:
         caught_up = 0
         for start in range(0, len(rows), YIELD_EVERY):  # slices: the loop has jobs to send
             planned = plan(rows[start : start + YIELD_EVERY], specs, now=utcnow(),
-                           lease_until=lease_until, firing=firing)  # fmt: skip
+                           lease_until=lease_until, firing=firing,
+                           started=self.started - STARTUP_MARGIN)  # fmt: skip
             for claim in planned.claims:  # just claimed: ours, no need to look again
                 claim.checked = claim.due - now <= CHECK_AHEAD
             dispatcher.add(planned.claims)  # the dispatcher answers for these from now on

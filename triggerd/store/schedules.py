@@ -45,19 +45,22 @@ LEASE_POINTS = (  # a dead holder's rows become claimable once their leases ran 
     " GROUP BY TO_SECONDS(lease_until) ORDER BY NULL"
 )
 # Times as text: datetime.fromisoformat is far cheaper than the driver's conversion.
-# stale: due and created before the given time (the downtime rule, claims.py); the
-# time differs for pending rows and for rows a dead holder's lease kept (claim_due).
+# stale: the downtime rule (claims.py), which differs for pending rows and for rows a
+# dead holder's lease kept (claim_due).
 _CLAIM_COLUMNS = (
     "SELECT id, trigger_id, CAST(scheduled_for AS CHAR), CAST(fire_at AS CHAR), attempt_count,"
-    " GREATEST(fire_at, created_at) < %({})s, note FROM trigger_schedules"
+    " {stale}, note, {late} FROM trigger_schedules"
 )
 CLAIM_EXPIRED = (
-    _CLAIM_COLUMNS.format("reclaim_stale_before")
+    _CLAIM_COLUMNS.format(stale="GREATEST(fire_at, created_at) < %(reclaim_stale_before)s",
+                          late="0")
     + " WHERE status = 'processing' AND lease_until < %(now)s"
     " ORDER BY lease_until LIMIT %(limit)s FOR UPDATE SKIP LOCKED"
 )
 CLAIM_PENDING = (
-    _CLAIM_COLUMNS.format("stale_before")
+    _CLAIM_COLUMNS.format(
+        stale="(fire_at < %(started_before)s OR GREATEST(fire_at, created_at) < %(stale_before)s)",
+        late="(fire_at < %(started_before)s AND created_at >= %(started_before)s)")
     + " WHERE status = 'pending' AND fire_at <= %(until)s"
     " AND (retry_at IS NULL OR retry_at <= %(now)s)"
     " ORDER BY fire_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED"
@@ -73,6 +76,9 @@ class ClaimedRow:
     attempt_count: int
     stale: bool  # due and created before the downtime cut-off (claim_due)
     note: str | None = None  # "fired after downtime": a catch-up of misfire policy `all`
+    # Due before this scheduler started but written after: the successor of an occurrence
+    # that fired late after a restart. Only what fell due before the start was missed.
+    late: bool = False
 
 
 def _dt(value: Any) -> datetime:
@@ -130,14 +136,18 @@ async def due_points(
 async def claim_due(
     db: Database, *, instance: str, now: datetime, until: datetime, lease_until: datetime,
     limit: int, stale_before: datetime, reclaim_stale_before: datetime,
+    started_before: datetime,
 ) -> list[ClaimedRow]:  # fmt: skip
     """Lease up to `limit` rows: expired leases of a dead holder first, then pending rows
     due by `until` (the claim-ahead) whose publish backoff is over. A row is `stale` when
     it was due and created before `stale_before` (pending rows) or
-    `reclaim_stale_before` (expired leases)."""
+    `reclaim_stale_before` (expired leases), or, pending, was due before
+    `started_before` whenever it was inserted: the successors of an occurrence fired late
+    after a restart fell due while no scheduler ran, however late they were written."""
     params = {"now": to_db(now), "until": to_db(until), "limit": limit,
               "stale_before": to_db(stale_before),
-              "reclaim_stale_before": to_db(reclaim_stale_before)}  # fmt: skip
+              "reclaim_stale_before": to_db(reclaim_stale_before),
+              "started_before": to_db(started_before)}  # fmt: skip
     async with transaction(db, read_committed=True) as cur:
         await cur.execute(CLAIM_EXPIRED, params)
         found = list(await cur.fetchall())
@@ -155,7 +165,7 @@ async def claim_due(
     return [
         ClaimedRow(int(r[0]), r[1], datetime.fromisoformat(r[2]).replace(tzinfo=UTC),
                    datetime.fromisoformat(r[3]).replace(tzinfo=UTC), int(r[4]), bool(r[5]),
-                   r[6])
+                   r[6], bool(r[7]))
         for r in found
     ]  # fmt: skip
 
