@@ -272,6 +272,9 @@ async def test_no_firing_after_a_change_was_answered(
             assert [r["fire_at"].month for r in pending] == [1], pending
         else:
             assert pending == [], pending
+        if change != "delete":  # every cancellation says why, whoever wrote it
+            cancelled = [r for r in rows if r["status"] == "cancelled"]
+            assert cancelled and all(r["note"] for r in cancelled), cancelled
     assert await asyncio.to_thread(daemon.terminate) == 0, daemon.logs()
 
 

@@ -235,6 +235,7 @@ class Plan:
     drop: list[int]  # rows to cancel: trigger gone/inactive, or a duplicate catch-up
     missed: Counter[str]  # occurrences passed over, by misfire policy
     skipped: list[Skipped] = field(default_factory=list)  # policy `skip`: nothing fires
+    inactive: list[int] = field(default_factory=list)  # of `drop`: the trigger's inactive
 
     @property
     def caught_up(self) -> int:
@@ -257,6 +258,8 @@ def plan(
         spec = specs.get(row.trigger_id)
         if spec is None or not spec.fires:
             result.drop.append(row.id)
+            if spec is not None:
+                result.inactive.append(row.id)
             continue
         fire = Due(row.scheduled_for, row.fire_at)
         note, catch_up = None, False

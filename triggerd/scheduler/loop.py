@@ -45,6 +45,7 @@ from triggerd.store import schedule_outcomes, schedules
 from triggerd.store.db import is_transient
 from triggerd.store.schedule_outcomes import Skipped
 from triggerd.store.schedule_rows import CHECK_AHEAD
+from triggerd.store.triggers import DEACTIVATED
 
 log = logging.getLogger(__name__)
 
@@ -232,6 +233,7 @@ class SchedulerRole:
         specs = await self.cache.resolve(services.db, (row.trigger_id for row in rows))
         firing: set[tuple[str, datetime]] = set()
         drop: list[int] = []
+        inactive: set[int] = set()
         skipped: list[Skipped] = []
         missed: Counter[str] = Counter()
         caught_up = 0
@@ -243,6 +245,7 @@ class SchedulerRole:
                 claim.checked = claim.due - now <= CHECK_AHEAD
             dispatcher.add(planned.claims)  # the dispatcher answers for these from now on
             drop += planned.drop
+            inactive.update(planned.inactive)
             skipped += planned.skipped
             self._limbo = ([row.id for row in rows[start + YIELD_EVERY :]] + drop
                            + [s.schedule_id for s in skipped])  # fmt: skip
@@ -260,8 +263,12 @@ class SchedulerRole:
         if skipped:  # misfire policy `skip`: record the missed ones, resume the schedule
             await self._record_skipped(dispatcher.window, skipped)
         if drop:  # trigger deleted or inactive: its rows do not fire
-            await schedules.release(services.db, drop, instance=settings.instance_id,
-                                    now=utcnow(), status="cancelled")  # fmt: skip
+            # Said as the API says it: an occurrence the API's own cancel missed (the
+            # scheduler claimed it first) must not show a cancellation without a reason.
+            for ids, note in (([i for i in drop if i in inactive], DEACTIVATED),
+                              ([i for i in drop if i not in inactive], None)):
+                await schedules.release(services.db, ids, instance=settings.instance_id,
+                                        now=utcnow(), status="cancelled", note=note)  # fmt: skip
         self._limbo = []
         return len(rows) >= settings.scheduler_batch_size
 

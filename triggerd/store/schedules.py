@@ -226,18 +226,20 @@ async def refresh_leases(
 
 
 async def release(
-    db: Database, ids: Sequence[int], *, instance: str, now: datetime, status: str = "pending"
+    db: Database, ids: Sequence[int], *, instance: str, now: datetime, status: str = "pending",
+    note: str | None = None,
 ) -> int:
     """Hand rows we hold back (`pending`, on shutdown) or drop them (`cancelled`: their
-    trigger is gone or inactive). Only rows still ours are touched."""
+    trigger is gone or inactive; `note` says why). Only rows still ours are touched."""
     if not ids:
         return 0
     assert status in ("pending", "cancelled")
     return await db.execute(
         "UPDATE trigger_schedules SET status = %s, claimed_by = NULL, lease_until = NULL,"
+        " note = COALESCE(%s, note),"
         f" updated_at = %s WHERE id IN ({int_list(ids)}) AND status = 'processing'"
         " AND claimed_by = %s",
-        [status, to_db(now), instance],
+        [status, note, to_db(now), instance],
     )
 
 
