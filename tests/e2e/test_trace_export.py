@@ -119,33 +119,38 @@ async def test_a_stuck_collector_neither_slows_webhooks_nor_grows_memory(
     start_daemon: Any, db: Database
 ) -> None:
     """The exporter's requests hang (the collector accepts and never answers): spans
-    pile up to the queue's bound and are dropped beyond it, while webhooks keep their
-    pace. A daemon without export is the yardstick, on the same machine, just before."""
+    pile up to the queue's bound and are dropped beyond it, while webhooks keep the pace
+    they have when exporting to a collector that answers. That daemon is the yardstick,
+    measured in turns with the stuck one (the machine's load drifts: a yardstick taken
+    once, before, was beaten by what another test did meanwhile)."""
     hook = await make_trigger(db, config={})  # no endpoint: ingestion only
-    async with OtlpReceiver(hang=True) as stuck, aiohttp.ClientSession() as http:
-        plain = start_daemon(roles="api")
-        await plain.wait_healthy()
-        url = f"{plain.url}/api/v1/webhook/{hook}"
-        await _burst(http, url, 300)  # warm-up
-        yardstick = await _burst(http, url, 1500)
-        assert plain.terminate() == 0
-
+    async with (OtlpReceiver(hang=True) as stuck, OtlpReceiver(decode=False) as live,
+                aiohttp.ClientSession() as http):  # fmt: skip
+        plain = start_daemon(roles="api", env=export_env(live, OTEL_BSP_MAX_QUEUE_SIZE="512"))
         env = export_env(stuck, OTEL_BSP_MAX_QUEUE_SIZE="512")
         exporting: Daemon = start_daemon(roles="api", env=env)
-        await exporting.wait_healthy()
+        await asyncio.gather(plain.wait_healthy(), exporting.wait_healthy())
+        plain_url = f"{plain.url}/api/v1/webhook/{hook}"
         url = f"{exporting.url}/api/v1/webhook/{hook}"
+        await _burst(http, plain_url, 300)  # warm-up
         await _burst(http, url, 1500)  # warm-up, and the span queue fills up
         assert stuck.requests >= 1  # the exporter is waiting on the stuck collector
         assert exporting.proc is not None
         before = _rss_kib(exporting.proc.pid)
-        rates = [await _burst(http, url, 1500) for _ in range(3)]
+        yardsticks, rates = [], []
+        for _ in range(3):
+            yardsticks.append(await _burst(http, plain_url, 1500))
+            rates.append(await _burst(http, url, 1500))
         grown = _rss_kib(exporting.proc.pid) - before
+        assert plain.terminate() == 0
         stopping = time.monotonic()
         assert exporting.terminate() == 0  # the stuck export does not hold the exit either
         assert time.monotonic() - stopping < 8
+        assert live.requests >= 1  # the yardstick did export
+    yardstick = max(yardsticks)
     # 4,500 webhooks made ~13,500 spans; held, they would be tens of MB.
     assert grown < 8 * 1024, f"RSS grew {grown} KiB"
-    assert max(rates) > 0.5 * yardstick, (rates, yardstick)
+    assert max(rates) > 0.7 * yardstick, (rates, yardsticks)
     log = exporting.log_path.read_text()
     assert "Queue full, dropping Span" in log  # the bound held: spans were dropped
     assert log.count("Queue full, dropping Span") <= 3  # not one line per span
