@@ -21,7 +21,7 @@ import orjson
 from triggerd.domain.audit import Action, AuditEntry, Origin
 from triggerd.domain.audit import changes as changes_between
 from triggerd.domain.circuit import endpoint_key
-from triggerd.domain.contract import PAST_GRACE, TriggerConfig, TriggerDefinition, schedule_changed
+from triggerd.domain.contract import PAST_GRACE, TriggerDefinition, schedule_changed
 from triggerd.domain.enums import TriggerStatus, TriggerType
 from triggerd.domain.models import Trigger
 from triggerd.domain.occurrences import Due, due_at
@@ -343,6 +343,7 @@ class TriggerStore:
                 return TriggerRecord(current, next_run if current.is_scheduled else None)
             if new.labels != old.labels:
                 await labels.replace(cur, trigger_id, new.labels)
+            written = new.config.stored()
             await cur.execute(
                 "UPDATE triggers SET name = %(name)s, status = %(status)s,"
                 " status_reason = %(reason)s, config = %(config)s, endpoint_hash = %(key)s,"
@@ -352,8 +353,8 @@ class TriggerStore:
                     "name": new.name,
                     "status": new.status,
                     "reason": reason,
-                    "config": _dump(new.config),
-                    "key": endpoint_hash(new.config.stored()),
+                    "config": orjson.dumps(written).decode(),
+                    "key": endpoint_hash(written),
                     "now": to_db(now),
                 },
             )
@@ -447,8 +448,4 @@ def _filters(*, type: str | None, status: str | None,
         clauses.append("status = %(status)s")
         params["status"] = status
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
-
-
-def _dump(config: TriggerConfig) -> str:
-    return orjson.dumps(config.stored()).decode()
 
