@@ -93,6 +93,23 @@ async def test_bad_query_values_are_400_naming_the_parameter(api: Api, param: st
     assert body["error"]["details"]["field"] == param
 
 
+@pytest.mark.parametrize(("path", "query", "field"), [
+    ("/api/v1/events", "limit=5&limit=999", "limit"),
+    ("/api/v1/events", "source=webhook&source=bogus", "source"),
+    ("/api/v1/events", "since=2026-01-01T00:00:00Z&since=2026-01-02T00:00:00Z", "since"),
+    ("/api/v1/events", "is_test_run=true&is_test_run=false", "is_test_run"),
+    ("/api/v1/events/stats", "window=1h&window=bogus", "window"),
+    ("/api/v1/events/stats", "trigger_id=6a0c1f5e-6d7a-4b7e-9a51-000000000001&trigger_id=x",
+     "trigger_id"),
+])  # fmt: skip
+async def test_a_parameter_given_twice_is_a_400_naming_it(api: Api, path: str, query: str,
+                                                          field: str) -> None:  # fmt: skip
+    status, body = await api.get(f"{path}?{query}")
+    assert status == 400, body
+    assert body["error"]["details"]["field"] == field
+    assert "once" in body["error"]["message"]
+
+
 async def test_get_event_with_attempts_archived_and_404(api: Api) -> None:
     now = utcnow()
     event_id = await insert_event(api.db, trigger_id=None, fired_at=now, attempts=2,

@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 
 from aiohttp import web
 
-from triggerd.api.http import json_response, pagination, query_choice, query_int
+from triggerd.api.http import json_response, pagination, query_choice, query_int, query_one
 from triggerd.api.keys import origin_of
 from triggerd.api.webhook import pipeline_of
 from triggerd.domain.errors import Conflict, NotFound, ValidationError
@@ -49,7 +49,7 @@ MAX_PAGE = 1_000_000
 
 
 def _uuid_param(request: web.Request, name: str) -> str | None:
-    raw = request.query.get(name)
+    raw = query_one(request, name)
     if raw is None or raw == "":
         return None
     value = parse_uuid(raw)
@@ -59,7 +59,7 @@ def _uuid_param(request: web.Request, name: str) -> str | None:
 
 
 def _time_param(request: web.Request, name: str) -> datetime | None:
-    raw = request.query.get(name)
+    raw = query_one(request, name)
     if raw is None or raw == "":
         return None
     try:
@@ -70,7 +70,7 @@ def _time_param(request: web.Request, name: str) -> datetime | None:
 
 
 def _bool_param(request: web.Request, name: str) -> bool | None:
-    raw = request.query.get(name)
+    raw = query_one(request, name)
     if raw is None or raw == "":
         return None
     lowered = raw.lower()
@@ -132,7 +132,7 @@ class EventsApi:
 
     async def stats(self, request: web.Request) -> web.Response:
         trigger_id = _uuid_param(request, "trigger_id")
-        raw = request.query.get("window") or "48h"
+        raw = query_one(request, "window") or "48h"
         try:
             seconds = parse_duration(raw)
         except ValueError:

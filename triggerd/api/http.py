@@ -115,8 +115,17 @@ async def read_json(request: web.Request, *, optional: bool = False) -> Any:
     return (await read_raw_json(request, optional=optional))[1]
 
 
+def query_one(request: web.Request, name: str) -> str | None:
+    """The query parameter `name`, given at most once (a second value would be silently
+    dropped: 400 instead, as domain/contract/paging.py answers for the other lists)."""
+    given = request.query.getall(name, ())
+    if len(given) > 1:
+        raise ValidationError(name, "must be given once")
+    return given[0] if given else None
+
+
 def query_int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
-    raw = request.query.get(name)
+    raw = query_one(request, name)
     if raw is None or raw == "":  # `?page=` as every other empty filter: not given
         return default
     # ASCII digits only: int() would also take "1_0" and non-ASCII digits.
@@ -132,7 +141,7 @@ def query_int(request: web.Request, name: str, default: int, lo: int, hi: int) -
 
 
 def query_choice(request: web.Request, name: str, options: tuple[str, ...]) -> str | None:
-    raw = request.query.get(name)
+    raw = query_one(request, name)
     if raw is None or raw == "":
         return None
     if raw not in options:
