@@ -99,6 +99,14 @@ BAD_CONFIG = [
     (body(endpoint="http://134744072/x"), "config.endpoint"),
     (body(endpoint="http://010.8.8.8/x"), "config.endpoint"),
     (body(endpoint="http://8.8.8.256/x"), "config.endpoint"),
+    # credentials Basic authentication cannot send, or sent beside an Authorization header
+    (body(endpoint="http://us%3Aer:pw@example.com/"), "config.endpoint"),
+    (body(endpoint="http://%E2%82%AC:pw@example.com/"), "config.endpoint"),
+    (body(endpoint="http://u:%E2%82%AC@example.com/"), "config.endpoint"),
+    (body(endpoint="http://u:pw@example.com/", headers={"authorization": "Bearer x"}),
+     "config.endpoint"),
+    (body("webhook", endpoint="http://u@example.com/", headers={"Authorization": "x"}),
+     "config.endpoint"),
     (body(http_method="TRACE"), "config.http_method"),
     (body(http_method=1), "config.http_method"),
     (body(headers=[]), "config.headers"),
@@ -223,6 +231,14 @@ def test_webhook_with_everything() -> None:
     assert trigger.config["signing_secret"] == "whsec_abc"
     assert trigger.config["payload"] == {"x": 1}
     assert trigger.config["endpoint"] == URL
+
+
+def test_credentials_either_in_the_url_or_in_a_header() -> None:
+    for endpoint, headers in [("http://u:p%3Aw@example.com/", None),  # ':' in a password
+                              ("http://%C3%A9:pw@example.com/", None),  # Latin-1
+                              ("http://example.com/", {"Authorization": "Bearer x"}),
+                              ("http://u:pw@example.com/", {"X-Token": "t"})]:  # fmt: skip
+        assert create(body(endpoint=endpoint, headers=headers)).config["endpoint"] == endpoint
 
 
 def test_null_optional_values_mean_absent() -> None:

@@ -40,6 +40,7 @@ from triggerd.domain.contract.fields import (
     Text,
     Zone,
     invalid,
+    url_credentials,
 )
 from triggerd.domain.enums import HttpMethod, MisfirePolicy, TriggerType, values
 from triggerd.domain.misfire import DEFAULT_CATCHUP_WINDOW, MAX_CATCHUP_WINDOW
@@ -161,6 +162,16 @@ class TriggerConfig(RequestModel):
         if isinstance(previous, TriggerConfig):
             data = restore_redacted(data, previous.stored())
         return data
+
+    @model_validator(mode="after")
+    def _one_authorization(self) -> Self:
+        # The worker's HTTP client refuses both at once (every delivery would fail).
+        if (self.endpoint and self.headers
+                and any(name.lower() == "authorization" for name in self.headers)
+                and url_credentials(self.endpoint) != (None, None)):  # fmt: skip
+            invalid("carries a user name or password, which is sent as an Authorization"
+                    " header, and headers has one too: give one of them", "endpoint")  # fmt: skip
+        return self
 
     # --- the stored form, and the mapping view of it -------------------------------------
 

@@ -158,7 +158,32 @@ class Endpoint(Text):
             invalid(f"names the host {numeric!r}, which deliveries cannot reach: an IPv4"
                     " address is written as four decimal numbers (192.0.2.1), with no"
                     " trailing dot")  # fmt: skip
+        _check_credentials(url)
         return url
+
+
+def url_credentials(url: str) -> tuple[str | None, str | None]:
+    """The URL's user name and password, decoded, as the worker's HTTP client reads them
+    (both None when the URL has none)."""
+    with suppress(ValueError, TypeError):
+        parsed = yarl.URL(url)
+        return parsed.user, parsed.password
+    return None, None
+
+
+def _check_credentials(url: str) -> None:
+    """Credentials in the URL go out as Basic authentication, which cannot carry these:
+    a delivery would fail every time, so they are refused now."""
+    user, password = url_credentials(url)
+    if user is not None and ":" in user:
+        invalid("has a ':' in its user name, which Basic authentication reads as the start"
+                " of the password (RFC 7617); percent-encoding it does not help")  # fmt: skip
+    for part in (user, password):
+        try:
+            (part or "").encode("latin-1")
+        except UnicodeEncodeError:
+            invalid("has a user name or password outside Latin-1, which Basic authentication"
+                    " cannot send")  # fmt: skip
 
 
 def _numeric_host(url: str, host: str) -> str | None:
