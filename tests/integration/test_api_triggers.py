@@ -4,6 +4,7 @@ MariaDB, schedule rows checked straight in the table."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -489,6 +490,30 @@ async def test_concurrent_updates_serialize(api: ApiDaemon) -> None:
         assert at(final["next_scheduled_run"]).minute == minute
     else:
         assert pending == [] and final["next_scheduled_run"] is None
+
+
+async def test_concurrent_updates_are_audited_in_the_order_they_were_made(
+    api: ApiDaemon,
+) -> None:
+    """An update that waited for the row lock is dated after the one it follows: the
+    audit log, newest first, reads as one chain of changes, and updated_at never goes
+    back."""
+    trigger = await create(api, body("cron_scheduled", cron="0 * * * *"))
+    path = f"{BASE}/{trigger['id']}"
+    replies = await asyncio.gather(*(api.client.patch(path, {"name": f"n{i}"})
+                                     for i in range(15)))  # fmt: skip
+    assert [r.status for r in replies] == [200] * 15
+    log = await api.client.get("/api/v1/audit", trigger_id=trigger["id"],
+                               action="trigger.updated", limit="100")  # fmt: skip
+    entries = log.body["entries"]
+    assert entries, log.body
+    for newer, older in itertools.pairwise(entries):
+        assert newer["changes"]["name"][0] == older["changes"]["name"][1], entries
+        assert newer["at"] >= older["at"], entries
+    final = (await api.client.get(path)).body
+    assert final["name"] == entries[0]["changes"]["name"][1]
+    assert final["updated_at"] == entries[0]["at"]
+    assert entries[-1]["changes"]["name"][0] == trigger["name"]
 
 
 async def test_reactivating_a_one_shot_in_the_future_revives_it(api: ApiDaemon) -> None:

@@ -26,7 +26,7 @@ from triggerd.domain.enums import TriggerStatus, TriggerType
 from triggerd.domain.models import Trigger
 from triggerd.domain.occurrences import Due, due_at
 from triggerd.domain.retry import Retry
-from triggerd.domain.timeutil import from_db, to_db
+from triggerd.domain.timeutil import from_db, to_db, utcnow
 from triggerd.store import audit, labels, schedule_rows
 from triggerd.store.changes import TriggerChanges
 from triggerd.store.coalesce import Coalescer
@@ -331,6 +331,10 @@ class TriggerStore:
             if row is None:
                 return None
             current = replace(Trigger.from_row(row), labels=await _labels_of(cur, trigger_id))
+            # The time of the change is read once the row is ours: an update that waited
+            # for the lock would otherwise write an updated_at (and an audit `at`) older
+            # than the one it follows.
+            now = max(now, utcnow(), current.updated_at)
             old = definition_of(current)
             new = change(old)
             # Why triggerd set it inactive holds until it is active again.
