@@ -417,6 +417,7 @@ class TriggerStore:
             row = await _locked(cur, trigger_id)
             if row is None:
                 return False
+            now = max(now, utcnow(), Trigger.from_row(row).updated_at)  # as in _update
             held_labels = await _labels_of(cur, trigger_id)
             await cur.execute("DELETE FROM triggers WHERE id = %(id)s", {"id": trigger_id})
             await labels.replace(cur, trigger_id, {})
