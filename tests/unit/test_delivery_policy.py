@@ -35,7 +35,7 @@ NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
      (408, RETRY), (429, RETRY), (500, RETRY), (502, RETRY), (503, RETRY), (599, RETRY),
      (None, RETRY),  # timeout or connection error
      (400, FAIL), (401, FAIL), (403, FAIL), (404, FAIL), (409, FAIL), (410, FAIL),
-     (422, FAIL), (301, FAIL), (302, FAIL), (304, FAIL), (100, FAIL)],
+     (422, FAIL), (301, FAIL), (302, FAIL), (304, FAIL), (100, FAIL), (600, FAIL), (999, FAIL)],
 )  # fmt: skip
 def test_classify(status: int | None, verdict: str) -> None:
     assert classify(status) == verdict

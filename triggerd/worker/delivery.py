@@ -120,7 +120,7 @@ def classify(status: int | None) -> Verdict:
         return RETRY
     if 200 <= status < 300:
         return SUCCESS
-    if status in (408, 429) or status >= 500:
+    if status in (408, 429) or 500 <= status < 600:  # 5xx; a status beyond 599 is no class
         return RETRY
     return FAIL
 
