@@ -101,3 +101,27 @@ async def test_a_failing_endpoint_disables_its_triggers_until_reactivated(
     status, back = await api.request("PUT", f"/api/v1/triggers/{hook['id']}",
                                      json={**renamed, "status": "active"})  # fmt: skip
     assert status == 200 and back["status_reason"] is None, back
+
+
+async def test_an_endpoint_that_answers_only_404_disables_its_trigger(
+    worker: RunningWorker, api: Api, sink: Sink
+) -> None:
+    """A removed URL fails every delivery at once, without counting toward the circuit:
+    it is failing all the same."""
+    sink.program("/removed", 404)
+    config = {"endpoint": sink.url("/removed"), "retry": {"max_attempts": 1}}
+    status, hook = await api.post("/api/v1/triggers", {"name": "gone", "type": "webhook",
+                                                       "config": config})  # fmt: skip
+    assert status == 201, hook
+
+    async def disabled() -> dict[str, Any] | None:
+        await api.post(f"/api/v1/webhook/{hook['id']}", {"n": 1})  # 409 once inactive
+        _, body = await api.get(f"/api/v1/triggers/{hook['id']}")
+        return body if body["status"] == "inactive" else None
+
+    found = await wait_until(disabled, timeout=20, interval=0.3, what="the trigger disabled")
+    assert found["status_reason"].startswith("endpoint failing since 20"), found
+    _, listed = await api.get("/api/v1/endpoints")
+    endpoint = next(e for e in listed["endpoints"] if e["url"] == sink.url("/removed"))
+    assert endpoint["consecutive_failures"] == 0  # the circuit does not count a 404
+    assert endpoint["state"] == "closed" and endpoint["last_failure_at"] is not None

@@ -87,6 +87,12 @@ def on_failure(health: Health, now: datetime, *, threshold: int,
     return failed  # open: an attempt that started before it opened
 
 
+def on_refusal(health: Health, now: datetime) -> Health:
+    """A failure the circuit does not count (another 4xx, a refused destination): the
+    count stays as it is, but the endpoint is failing all the same (auto-disable)."""
+    return replace(health, failing_since=health.failing_since or now, last_failure_at=now)
+
+
 def on_success(health: Health, now: datetime) -> Health:
     """Any success closes the circuit and resets the count."""
     return Health(state=CircuitState.CLOSED, last_success_at=now,

@@ -4,8 +4,8 @@ Deciding costs no database round trip in the common case: each endpoint's health
 cached in memory and `run()` re-reads every cached endpoint once a second in one query
 (so a circuit another worker opened is seen within about a second), and folds the
 successes of healthy endpoints into their `last_success_at` in one statement. Only
-transitions are written when they happen: a retryable failure, a success that resets
-something, a probe claimed or released.
+transitions are written when they happen: a failure, a success that resets something,
+a probe claimed or released.
 
     admit(url) ─► PASS (closed) | PROBE (this delivery tests an endpoint whose cool-down
                   is over) | WAIT until t (open, or another delivery is probing)
@@ -139,8 +139,14 @@ class Circuits:
             after = await self._write(entry, now, lambda h: circuit.on_failure(
                 h, now, threshold=self.threshold, cooldown=self.cooldown))  # fmt: skip
             await self._check_failing(entry, after, now)
-        elif admission.decision is Decision.PROBE:
-            await self.release(admission)
+        else:
+            # Another 4xx (or a refused destination): neither a count nor a reset for the
+            # circuit, and no verdict of a probe; but a trigger whose deliveries all end
+            # so is failing as surely as one whose endpoint is down.
+            if admission.decision is Decision.PROBE:
+                await self.release(admission)
+            after = await self._write(entry, now, lambda h: circuit.on_refusal(h, now))
+            await self._check_failing(entry, after, now)
 
     async def release(self, admission: Admission) -> None:
         if admission.decision is not Decision.PROBE or admission.until is None:
