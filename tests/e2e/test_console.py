@@ -231,6 +231,32 @@ async def test_the_console_asks_for_a_key_and_shows_the_overview(stack: Stack) -
     assert stack.problems == []
 
 
+async def test_with_a_key_kept_no_page_logs_an_error(stack: Stack) -> None:
+    """Once the tab has its key, loading any page asks nothing the API refuses: not even
+    a failed resource in the browser's console (no write is tried to learn the key's
+    scope, the page has its icon, the new-trigger form previews nothing half typed)."""
+    page = await new_tab(stack, WIDE)
+    await open_console(stack, page, KEY)
+    logged: list[str] = []
+    page.on("console", lambda m: logged.append(m.text) if m.type == "error" else None)
+    await page.reload()  # the key from the tab's storage: the start-up's own calls too
+    await page.locator("body[data-ready=true]").wait_for()
+    for route, heading in [("#/overview", "Overview"), ("#/triggers", "Triggers"),
+                           ("#/triggers/new", "New trigger"), ("#/events", "Events"),
+                           ("#/endpoints", "Endpoints"), ("#/audit", "Audit log")]:  # fmt: skip
+        await page.goto(f"{stack.url}/ui{route}")
+        await page.get_by_role("heading", level=1, name=heading).wait_for()
+        await page.locator("body[data-ready=true]").wait_for()
+    await page.goto(f"{stack.url}/ui#/triggers/new")
+    await page.get_by_text("Fill in the schedule to see its next runs.").wait_for()
+    # A negative: whatever the preview's 350 ms debounce would send has had its time.
+    await page.wait_for_timeout(1000)
+    await page.get_by_text("Fill in the schedule to see its next runs.").wait_for()
+    assert logged == []
+    await page.context.close()
+    assert stack.problems == []
+
+
 # --- the main flow ---------------------------------------------------------------------------
 
 
@@ -482,11 +508,16 @@ async def assert_read_only(stack: Stack, page: Any) -> None:
 
 
 async def test_a_key_that_may_only_read_gets_a_read_only_console(stack: Stack) -> None:
-    """The console's side alone, whatever this build's keys can do: every write this tab
-    sends is answered as the API answers a read key (403 forbidden)."""
+    """The console's side alone, whatever this build's keys can do: the access route names
+    a read key's scope, and every write this tab sends is answered as the API answers a
+    read key (403 forbidden)."""
     page = await new_tab(stack, WIDE)
 
     async def as_read_key(route: Any) -> None:
+        if route.request.url.endswith("/api/v1/access"):
+            await route.fulfill(json={"actor": "reader", "scope": "read",
+                                      "keys_required": True})  # fmt: skip
+            return
         if route.request.method == "GET":
             await route.continue_()
             return

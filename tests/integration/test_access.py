@@ -114,6 +114,7 @@ ALL_ROUTES = [
     ("POST", f"/api/v1/events/{UNKNOWN}/replay"), ("GET", "/api/v1/audit"),
     ("GET", f"{BASE}/{UNKNOWN}/upcoming"), ("POST", f"{BASE}/preview"),
     ("GET", f"{BASE}/{UNKNOWN}/occurrences"), ("POST", f"{BASE}/{UNKNOWN}/backfill"),
+    ("GET", "/api/v1/access"),
 ]  # fmt: skip
 KEYS = {"read": {"X-API-Key": READ_KEY}, "write": {"Authorization": f"Bearer {WRITE_KEY}"},
         "bare": {"X-API-Key": FILE_KEY}, "env": {"Authorization": f"Bearer {ENV_KEY}"},
@@ -140,6 +141,18 @@ async def test_each_route_with_each_kind_of_key(
         if reply.status != 200:
             assert reply.error["code"] in ("validation_error", "not_found")
     assert READ_KEY not in reply.raw.decode() and WRITE_KEY not in reply.raw.decode()
+
+
+@pytest.mark.parametrize(("key", "actor", "scope"), [
+    ("read", "dashboard", "read"), ("write", "ci", "write"), ("bare", "key-2", "write"),
+    ("env", "env-key-1", "write"),
+])  # fmt: skip
+async def test_the_access_route_names_the_key_and_its_scope(
+    anonymous: Client, key: str, actor: str, scope: str
+) -> None:
+    reply = await anonymous.request("GET", "/api/v1/access", headers=KEYS[key])
+    assert reply.status == 200, reply.body
+    assert reply.body == {"actor": actor, "scope": scope, "keys_required": True}
 
 
 async def test_a_read_key_reads_triggers_with_their_secrets_masked(

@@ -492,6 +492,12 @@ async def test_concurrent_updates_serialize(api: ApiDaemon) -> None:
         assert pending == [] and final["next_scheduled_run"] is None
 
 
+async def test_an_open_api_answers_access_as_anonymous_with_write_scope(api: ApiDaemon) -> None:
+    reply = await api.client.get("/api/v1/access")
+    assert reply.status == 200, reply.body
+    assert reply.body == {"actor": "anonymous", "scope": "write", "keys_required": False}
+
+
 async def test_concurrent_updates_are_audited_in_the_order_they_were_made(
     api: ApiDaemon,
 ) -> None:

@@ -41,7 +41,7 @@ API_OPERATIONS = {
     ("GET", "/api/v1/events"), ("GET", "/api/v1/events/{id}"),
     ("GET", "/api/v1/events/stats"), ("POST", "/api/v1/events/{id}/replay"),
     ("GET", "/api/v1/audit"),
-    ("GET", "/api/v1/endpoints"),
+    ("GET", "/api/v1/endpoints"), ("GET", "/api/v1/access"),
     ("GET", "/health"), ("GET", "/metrics"),
     ("GET", "/api/docs"), ("GET", "/api/docs/swagger.json"),
 }  # fmt: skip

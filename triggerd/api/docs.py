@@ -45,6 +45,7 @@ from triggerd.domain.contract import Trigger as TriggerBody
 from triggerd.domain.contract.audit import AuditList, AuditListQuery
 from triggerd.domain.contract.bodies import (
     Accepted,
+    Access,
     ErrorEnvelope,
     EventDetail,
     EventList,
@@ -347,6 +348,13 @@ OPERATIONS: dict[tuple[str, str], Op] = {
                     "circuit opens: deliveries to it wait (none is dropped, none uses up an "
                     "attempt) until one probe succeeds.",
     ),
+    ("GET", "/api/v1/access"): Op(
+        "Who the caller is and what its key may do", "access",
+        {200: _ok("The caller's access", Access)},
+        description="The key's name (the `actor` of the audit log) and scope: a `read` key "
+                    "may call GET routes only. While the API is open: `anonymous`, `write`. "
+                    "A client can offer only what its key may call, without trying a change.",
+    ),
     ("GET", "/health"): Op(
         "Health of this process", "operations",
         {200: _ok("Every check is ok", Health), 503: _ok("A check failed", Health)},
@@ -411,6 +419,7 @@ _TAGS = (
     ("events", "The event log: every firing, its delivery attempts, statistics, replay"),
     ("audit", "Who changed what: every change made through the API"),
     ("endpoints", "Delivery targets: each endpoint's health (circuit breaker)"),
+    ("access", "The caller's API key: its name and scope"),
     ("operations", "Health and Prometheus metrics (every process)"),
     ("docs", "This document and Swagger UI"),
 )

@@ -19,6 +19,7 @@ from triggerd.logs import request_id_var
 from triggerd.metrics import Metrics
 
 ACTOR = web.RequestKey("actor", str)
+SCOPE = web.RequestKey("scope", str)  # the key's scope; not set while the API is open
 
 
 class KeyRequired(ApiError):
@@ -75,6 +76,7 @@ class KeyCheck:
                             " (GET); ask for a write key to change anything",
                             details={"key": key.name, "scope": key.scope})  # fmt: skip
         request[ACTOR] = key.name
+        request[SCOPE] = key.scope
 
 
 def origin_of(request: web.Request) -> Origin:
@@ -83,4 +85,4 @@ def origin_of(request: web.Request) -> Origin:
     return Origin(actor=request.get(ACTOR, ANONYMOUS), request_id=request_id_var.get())
 
 
-__all__ = ["ACTOR", "Forbidden", "KeyCheck", "KeyRequired", "origin_of", "requires_key"]
+__all__ = ["ACTOR", "SCOPE", "Forbidden", "KeyCheck", "KeyRequired", "origin_of", "requires_key"]

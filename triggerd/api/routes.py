@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from triggerd.api import (
+    access,
     audit,
     backfill,
     console,
@@ -28,5 +29,6 @@ def setup(app: web.Application, services: Services) -> None:
     events.add_routes(app, services)
     audit.add_routes(app, services)
     endpoints.add_routes(app, services)
+    access.add_routes(app, services)
     docs.setup(app)  # it documents every route registered above
     console.add_routes(app)  # the console's page and files: not API operations

@@ -1,5 +1,5 @@
 """The other bodies of the API: the error envelope, accepted events and test runs, the
-event log (events, delivery attempts, statistics) and health."""
+event log (events, delivery attempts, statistics), the caller's access and health."""
 
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -151,6 +151,14 @@ class EventStats(EventCounts):
 
 
 # --- operations ----------------------------------------------------------------------------
+
+
+class Access(Model):
+    actor: str = Field(description="The key's name, as the audit log records the changes "
+                                   "it makes; `anonymous` while the API is open")  # fmt: skip
+    scope: Literal["read", "write"] = Field(
+        description="read: GET routes only; write: every route (also while the API is open)")
+    keys_required: bool = Field(description="Whether this deployment requires API keys")
 
 
 class Health(Model):

@@ -24,7 +24,8 @@ class Endpoint(Model):
         description="Retryable failures (408, 429, 5xx, timeouts, connection errors) since "
                     "the last success")  # fmt: skip
     last_success_at: datetime | None = Field(description="Last successful delivery, UTC")
-    last_failure_at: datetime | None = Field(description="Last retryable failure, UTC")
+    last_failure_at: datetime | None = Field(
+        description="Last failed attempt of any kind (a 404 too), UTC")
     opened_at: datetime | None = Field(
         description="When the circuit left closed (null while closed)")
     next_probe_at: datetime | None = Field(

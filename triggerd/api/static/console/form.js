@@ -57,6 +57,11 @@ function parseLabels(text) {
   return labels;
 }
 
+// What a schedule needs before its runs can be previewed, by type.
+const SCHEDULE_KEYS = {
+  cron_scheduled: ['cron'], interval_scheduled: ['interval_seconds'], time_scheduled: ['run_at', 'run_in'],
+};
+
 export async function triggerForm(ctx, triggerId) {
   if (access.readOnly) {
     ctx.main.append(h('h1', null, 'Read-only'), h('p', null, 'This API key may only read; triggers cannot be changed with it.'));
@@ -189,10 +194,17 @@ export async function triggerForm(ctx, triggerId) {
       clear(preview, h('p', { class: 'muted' }, `Not valid yet: ${error.message}`));
       return;
     }
+    // Nothing to ask before the schedule is typed (the answer would be a 400); an endpoint
+    // not typed yet does not matter to the runs, and the save reports it at its field.
+    if (!(SCHEDULE_KEYS[type.value] || []).some((key) => key in draft.config)) {
+      clear(preview, h('p', { class: 'muted' }, 'Fill in the schedule to see its next runs.'));
+      return;
+    }
+    const config = { endpoint: 'https://example.com/', ...draft.config };
     const seq = ++previewSeq;
     try {
       const answer = await api('POST', 'api/v1/triggers/preview', {
-        body: { name: draft.name || 'preview', type: type.value, config: draft.config, count: PREVIEW_COUNT },
+        body: { name: draft.name || 'preview', type: type.value, config, count: PREVIEW_COUNT },
       });
       if (seq !== previewSeq) return;
       const runs = answer.occurrences || [];
