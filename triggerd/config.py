@@ -86,12 +86,30 @@ def _int_range(lo: int, hi: int) -> Callable[[Any], int]:
     return parse
 
 
-def _duration(min_seconds: float = 0.0) -> Callable[[Any], float]:
+def _duration(min_seconds: float = 0.0, max_seconds: float | None = None
+              ) -> Callable[[Any], float]:  # fmt: skip
     def parse(value: Any) -> float:
         seconds = parse_duration(value)
         if seconds < min_seconds:
             raise ValueError(f"must be at least {min_seconds:g}s")
+        if max_seconds is not None and seconds > max_seconds:
+            raise ValueError(f"must be at most {max_seconds:g}s")
         return seconds
+
+    return parse
+
+
+# The Kafka client sends its timings as 32-bit milliseconds (at most ~24.8 days); a day
+# is far beyond any sensible one and well inside.
+_KAFKA_MAX = 86_400.0
+
+
+def _short_str(limit: int) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        text = _str(value)
+        if len(text) > limit:
+            raise ValueError(f"must be at most {limit} characters")
+        return text
 
     return parse
 
@@ -308,10 +326,10 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "kafka_partitions": _int_range(1, 1024),
     "kafka_idempotent": _bool,
     "kafka_group": _str,
-    "kafka_session_timeout": _duration(1.0),
-    "kafka_heartbeat_interval": _duration(0.1),
-    "kafka_fetch_wait": _duration(0.001),
-    "kafka_linger": _duration(0.0),
+    "kafka_session_timeout": _duration(1.0, _KAFKA_MAX),
+    "kafka_heartbeat_interval": _duration(0.1, _KAFKA_MAX),
+    "kafka_fetch_wait": _duration(0.001, _KAFKA_MAX),
+    "kafka_linger": _duration(0.0, _KAFKA_MAX),
     "kafka_max_request_size": _int_range(16 * 1024, 1024 * 1024 * 1024),
     "http_host": _str,
     "http_port": _int_range(0, 65535),
@@ -339,7 +357,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "scheduler_batch_size": _int_range(1, 100_000),
     "scheduler_max_held": _int_range(1_000, 10_000_000),
     "db_pool_size": _int_range(1, 1000),
-    "instance_id": _str,
+    "instance_id": _short_str(64),  # trigger_schedules.claimed_by
     "delivery_allow_networks": _networks,
     "circuit_failure_threshold": _int_range(1, 1_000_000),
     "circuit_cooldown": _duration(0.05),

@@ -53,6 +53,23 @@ def test_redeliver_after_from_the_file_and_the_environment(tmp_path: Path) -> No
         load_settings({}, config_file=str(config))
 
 
+@pytest.mark.parametrize(("name", "value", "message"), [
+    ("TRIGGERD_INSTANCE_ID", "a" * 65, "must be at most 64 characters"),
+    ("TRIGGERD_KAFKA_SESSION_TIMEOUT", "30d", "must be at most 86400s"),
+    ("TRIGGERD_KAFKA_FETCH_WAIT", "25d", "must be at most 86400s"),
+    ("TRIGGERD_KAFKA_LINGER", "2d", "must be at most 86400s"),
+])  # fmt: skip
+def test_values_the_database_or_the_kafka_client_cannot_take_fail_at_start(
+    name: str, value: str, message: str
+) -> None:
+    """Each would pass start-up and then break its role (a claim too long for its column,
+    a timing beyond the Kafka client's 32-bit milliseconds)."""
+    environ = {"TRIGGERD_DATABASE_URL": "mysql://u@h/db", name: value}
+    with pytest.raises(ConfigError, match=f"^{name}: {message}"):
+        load_settings(environ)
+    assert load_settings({**environ, name: value[:64] if "ID" in name else "1d"})
+
+
 def test_environment_wins_over_the_file(tmp_path: Path) -> None:
     config = tmp_path / "t.toml"
     config.write_text('http_port = 9000\nretention_archive_after = "15m"\nroles = "api"\n')
