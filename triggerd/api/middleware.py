@@ -3,6 +3,7 @@ request timing, and API-key access control."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
@@ -27,6 +28,10 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # Echoed as given when it is printable ASCII (no control characters to forge log lines
 # with) of sane length; anything else is replaced by a new id.
 REQUEST_ID_OK = re.compile(r"^[\x20-\x7e]{1,200}$")
+# An API call the database has not answered by then (a server that hangs rather than
+# refuses: stopped, or its disk stuck) is answered 503 instead of waiting with it. Far
+# above what any route takes; webhook ingestion has its own bound (its queue).
+API_DEADLINE = 15.0
 _HTTP_CODES = {
     400: "bad_request",
     401: "unauthorized",
@@ -106,10 +111,14 @@ def api_middleware(
         token = request_id_var.set(request_id)
         try:
             try:
-                if guarded and requires_key(request.path):
+                api = requires_key(request.path)
+                if guarded and api:
                     key_check.check(request)
                 _check_encoding(request)
-                response = await handler(request)
+                if api:
+                    response = await _within_deadline(handler, request)
+                else:
+                    response = await handler(request)
             except ApiError as exc:
                 response = error_response(exc.status, exc.code, exc.message, exc.details)
                 if exc.close_connection:
@@ -132,6 +141,29 @@ def api_middleware(
             request_id_var.reset(token)
 
     return middleware
+
+
+class DeadlineExceeded(ApiError):
+    """503: the call did not finish within API_DEADLINE (its transaction was abandoned:
+    a change it made is rolled back, unless the server had taken its COMMIT already)."""
+
+    status = 503
+    code = "unavailable"
+
+
+async def _within_deadline(handler: Handler, request: web.Request) -> web.StreamResponse:
+    try:
+        async with asyncio.timeout(API_DEADLINE) as deadline:
+            return await handler(request)
+    except TimeoutError:
+        if not deadline.expired():
+            raise  # the handler's own
+        log.warning("%s %s: no answer within %gs (is the database hung?)", request.method,
+                    request.path, API_DEADLINE)  # fmt: skip
+        raise DeadlineExceeded(
+            f"no answer from the database within {API_DEADLINE:g}s; retry shortly (a change"
+            " may or may not have been made: read it back before sending it again)"
+        ) from None
 
 
 # What aiohttp decodes (br and zstd only with optional packages we do not install; the

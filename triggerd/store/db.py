@@ -113,9 +113,13 @@ class Database:
                 async with conn.cursor(rows) as cur:
                     yield cur
                 await conn.commit()
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    await conn.rollback()
+            except BaseException as exc:
+                # Cancelled (a deadline, a shutdown): no ROLLBACK, which would wait on the
+                # same server; the connection is closed instead (acquire), and the server
+                # rolls back what it had not committed.
+                if isinstance(exc, Exception):
+                    with contextlib.suppress(Exception):
+                        await conn.rollback()
                 raise
 
     async def fetchall(self, sql: str, params: Any = None) -> list[Row]:
