@@ -166,9 +166,11 @@ class TriggerConfig(RequestModel):
     @model_validator(mode="after")
     def _one_authorization(self) -> Self:
         # The worker's HTTP client refuses both at once (every delivery would fail).
-        if (self.endpoint and self.headers
-                and any(name.lower() == "authorization" for name in self.headers)
-                and url_credentials(self.endpoint) != (None, None)):  # fmt: skip
+        # getattr: a stored row read key by key (from_stored) may lack a required one.
+        endpoint, headers = getattr(self, "endpoint", None), getattr(self, "headers", None)
+        if (endpoint and headers
+                and any(name.lower() == "authorization" for name in headers)
+                and url_credentials(endpoint) != (None, None)):  # fmt: skip
             invalid("carries a user name or password, which is sent as an Authorization"
                     " header, and headers has one too: give one of them", "endpoint")  # fmt: skip
         return self
