@@ -209,3 +209,62 @@ async def test_backfill_jobs_carry_a_trace_and_year_one_is_a_400(api: ApiDaemon)
     for since in ("0001-01-01T00:00:00Z", "0001-01-01T00:00:00"):
         reply = await backfill(api, trigger["id"], since, "0002-01-01T00:00:00Z")
         assert reply.status == 400 and reply.field == "since", reply.body
+
+
+async def _pending_at(api: ApiDaemon, trigger_id: str, scheduled_for: Any, fire_at: Any) -> None:
+    """Move the trigger's pending occurrence (this daemon runs no scheduler)."""
+    changed = await api.db.execute(
+        "UPDATE trigger_schedules SET scheduled_for = %s, fire_at = %s"
+        " WHERE trigger_id = %s AND status = 'pending'",
+        [to_db(scheduled_for), to_db(fire_at), trigger_id],
+    )  # fmt: skip
+    assert changed == 1
+
+
+async def _events(api: ApiDaemon, trigger_id: str) -> set[str]:
+    rows = await api.db.fetchall("SELECT id FROM event_logs WHERE trigger_id = %s", [trigger_id])
+    return {row["id"] for row in rows}
+
+
+async def test_an_occurrence_held_back_by_its_jitter_is_left_to_the_scheduler(
+    api: ApiDaemon,
+) -> None:
+    """Due by its nominal time, not yet by its jittered one: the scheduler fires it at its
+    fire_at, once; a backfill does not fire it a second time."""
+    first = utcnow().replace(microsecond=0) + timedelta(seconds=30)
+    trigger = await create(api, "interval_scheduled", interval_seconds=60,
+                           start_at=to_iso(first), jitter_seconds=59)  # fmt: skip
+    held = first - timedelta(seconds=60)  # nominally 30 s ago
+    await _pending_at(api, trigger["id"], held, utcnow() + timedelta(seconds=50))
+    reply = await backfill(api, trigger["id"], first - timedelta(seconds=180), utcnow())
+    assert reply.status == 202, reply.body
+    earlier = [first - timedelta(seconds=s) for s in (180, 120)]
+    assert reply.body["fired"] == [occurrence_event_id(trigger["id"], w) for w in earlier]
+    assert reply.body["occurrences"] == 3 and reply.body["already_fired"] == 0
+    assert occurrence_event_id(trigger["id"], held) not in await _events(api, trigger["id"])
+    row = await api.db.fetchone(
+        "SELECT status, event_id FROM trigger_schedules WHERE trigger_id = %s"
+        " AND scheduled_for = %s", [trigger["id"], to_db(held)])  # fmt: skip
+    assert row == {"status": "pending", "event_id": None}
+
+
+async def test_behind_a_scheduler_that_was_down_a_backfill_leaves_the_way_free(
+    api: ApiDaemon,
+) -> None:
+    """The scheduler's next occurrence is three minutes old (it was down): what a backfill
+    fires after it gets no occurrence row, so the scheduler's catch-up walks on through
+    them (a row there would end its chain) instead of stopping for good."""
+    first = utcnow().replace(microsecond=0) + timedelta(seconds=30)
+    trigger = await create(api, "interval_scheduled", interval_seconds=60,
+                           start_at=to_iso(first), misfire_policy="all")  # fmt: skip
+    stale = first - timedelta(seconds=180)
+    await _pending_at(api, trigger["id"], stale, stale)
+    reply = await backfill(api, trigger["id"], stale, utcnow())
+    assert reply.status == 202, reply.body
+    later = [first - timedelta(seconds=s) for s in (120, 60)]
+    assert reply.body["fired"] == [occurrence_event_id(trigger["id"], w) for w in later]
+    assert reply.body["occurrences"] == 3 and reply.body["already_fired"] == 0
+    rows = await api.db.fetchall(
+        "SELECT scheduled_for, status FROM trigger_schedules WHERE trigger_id = %s"
+        " ORDER BY scheduled_for", [trigger["id"]])  # fmt: skip
+    assert [(from_db(r["scheduled_for"]), r["status"]) for r in rows] == [(stale, "pending")]

@@ -6,8 +6,13 @@ scheduler, or by an earlier backfill — is not fired again. One transaction per
 the trigger row is locked first, so two backfills of one trigger take turns; the ids
 already there are read, the others inserted (an existing id is kept: the scheduler may
 fire one of them at the same moment, and then it is its event, not ours), and the occurrence
-rows record the firings (a missed or cancelled one becomes fired; a pending one is left
-to the scheduler, whose firing then finds the event there).
+rows record the firings (a missed or cancelled one becomes fired).
+
+The scheduler's own occurrences are left to it: one whose row is still pending or
+claimed (due, or held back by its jitter) fires as scheduled, not twice; and one after
+the first such row (the scheduler is behind: it was down) fires now but gets no row of
+its own, so that the scheduler, coming to it, finds the way on free (a row there would
+end its chain) and fires it again as itself: a duplicate job, absorbed by the event id.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ _RECORD = (
 class BackfillResult:
     fired: list[EventRecord]  # in scheduled_for order
     already_fired: int
+    scheduled: int = 0  # left to the scheduler: their rows are pending or claimed
 
 
 async def backfill(
@@ -55,26 +61,46 @@ async def backfill(
     """Insert the events of `records` (the range's occurrences, ids derived from them)
     whose id is not taken yet, and record their occurrences and, when any fired, the
     backfill in the audit log (by `origin`). None: the trigger is gone."""
-    ids = [record.id for record in records]
     async with db.transaction() as cur:
         await cur.execute("SELECT id FROM triggers WHERE id = %(id)s FOR UPDATE",
                           {"id": trigger.id})  # fmt: skip
         if await cur.fetchone() is None:
             return None
-        taken = await _existing(cur, ids)
-        new = [record for record in records if record.id not in taken]
+        open_rows = await _open_occurrences(cur, trigger.id)
+        head = min(open_rows, default=None)
+        mine = [r for r in records if _stored(r.scheduled_for) not in open_rows]
+        taken = await _existing(cur, [record.id for record in mine])
+        new = [record for record in mine if record.id not in taken]
         inserted = await insert_events(cur, new) if new else 0
         if inserted < len(new):  # the scheduler fired some meanwhile: theirs, not ours
             ours = await _existing(cur, [record.id for record in new])
             new = [record for record in new if record.id in ours]
         if new:
             stamp = to_db(now)
-            await cur.executemany(_RECORD, [
-                (trigger.id, to_db(r.scheduled_for), to_db(r.scheduled_for), stamp, r.id,
-                 NOTE, stamp, stamp) for r in new])  # fmt: skip
+            rows = [r for r in new if head is None or _stored(r.scheduled_for) < head]
+            if rows:
+                await cur.executemany(_RECORD, [
+                    (trigger.id, to_db(r.scheduled_for), to_db(r.scheduled_for), stamp, r.id,
+                     NOTE, stamp, stamp) for r in rows])  # fmt: skip
             await audit.record(cur, AuditEntry(Action.TRIGGER_BACKFILLED, origin, now,
                                                trigger.id))  # fmt: skip
-    return BackfillResult(new, len(records) - len(new))
+    return BackfillResult(new, len(mine) - len(new), len(records) - len(mine))
+
+
+def _stored(moment: datetime | None) -> datetime:
+    stored = to_db(moment)
+    assert stored is not None, "an occurrence has its time"
+    return stored
+
+
+async def _open_occurrences(cur: Any, trigger_id: str) -> set[datetime]:
+    """The nominal times (as stored) of the trigger's occurrences the scheduler has yet
+    to fire: pending, or claimed."""
+    await cur.execute(
+        "SELECT scheduled_for FROM trigger_schedules WHERE trigger_id = %(id)s"
+        " AND status IN ('pending', 'processing')", {"id": trigger_id},
+    )  # fmt: skip
+    return {row["scheduled_for"] for row in await cur.fetchall()}
 
 
 async def _existing(cur: Any, ids: Sequence[str]) -> set[str]:
