@@ -26,7 +26,7 @@ from triggerd.domain.enums import TriggerStatus, TriggerType
 from triggerd.domain.models import Trigger
 from triggerd.domain.occurrences import Due, due_at
 from triggerd.domain.retry import Retry
-from triggerd.domain.timeutil import from_db, to_db, utcnow
+from triggerd.domain.timeutil import from_db, to_db
 from triggerd.store import audit, labels, schedule_rows
 from triggerd.store.changes import TriggerChanges
 from triggerd.store.coalesce import Coalescer
@@ -331,12 +331,11 @@ class TriggerStore:
             if row is None:
                 return None
             current = replace(Trigger.from_row(row), labels=await _labels_of(cur, trigger_id))
-            # The change is dated once the row is ours: an update that waited for the lock
-            # would otherwise write an updated_at (and an audit `at`) older than the one
-            # it follows. The schedule work keeps `now`: settle_held cancels what the
-            # scheduler inserted after it, and the scheduler may stamp a row earlier than
-            # our lock was granted.
-            stamp = max(now, utcnow(), current.updated_at)
+            # Never older than the change it follows: an update that waited for the row
+            # lock behind a later-dated one would write an updated_at (and an audit `at`)
+            # that goes back. Only then does the time move (to the one it follows), so the
+            # schedule rows, the audit entry and the trigger keep one time of change.
+            now = max(now, current.updated_at)
             old = definition_of(current)
             new = change(old)
             # Why triggerd set it inactive holds until it is active again.
@@ -361,7 +360,7 @@ class TriggerStore:
                     "reason": reason,
                     "config": orjson.dumps(written).decode(),
                     "key": endpoint_hash(written),
-                    "now": to_db(stamp),
+                    "now": to_db(now),
                 },
             )
             retimed = schedule_changed(old, new)
@@ -386,12 +385,12 @@ class TriggerStore:
                         due = due_at(trigger_id, new.config.timing(), first)
                         await schedule_rows.insert_occurrence(cur, trigger_id, due, now)
             next_run = await schedule_rows.next_pending(cur, trigger_id)
-            await audit.record(cur, AuditEntry(Action.TRIGGER_UPDATED, origin, stamp, trigger_id,
+            await audit.record(cur, AuditEntry(Action.TRIGGER_UPDATED, origin, now, trigger_id,
                                                changes=diff))  # fmt: skip
         if held:  # an occurrence past the scheduler's last look fires before we answer
             await schedule_rows.settle_held(self.db, trigger_id, held, now, why)
             next_run = (await self._next_runs([trigger_id])).get(trigger_id)
-        stored = stamp.replace(microsecond=stamp.microsecond // 1000 * 1000)
+        stored = now.replace(microsecond=now.microsecond // 1000 * 1000)
         trigger = Trigger(
             id=trigger_id,
             name=new.name,
@@ -419,14 +418,14 @@ class TriggerStore:
             row = await _locked(cur, trigger_id)
             if row is None:
                 return False
-            stamp = max(now, utcnow(), Trigger.from_row(row).updated_at)  # as in _update
+            now = max(now, Trigger.from_row(row).updated_at)  # as in _update
             held_labels = await _labels_of(cur, trigger_id)
             await cur.execute("DELETE FROM triggers WHERE id = %(id)s", {"id": trigger_id})
             await labels.replace(cur, trigger_id, {})
             held = await schedule_rows.cancel_pending(cur, trigger_id, now, DELETED)
             before = audited_fields(definition_of(replace(Trigger.from_row(row),
                                                           labels=held_labels)))  # fmt: skip
-            await audit.record(cur, AuditEntry(Action.TRIGGER_DELETED, origin, stamp, trigger_id,
+            await audit.record(cur, AuditEntry(Action.TRIGGER_DELETED, origin, now, trigger_id,
                                                changes=changes_between(before, None)))
         await schedule_rows.settle_held(self.db, trigger_id, held, now, DELETED)
         return True
