@@ -4,6 +4,7 @@ its own database and its own topic and consumer group."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -139,6 +140,17 @@ def settings_for(base_env: dict[str, str]) -> Any:
         return load_settings(base_env, overrides=overrides)
 
     return make
+
+
+@pytest.fixture
+async def own_database_server(db_server: DatabaseServer) -> AsyncIterator[MariaDBServer]:
+    """A MariaDB of the test's own, to stop, hang or restart."""
+    if db_server.server is None:
+        pytest.skip("needs a private MariaDB to stop and start")
+    server = MariaDBServer()
+    await asyncio.to_thread(server.start)
+    yield server
+    await asyncio.to_thread(server.close)
 
 
 @pytest.fixture

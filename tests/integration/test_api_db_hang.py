@@ -8,7 +8,6 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -22,16 +21,6 @@ from triggerd.store.db import Database
 from triggerd.store.migrations import migrate
 
 DEADLINE = 1.0
-
-
-@pytest.fixture
-async def own_database_server(db_server: Any) -> AsyncIterator[MariaDBServer]:
-    if db_server.server is None:
-        pytest.skip("needs a private MariaDB to stop")
-    server = MariaDBServer()
-    await asyncio.to_thread(server.start)
-    yield server
-    await asyncio.to_thread(server.close)
 
 
 async def test_a_hung_database_gets_503_within_the_deadline_then_recovers(

@@ -4,13 +4,11 @@ periods (the downtime rule), the database down and back."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 
-from tests.conftest import DatabaseServer
 from tests.factories import (
     InProcessScheduler,
     cron_config,
@@ -166,16 +164,6 @@ async def test_a_trigger_whose_stored_schedule_cannot_be_computed_does_not_stop_
     finally:
         await sched.stop()
     assert await event_rows(db, broken) == []
-
-
-@pytest.fixture
-async def own_database_server(db_server: DatabaseServer) -> AsyncIterator[MariaDBServer]:
-    if db_server.server is None:
-        pytest.skip("needs a private MariaDB to stop and start")
-    server = MariaDBServer()
-    await asyncio.to_thread(server.start)
-    yield server
-    await asyncio.to_thread(server.close)
 
 
 async def test_database_restart_is_ridden_out(
