@@ -51,7 +51,6 @@ _RECORD = (
 class BackfillResult:
     fired: list[EventRecord]  # in scheduled_for order
     already_fired: int
-    scheduled: int = 0  # left to the scheduler: their rows are pending or claimed
 
 
 async def backfill(
@@ -84,7 +83,7 @@ async def backfill(
                      NOTE, stamp, stamp) for r in rows])  # fmt: skip
             await audit.record(cur, AuditEntry(Action.TRIGGER_BACKFILLED, origin, now,
                                                trigger.id))  # fmt: skip
-    return BackfillResult(new, len(mine) - len(new), len(records) - len(mine))
+    return BackfillResult(new, len(mine) - len(new))
 
 
 def _stored(moment: datetime | None) -> datetime:
